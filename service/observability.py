@@ -1,0 +1,238 @@
+"""Logging (text or JSON), the request id, and Honeybadger error reporting.
+
+Every log line written while a request is handled carries its request id and client name, taken
+from `flask.g` by `RequestContextFilter`. JSON lines put extra fields (`extra={...}`) at the top
+level, which CloudWatch Logs Insights can filter on directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# A client's request id is echoed only when it is short and plain, so it cannot forge log lines.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "client",
+}
+
+
+def current_request_id() -> str:
+    return g.get("request_id", "-") if has_request_context() else "-"
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds `request_id` and `client` to every record (`-` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context():
+            record.request_id = g.get("request_id", "-")
+            record.client = g.get("client", "anonymous")
+        else:
+            record.request_id = getattr(record, "request_id", "-")
+            record.client = getattr(record, "client", "-")
+        return True
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+            "client": getattr(record, "client", "-"),
+        }
+        line.update(_extras(record))
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s [%(request_id)s %(client)s] %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = _extras(record)
+        if extras:
+            text += " " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in extras.items())
+        return text
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def configure_logging(level: str, log_format: str, stream: Any = None) -> logging.Handler:
+    """Send every log record to one stdout handler with the chosen level and format."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(make_formatter(log_format))
+    handler.addFilter(RequestContextFilter())
+    handler.set_name("aiproxy")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "aiproxy"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+def install_request_id(app: Flask) -> None:
+    """Give each request an id (the client's, when valid) and send it back as `X-Request-Id`."""
+    access_log = logging.getLogger("service.access")
+
+    @app.before_request
+    def _assign_request_id() -> None:
+        g.started = time.perf_counter()
+        sent = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = sent if _VALID_REQUEST_ID.match(sent) else uuid.uuid4().hex
+
+    @app.after_request
+    def _send_request_id(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = current_request_id()
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        access_log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={"duration_ms": round(elapsed * 1000, 1)},
+        )
+        return response
+
+
+# --- Honeybadger -------------------------------------------------------------------------------
+
+# Keys whose values never leave the process, matched case-insensitively as substrings.
+SENSITIVE_KEY_PARTS = ("authorization", "api-key", "api_key", "apikey", "password", "secret", "cookie")
+FILTERED = "[FILTERED]"
+
+
+def _is_sensitive(key: Any) -> bool:
+    lowered = str(key).lower()
+    return any(part in lowered for part in SENSITIVE_KEY_PARTS)
+
+
+def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """Copy `value` with sensitive keys filtered and known secret values blanked out of strings."""
+    secrets = [s for s in secrets if s and len(s) >= 8]
+    if isinstance(value, dict):
+        return {k: FILTERED if _is_sensitive(k) else scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, FILTERED)
+        return value
+    return value
+
+
+class HoneybadgerLogHandler(logging.Handler):
+    """Reports ERROR and CRITICAL records; an exception is reported once however often it is logged.
+
+    Unhandled exceptions in requests reach Honeybadger through here too: Flask logs each one at
+    ERROR with its traceback, so there is one reporting path and nothing to de-duplicate across.
+    """
+
+    def __init__(self, notify: Callable[..., Any]) -> None:
+        super().__init__(level=logging.ERROR)
+        self._notify = notify
+        self._reported: weakref.WeakSet[BaseException] = weakref.WeakSet()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("honeybadger"):
+            return  # the client's own complaints would loop back here
+        try:
+            context = {
+                "request_id": getattr(record, "request_id", current_request_id()),
+                "client": getattr(record, "client", "-"),
+                "logger": record.name,
+                "level": record.levelname,
+            }
+            if has_request_context():
+                context["route"] = request.url_rule.rule if request.url_rule else request.path
+                context["method"] = request.method
+            exception = record.exc_info[1] if record.exc_info else None
+            if exception is not None:
+                if exception in self._reported:
+                    return
+                self._reported.add(exception)
+                context["log_message"] = record.getMessage()
+                self._notify(exception=exception, context=context)
+            else:
+                self._notify(
+                    error_class=f"{record.levelname} log",
+                    error_message=record.getMessage(),
+                    context=context,
+                )
+        except Exception:
+            self.handleError(record)
+
+
+def install_honeybadger(
+    app: Flask,
+    api_key: str | None,
+    *,
+    endpoint: str,
+    environment: str,
+    known_secrets: Callable[[], Iterable[str]],
+    force_sync: bool = False,
+) -> HoneybadgerLogHandler | None:
+    """Turn on reporting when there is a key; return the log handler (None when off)."""
+    if not api_key:
+        return None
+    from honeybadger import honeybadger
+    from honeybadger.contrib.flask import FlaskHoneybadger
+
+    def before_notify(notice: Any) -> Any:
+        # Filter by key anywhere in the payload and blank any secret value that leaked into a
+        # message or a header, whatever its key.
+        cleaned = scrub(notice.payload, known_secrets())
+        notice.payload.clear()
+        notice.payload.update(cleaned)
+        return notice
+
+    app.config.update(
+        HONEYBADGER_API_KEY=api_key,
+        HONEYBADGER_ENDPOINT=endpoint,
+        # Honeybadger drops reports from "development"/"test" unless told otherwise; this service
+        # reports wherever a key was given.
+        HONEYBADGER_ENVIRONMENT=environment,
+        HONEYBADGER_FORCE_REPORT_DATA=True,
+        HONEYBADGER_FORCE_SYNC=force_sync,
+        HONEYBADGER_PARAMS_FILTERS=["Authorization", "api-key", "api_key", "password", "secret"],
+    )
+    # report_exceptions=False: exceptions arrive through the log handler below (see its docstring).
+    FlaskHoneybadger(app, report_exceptions=False, reset_context_after_request=True)
+    honeybadger.configure(before_notify=before_notify)
+    handler = HoneybadgerLogHandler(honeybadger.notify)
+    handler.addFilter(RequestContextFilter())
+    handler.set_name("aiproxy-honeybadger")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "aiproxy-honeybadger"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    return handler

@@ -1,0 +1,57 @@
+"""Gunicorn configuration: `gunicorn -c python:service.server 'service:create_app()'`.
+
+Gevent workers: LLM calls hold a request for seconds to minutes while doing nothing but wait, so
+each worker process serves up to AIPROXY_WORKER_CONNECTIONS requests at once as greenlets, and a
+fast request never queues behind slow ones. On SIGTERM gunicorn stops accepting connections and
+gives in-flight requests AIPROXY_GRACEFUL_TIMEOUT seconds to finish.
+"""
+
+import sys
+
+from service.observability import RequestContextFilter, make_formatter
+from service.settings import SettingsError, load_settings
+
+try:
+    _settings = load_settings()
+except SettingsError as error:
+    # One clear line, no traceback: the operator sees what to fix.
+    print(f"aiproxy: configuration error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+_host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host  # IPv6 literal
+bind = [f"{_host}:{_settings.port}"]
+worker_class = "gevent"
+workers = _settings.workers
+worker_connections = _settings.worker_connections
+graceful_timeout = _settings.graceful_timeout
+keepalive = _settings.keepalive
+# Gevent workers heartbeat from their own greenlet, so a long request does not trip this.
+timeout = 60
+loglevel = _settings.log_level.lower()
+# Gunicorn's own lines (start-up, worker exits) in the service's format, on stdout.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"aiproxy": {"()": make_formatter, "log_format": _settings.log_format}},
+    "filters": {"context": {"()": RequestContextFilter}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "aiproxy",
+            "filters": ["context"],
+        }
+    },
+    # The root logger is set up by the app in each worker (service.observability).
+    "root": {"handlers": [], "level": _settings.log_level},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": _settings.log_level, "propagate": False},
+        # Off: the app writes its own request line, with request id and client.
+        "gunicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+    },
+}
+# No runtime control socket: nothing uses it, and the image's user has no home to put it in.
+control_socket_disable = True
+proc_name = "aiproxy"
+# Behind the ALB: trust X-Forwarded-* from it (the task accepts traffic only from the ALB).
+forwarded_allow_ips = "*"

@@ -1,0 +1,283 @@
+"""Typed, validated settings: the process environment first, then `config.txt`.
+
+Every setting is declared once in `SETTINGS`; `config.txt.sample` documents the same list (a test
+keeps the two in step). A bad value raises `SettingsError` with one line naming the setting and
+what it accepts, and the server stops before it binds a port.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_CONFIG_FILE = "config.txt"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+ENVIRONMENT_TYPES = ("development", "test", "production")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with; the message is one line."""
+
+
+def _choice(*allowed: str, case_insensitive: bool = False) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.upper() if case_insensitive else raw
+        if value not in allowed:
+            raise SettingsError(f"{name}={raw!r} is not valid; use one of: {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _optional_choice(*allowed: str) -> Callable[[str, str], str | None]:
+    strict = _choice(*allowed)
+
+    def parse(name: str, raw: str) -> str | None:
+        return strict(name, raw) if raw else None
+
+    return parse
+
+
+def _number(kind: type, low: float, high: float) -> Callable[[str, str], Any]:
+    def parse(name: str, raw: str) -> Any:
+        try:
+            value = kind(raw)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise SettingsError(f"{name}={raw!r} is not valid; use {noun} from {low} to {high}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name}={raw!r} is out of range; use a value from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name}={raw!r} is not valid; use an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _optional_text(name: str, raw: str) -> str | None:
+    return raw or None
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str  # the variable's name in the environment and in config.txt
+    attr: str  # the attribute of `Settings` that holds the parsed value
+    default: str
+    parse: Callable[[str, str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # Provider and upstream.
+    Setting(
+        "OPENAI_BASE_URL",
+        "openai_base_url",
+        "https://api.openai.com/v1",
+        _url,
+        "OpenAI-compatible upstream (OpenAI, vLLM, Ollama, a test fake)",
+    ),
+    Setting(
+        "AIPROXY_UPSTREAM_CONNECT_TIMEOUT",
+        "upstream_connect_timeout",
+        "10",
+        _number(float, 0.1, 300),
+        "seconds to open a connection to the upstream",
+    ),
+    Setting(
+        "AIPROXY_UPSTREAM_TIMEOUT",
+        "upstream_timeout",
+        "300",
+        _number(float, 0.1, 3600),
+        "seconds to wait for the upstream's answer (or the next streamed chunk)",
+    ),
+    Setting(
+        "AIPROXY_UPSTREAM_RETRIES",
+        "upstream_retries",
+        "2",
+        _number(int, 0, 10),
+        "retries of a failed non-streaming upstream request (429, 5xx, connection errors)",
+    ),
+    Setting(
+        "AIPROXY_ASSESSMENT_MODEL",
+        "assessment_model",
+        "gpt-4o-mini",
+        _text,
+        "model used by /assessment when the request names none",
+    ),
+    # Logging and error reporting.
+    Setting(
+        "LOG_LEVEL",
+        "log_level",
+        "INFO",
+        _choice(*LOG_LEVELS, case_insensitive=True),
+        "lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    ),
+    Setting(
+        "LOG_FORMAT",
+        "log_format",
+        "text",
+        _choice(*LOG_FORMATS),
+        "text (for people) or json (one object a line, for CloudWatch)",
+    ),
+    Setting(
+        "HONEYBADGER_ENDPOINT",
+        "honeybadger_endpoint",
+        "https://api.honeybadger.io",
+        _url,
+        "where Honeybadger reports go (tests point it at a local catcher)",
+    ),
+    # Where this deployment is; selects the Secrets Manager prefix.
+    Setting(
+        "ENVIRONMENT",
+        "environment",
+        "",
+        _optional_text,
+        "DNS name of this deployment, e.g. aiproxy.example.org (empty when local)",
+    ),
+    Setting(
+        "ENVIRONMENT_TYPE",
+        "environment_type",
+        "",
+        _optional_choice(*ENVIRONMENT_TYPES),
+        "development, test or production (empty when local)",
+    ),
+    Setting(
+        "AIPROXY_SECRETS_TTL",
+        "secrets_ttl",
+        "300",
+        _number(float, 0, 86400),
+        "seconds a value read from Secrets Manager is reused before it is read again",
+    ),
+    # The HTTP server.
+    Setting("HOST", "host", "127.0.0.1", _text, "address the server listens on"),
+    Setting("PORT", "port", "5000", _number(int, 1, 65535), "port the server listens on"),
+    Setting(
+        "AIPROXY_WORKERS",
+        "workers",
+        "2",
+        _number(int, 1, 64),
+        "server processes; each holds AIPROXY_WORKER_CONNECTIONS requests at once",
+    ),
+    Setting(
+        "AIPROXY_WORKER_CONNECTIONS",
+        "worker_connections",
+        "1000",
+        _number(int, 10, 100000),
+        "concurrent requests one server process holds (slow LLM calls included)",
+    ),
+    Setting(
+        "AIPROXY_GRACEFUL_TIMEOUT",
+        "graceful_timeout",
+        "30",
+        _number(int, 0, 3600),
+        "seconds in-flight requests get to finish after SIGTERM",
+    ),
+    Setting(
+        "AIPROXY_KEEPALIVE",
+        "keepalive",
+        "620",
+        _number(int, 0, 3600),
+        "seconds an idle client connection is kept open (above the load balancer's idle timeout)",
+    ),
+    Setting(
+        "AIPROXY_MAX_BODY_BYTES",
+        "max_body_bytes",
+        "10485760",
+        _number(int, 1024, 1 << 30),
+        "largest request body accepted; larger ones get 413",
+    ),
+)
+
+# Secrets are not settings: they are read through `service.secrets`, which looks at these same
+# sources first (see SPEC section 4). They are listed here so config.txt.sample documents them.
+SECRET_VARIABLES: dict[str, str] = {
+    "OPENAI_API_KEY": "provider key for OPENAI_BASE_URL; else secret openai_api_key",
+    "HONEYBADGER_API_KEY": "enables Honeybadger error reports; else secret honeybadger_api_key",
+    "AIPROXY_CLIENT_KEYS": "client key store as JSON (README: Client keys); else secret client_api_keys",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    openai_base_url: str
+    upstream_connect_timeout: float
+    upstream_timeout: float
+    upstream_retries: int
+    assessment_model: str
+    log_level: str
+    log_format: str
+    honeybadger_endpoint: str
+    environment: str | None
+    environment_type: str | None
+    secrets_ttl: float
+    host: str
+    port: int
+    workers: int
+    worker_connections: int
+    graceful_timeout: int
+    keepalive: int
+    max_body_bytes: int
+    # Every raw KEY=VALUE the settings were read from (environment over config.txt); the secrets
+    # loader looks here for its overrides. Excluded from repr so no secret reaches a log line.
+    source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Parse `KEY=VALUE` lines; blank lines and `#` comments are skipped. Missing file: `{}`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if key.startswith("export "):
+            key = key[len("export ") :].strip()
+        if not sep or not key:
+            raise SettingsError(f"{path} line {number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = DEFAULT_CONFIG_FILE,
+    **overrides: str,
+) -> Settings:
+    """Read settings from `environ` (default: the process environment), then `config_file`.
+
+    `overrides` are raw values by variable name and win over both (tests use them).
+    """
+    source: dict[str, str] = {}
+    if config_file is not None:
+        source.update(read_config_file(config_file))
+    source.update(os.environ if environ is None else environ)
+    source.update(overrides)
+    # An empty value means "not set": `LOG_LEVEL=` in an env file falls back to the default.
+    values = {s.attr: s.parse(s.env, (source.get(s.env) or s.default).strip()) for s in SETTINGS}
+    return Settings(**values, source=source)
+
+
+def settings_fields() -> list[str]:
+    return [f.name for f in fields(Settings) if f.name != "source"]

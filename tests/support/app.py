@@ -1,0 +1,19 @@
+"""Build the app from explicit settings: no process environment, no config.txt."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from service import create_app
+from service.secrets import SecretStore
+from service.settings import Settings, load_settings
+
+
+def make_settings(**values: str) -> Settings:
+    return load_settings(environ={}, config_file=None, **values)
+
+
+def make_app(secrets: SecretStore | None = None, **values: str) -> Flask:
+    app = create_app(make_settings(**values), secrets=secrets)
+    app.testing = True
+    return app
