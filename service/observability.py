@@ -13,7 +13,6 @@ import re
 import sys
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -129,6 +128,7 @@ def install_request_id(app: Flask) -> None:
 # Keys whose values never leave the process, matched case-insensitively as substrings.
 SENSITIVE_KEY_PARTS = ("authorization", "api-key", "api_key", "apikey", "password", "secret", "cookie")
 FILTERED = "[FILTERED]"
+_REPORTED_MARK = "_aiproxy_reported_to_honeybadger"
 
 
 def _is_sensitive(key: Any) -> bool:
@@ -160,7 +160,6 @@ class HoneybadgerLogHandler(logging.Handler):
     def __init__(self, notify: Callable[..., Any]) -> None:
         super().__init__(level=logging.ERROR)
         self._notify = notify
-        self._reported: weakref.WeakSet[BaseException] = weakref.WeakSet()
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name.startswith("honeybadger"):
@@ -177,9 +176,9 @@ class HoneybadgerLogHandler(logging.Handler):
                 context["method"] = request.method
             exception = record.exc_info[1] if record.exc_info else None
             if exception is not None:
-                if exception in self._reported:
+                if getattr(exception, _REPORTED_MARK, False):
                     return
-                self._reported.add(exception)
+                setattr(exception, _REPORTED_MARK, True)  # travels with the exception object
                 context["log_message"] = record.getMessage()
                 self._notify(exception=exception, context=context)
             else:
@@ -202,6 +201,9 @@ def install_honeybadger(
     force_sync: bool = False,
 ) -> HoneybadgerLogHandler | None:
     """Turn on reporting when there is a key; return the log handler (None when off)."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "aiproxy-honeybadger"]:
+        root.removeHandler(old)  # an app built earlier in this process (tests) must not report
     if not api_key:
         return None
     from honeybadger import honeybadger
@@ -231,8 +233,5 @@ def install_honeybadger(
     handler = HoneybadgerLogHandler(honeybadger.notify)
     handler.addFilter(RequestContextFilter())
     handler.set_name("aiproxy-honeybadger")
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == "aiproxy-honeybadger"]:
-        root.removeHandler(old)
     root.addHandler(handler)
     return handler

@@ -19,3 +19,32 @@ def test_server_answers_health_and_json_errors():
             assert json.load(error)["error"]["type"] == "not_found_error"
         log = server.log()
     assert "gevent" in log
+
+
+def test_real_server_reports_to_honeybadger_and_logs_json():
+    from tests.fakes.honeybadger import HoneybadgerCatcher
+
+    with HoneybadgerCatcher() as catcher:
+        settings = {
+            "HONEYBADGER_API_KEY": "hb-e2e-key-000",
+            "HONEYBADGER_ENDPOINT": catcher.url,
+            "LOG_FORMAT": "json",
+        }
+        with running_server(settings) as server:
+            for route in ("/test/exception", "/test/error"):
+                request = urllib.request.Request(server.url + route, headers={"X-Request-Id": f"e2e{route}"})
+                try:
+                    urllib.request.urlopen(request)
+                except urllib.error.HTTPError as error:
+                    assert error.code == 500
+                    assert json.load(error)["error"]["type"] == "server_error"
+            notices = catcher.wait_for(2)
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    assert sorted(n["request"]["context"]["request_id"] for n in notices) == [
+        "e2e/test/error",
+        "e2e/test/exception",
+    ]
+    assert sorted(n["error"]["class"] for n in notices) == ["DiagnosticException", "ERROR log"]
+    assert "hb-e2e-key-000" not in server.log()
+    access = [line for line in lines if line["logger"] == "service.access"]
+    assert {line["request_id"] for line in access} >= {"e2e/test/error", "e2e/test/exception"}

@@ -14,6 +14,5 @@ def make_settings(**values: str) -> Settings:
 
 
 def make_app(secrets: SecretStore | None = None, **values: str) -> Flask:
-    app = create_app(make_settings(**values), secrets=secrets)
-    app.testing = True
-    return app
+    # Not app.testing: that re-raises exceptions instead of answering 500 as production does.
+    return create_app(make_settings(**values), secrets=secrets)

@@ -32,8 +32,11 @@ class RunningServer:
     url: str
     process: subprocess.Popen
     log_path: Path
+    final_log: str | None = None  # kept once the server stopped and its folder is gone
 
     def log(self) -> str:
+        if self.final_log is not None:
+            return self.final_log
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
@@ -77,8 +80,9 @@ def running_server(
     It runs from an empty directory unless `cwd` is given, so a developer's config.txt never
     leaks into a test.
     """
-    port = free_port()
-    env = server_env(settings or {}, port)
+    settings = dict(settings or {})
+    port = int(settings.get("PORT") or free_port())
+    env = server_env(settings, port)
     env["PYTHONPATH"] = str(ROOT)
     with tempfile.TemporaryDirectory() as workdir:
         log_path = Path(workdir) / "server.log"
@@ -103,3 +107,4 @@ def running_server(
                     except subprocess.TimeoutExpired:
                         os.killpg(process.pid, signal.SIGKILL)
                         process.wait()
+                server.final_log = server.log()

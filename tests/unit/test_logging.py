@@ -1,0 +1,77 @@
+"""Log formats, levels, and the request id on every line of a request."""
+
+import io
+import json
+import logging
+
+import pytest
+
+from service.observability import configure_logging
+from tests.support.app import make_app
+
+
+@pytest.fixture
+def captured():
+    """The app's log output, as configured by create_app, in a buffer."""
+    buffers = []
+
+    def build(**settings):
+        app = make_app(**settings)
+        buffer = io.StringIO()
+        configure_logging(
+            app.extensions["aiproxy"].settings.log_level, settings.get("LOG_FORMAT", "text"), buffer
+        )
+        buffers.append(buffer)
+        return app, buffer
+
+    yield build
+    configure_logging("INFO", "text")
+
+
+def test_json_lines_carry_the_request_id_and_client(captured):
+    app, buffer = captured(LOG_FORMAT="json")
+    response = app.test_client().get("/test/error", headers={"X-Request-Id": "req-42"})
+    assert response.headers["X-Request-Id"] == "req-42"
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    mine = [line for line in lines if line["request_id"] == "req-42"]
+    assert [line["logger"] for line in mine] == ["service.routes.status", "service.access"]
+    error, access = mine
+    assert error["level"] == "ERROR"
+    assert error["client"] == "anonymous"
+    assert access["message"] == "GET /test/error 200"
+    assert isinstance(access["duration_ms"], float)
+    assert {"time", "level", "logger", "message", "request_id", "client"} <= set(access)
+
+
+def test_text_lines_carry_the_request_id(captured):
+    app, buffer = captured(LOG_FORMAT="text")
+    app.test_client().get("/test/critical", headers={"X-Request-Id": "abc-1"})
+    lines = buffer.getvalue().splitlines()
+    assert any("CRITICAL [abc-1 anonymous] service.routes.status: Test critical" in line for line in lines)
+    assert any(
+        "[abc-1 anonymous] service.access: GET /test/critical 200 duration_ms=" in line for line in lines
+    )
+
+
+def test_request_id_is_generated_when_absent_or_unsafe(client):
+    generated = client.get("/").headers["X-Request-Id"]
+    assert len(generated) == 32
+    assert client.get("/").headers["X-Request-Id"] != generated
+    forged = client.get("/", headers={"X-Request-Id": "x ERROR fake log line"}).headers["X-Request-Id"]
+    assert " " not in forged and "fake" not in forged
+    assert client.get("/", headers={"X-Request-Id": "a" * 129}).headers["X-Request-Id"] != "a" * 129
+
+
+def test_errors_also_carry_the_request_id(client):
+    response = client.get("/nowhere", headers={"X-Request-Id": "lost-1"})
+    assert response.status_code == 404
+    assert response.headers["X-Request-Id"] == "lost-1"
+
+
+def test_log_level_is_honoured(captured):
+    app, buffer = captured(LOG_LEVEL="WARNING")
+    app.test_client().get("/test/error")
+    text = buffer.getvalue()
+    assert "Test error logged" in text
+    assert "service.access" not in text  # INFO lines are below WARNING
+    assert logging.getLogger().level == logging.WARNING

@@ -1,0 +1,152 @@
+import logging
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from service.secrets import (
+    CLIENT_API_KEYS,
+    HONEYBADGER_API_KEY,
+    OPENAI_API_KEY,
+    SECRET_NAMES,
+    SecretStore,
+    env_variable,
+    secret_id,
+)
+
+ENV_TYPE, ENV = "production", "aiproxy.example.org"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="us-east-1")
+
+
+def store(source=None, clock=None, **kwargs) -> SecretStore:
+    return SecretStore(source or {}, ENV_TYPE, ENV, ttl=300, clock=clock or Clock(), **kwargs)
+
+
+def test_id_follows_the_naming_convention():
+    assert secret_id(ENV_TYPE, ENV, OPENAI_API_KEY) == "production/aiproxy.example.org/openai_api_key"
+    assert SECRET_NAMES == ("honeybadger_api_key", "openai_api_key", "client_api_keys")
+    assert env_variable(OPENAI_API_KEY) == "OPENAI_API_KEY"
+    assert env_variable(HONEYBADGER_API_KEY) == "HONEYBADGER_API_KEY"
+    assert env_variable(CLIENT_API_KEYS) == "AIPROXY_CLIENT_KEYS"
+
+
+def test_reads_the_secret_under_its_deployment_prefix(aws):
+    aws.create_secret(Name="production/aiproxy.example.org/openai_api_key", SecretString="sk-from-aws")
+    aws.create_secret(Name="test/aiproxy.example.org/openai_api_key", SecretString="sk-other-environment")
+    assert store().get(OPENAI_API_KEY) == "sk-from-aws"
+
+
+def test_environment_override_wins(aws):
+    aws.create_secret(Name=secret_id(ENV_TYPE, ENV, OPENAI_API_KEY), SecretString="sk-from-aws")
+    assert store({"OPENAI_API_KEY": "sk-from-env"}).get(OPENAI_API_KEY) == "sk-from-env"
+
+
+def test_locally_without_a_deployment_aws_is_never_called():
+    def no_client():
+        raise AssertionError("Secrets Manager must not be called outside a deployment")
+
+    local = SecretStore({}, None, None, client_factory=no_client)
+    assert local.get(OPENAI_API_KEY) is None
+    assert SecretStore({"OPENAI_API_KEY": "sk-local"}, None, None, client_factory=no_client).get(
+        OPENAI_API_KEY
+    ) == ("sk-local")
+
+
+def test_cached_then_rotation_is_picked_up_after_the_ttl(aws):
+    name = secret_id(ENV_TYPE, ENV, OPENAI_API_KEY)
+    aws.create_secret(Name=name, SecretString="sk-old")
+    clock = Clock()
+    secrets = store(clock=clock)
+    assert secrets.get(OPENAI_API_KEY) == "sk-old"
+    aws.put_secret_value(SecretId=name, SecretString="sk-new")
+    clock.now += 299
+    assert secrets.get(OPENAI_API_KEY) == "sk-old"  # still cached
+    clock.now += 2
+    assert secrets.get(OPENAI_API_KEY) == "sk-new"  # no restart needed
+
+
+def test_missing_secret_gives_none_and_one_warning(aws, caplog):
+    secrets = store()
+    with caplog.at_level(logging.WARNING, logger="service.secrets"):
+        assert secrets.get(OPENAI_API_KEY) is None
+        secrets._clock.now += 1000
+        assert secrets.get(OPENAI_API_KEY) is None  # still missing: no second warning
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "production/aiproxy.example.org/openai_api_key is missing or empty" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("value", [None, "  \n"])
+def test_secret_without_a_value_counts_as_missing(aws, caplog, value):
+    # The CDK stack creates the secrets with no value; an administrator sets it later.
+    extra = {} if value is None else {"SecretString": value}
+    aws.create_secret(Name=secret_id(ENV_TYPE, ENV, HONEYBADGER_API_KEY), **extra)
+    with caplog.at_level(logging.WARNING, logger="service.secrets"):
+        assert store().get(HONEYBADGER_API_KEY) is None
+    assert len(caplog.records) == 1
+    assert "is missing or empty" in caplog.text
+
+
+def test_aws_error_keeps_running_with_one_warning(caplog):
+    class FailingClient:
+        calls = 0
+
+        def get_secret_value(self, SecretId):
+            FailingClient.calls += 1
+            raise ConnectionError("could not reach secretsmanager")
+
+    clock = Clock()
+    secrets = store(clock=clock, client_factory=FailingClient)
+    with caplog.at_level(logging.WARNING, logger="service.secrets"):
+        assert secrets.get(OPENAI_API_KEY) is None
+        clock.now += 301
+        assert secrets.get(OPENAI_API_KEY) is None
+    assert FailingClient.calls == 2  # retried after the TTL, not on every request
+    assert len(caplog.records) == 1
+    assert "Could not read secret production/aiproxy.example.org/openai_api_key" in caplog.text
+
+
+def test_aws_error_after_a_good_read_keeps_the_last_value(aws, monkeypatch):
+    aws.create_secret(Name=secret_id(ENV_TYPE, ENV, OPENAI_API_KEY), SecretString="sk-good")
+    clock = Clock()
+    secrets = store(clock=clock)
+    assert secrets.get(OPENAI_API_KEY) == "sk-good"
+
+    def broken(**kwargs):
+        raise ConnectionError("network down")
+
+    monkeypatch.setattr(secrets._client, "get_secret_value", broken)
+    clock.now += 301
+    assert secrets.get(OPENAI_API_KEY) == "sk-good"
+
+
+def test_no_region_configured_is_an_aws_error_not_a_crash(monkeypatch, caplog):
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with caplog.at_level(logging.WARNING, logger="service.secrets"):
+        assert SecretStore({}, ENV_TYPE, ENV).get(OPENAI_API_KEY) is None
+    assert "Could not read secret" in caplog.text
+
+
+def test_known_values_lists_what_is_held(aws):
+    aws.create_secret(Name=secret_id(ENV_TYPE, ENV, OPENAI_API_KEY), SecretString="sk-held")
+    secrets = store({"HONEYBADGER_API_KEY": "hb-env"})
+    secrets.get(OPENAI_API_KEY)
+    assert sorted(secrets.known_values()) == ["hb-env", "sk-held"]
