@@ -32,6 +32,15 @@ _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 
 
+# Request ids are logged everywhere: one that looks like a key (a client's or a provider's, sent by
+# mistake) is replaced rather than written to the logs.
+_KEY_LIKE_PREFIXES = ("aip_", "sk-", "bearer")
+
+
+def _usable_request_id(sent: str) -> bool:
+    return bool(_VALID_REQUEST_ID.match(sent)) and not sent.lower().startswith(_KEY_LIKE_PREFIXES)
+
+
 def current_request_id() -> str:
     return g.get("request_id", "-") if has_request_context() else "-"
 
@@ -107,7 +116,7 @@ def install_request_id(app: Flask) -> None:
     def _assign_request_id() -> None:
         g.started = time.perf_counter()
         sent = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = sent if _VALID_REQUEST_ID.match(sent) else uuid.uuid4().hex
+        g.request_id = sent if _usable_request_id(sent) else uuid.uuid4().hex
 
     @app.after_request
     def _send_request_id(response: Response) -> Response:

@@ -62,6 +62,11 @@ def test_request_id_is_generated_when_absent_or_unsafe(client):
     assert client.get("/", headers={"X-Request-Id": "a" * 129}).headers["X-Request-Id"] != "a" * 129
 
 
+def test_a_key_sent_as_request_id_is_not_echoed_or_logged(client):
+    for key in ("aip_Zm9vYmFyYmF6cXV4", "sk-proj-abcdef123456"):
+        assert client.get("/", headers={"X-Request-Id": key}).headers["X-Request-Id"] != key
+
+
 def test_errors_also_carry_the_request_id(client):
     response = client.get("/nowhere", headers={"X-Request-Id": "lost-1"})
     assert response.status_code == 404

@@ -1,0 +1,59 @@
+"""The rubric: CSV text with a header row whose `Key Concept` column names each concept."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+KEY_CONCEPT = "Key Concept"
+
+
+class RubricError(ValueError):
+    """The rubric cannot be used; the message says why."""
+
+
+def concept_key(text: str) -> str:
+    """How key concepts (and grades) are compared: case and surrounding white space ignored."""
+    return " ".join(text.split()).casefold()
+
+
+@dataclass(frozen=True)
+class Rubric:
+    text: str  # the CSV as given, sent to the model unchanged
+    key_concepts: tuple[str, ...]  # in rubric order, with the rubric's spelling
+
+    def canonical(self, name: str) -> str | None:
+        """The rubric's spelling of `name`, or None when it is not one of its key concepts."""
+        wanted = concept_key(name)
+        return next((k for k in self.key_concepts if concept_key(k) == wanted), None)
+
+
+def parse_rubric(text: str) -> Rubric:
+    try:
+        # newline="": the csv module handles \r, \r\n and newlines inside quoted cells itself.
+        rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline="")))
+    except csv.Error as error:
+        raise RubricError(f"The rubric is not readable CSV ({error}).") from None
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise RubricError("The rubric is empty; send CSV with a header row and one row per key concept.")
+    header = [concept_key(cell) for cell in rows[0]]
+    if concept_key(KEY_CONCEPT) not in header:
+        raise RubricError(
+            f"The rubric has no '{KEY_CONCEPT}' column (its header row is: {', '.join(rows[0])})."
+        )
+    column = header.index(concept_key(KEY_CONCEPT))
+    concepts: list[str] = []
+    seen: set[str] = set()
+    for number, row in enumerate(rows[1:], start=2):
+        name = " ".join(row[column].split()) if column < len(row) else ""
+        if not name:
+            raise RubricError(f"Rubric row {number} has no key concept.")
+        if concept_key(name) in seen:
+            raise RubricError(f"The rubric names the key concept '{name}' twice.")
+        seen.add(concept_key(name))
+        concepts.append(name)
+    if not concepts:
+        raise RubricError("The rubric has a header row but no key concepts.")
+    return Rubric(text=text, key_concepts=tuple(concepts))

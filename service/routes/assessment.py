@@ -1,0 +1,217 @@
+"""Rubric assessment over HTTP: `POST /assessment` and the sample routes `/test/assessment*`.
+
+This module only reads and checks the request's fields and answers; grading itself is
+`service.assessment.grader.assess()`. Fields come from a JSON body, a form-encoded or multipart
+body (a multipart field may be an uploaded file) or the query string, under the names of SPEC
+section 7.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from service import bedrock, model_routing, runtime
+from service.assessment.grader import AssessmentError, AssessmentRequest, assess
+from service.assessment.samples import sample
+from service.errors import ApiError
+from service.upstream import upstream_client
+
+blueprint = Blueprint("assessment", __name__)
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+MAX_STUDENT_ID = 200
+
+
+@blueprint.post("/assessment")
+def assessment() -> Response:
+    fields = _fields()
+    return _grade(_request(fields, code=_required_text(fields, "code", allow_empty=True)))
+
+
+@blueprint.route("/test/assessment", methods=["GET", "POST"])
+def test_assessment() -> Response:
+    return _grade(_request(_fields(), code=sample().code, from_sample=True))
+
+
+@blueprint.route("/test/assessment/blank", methods=["GET", "POST"])
+def test_assessment_blank() -> Response:
+    return _grade(_request(_fields(), code="", from_sample=True))
+
+
+def _grade(assessment_request: AssessmentRequest) -> Response:
+    complete, agent = _provider(assessment_request)
+    try:
+        return jsonify(assess(assessment_request, complete, agent=agent))
+    except AssessmentError as error:
+        headers = {"Retry-After": error.retry_after} if error.status == 429 and error.retry_after else None
+        raise ApiError(error.status, error.message, param=error.param, headers=headers) from None
+
+
+def _provider(assessment_request: AssessmentRequest) -> tuple[Callable[[dict], dict], str]:
+    """The `complete` callable that serves the request's model, and the provider's name."""
+    model = model_routing.resolve(assessment_request.model, runtime.settings().model_aliases)
+    if model_routing.provider_of(model) == model_routing.BEDROCK:
+        return bedrock.completer(bedrock.bedrock_client(), model), model_routing.BEDROCK
+    client = upstream_client()
+    api_key = assessment_request.api_key
+
+    def complete(body: dict) -> dict:
+        return client.chat_completion({**body, "model": model}, api_key=api_key)
+
+    return complete, "openai"
+
+
+# --- reading the request -----------------------------------------------------------------------
+
+
+def _fields() -> dict[str, Any]:
+    """Every field the client sent: query string, then form or multipart, then a JSON body."""
+    fields: dict[str, Any] = dict(request.args.items())
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if body is None and request.get_data():
+            raise ApiError(400, "The request body is not valid JSON.")
+        if body is not None and not isinstance(body, dict):
+            raise ApiError(400, "The JSON body must be an object with the assessment's fields.")
+        fields.update(body or {})
+        return fields
+    fields.update(request.form.items())
+    for name, upload in request.files.items():
+        try:
+            fields[name] = upload.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, f"The uploaded '{name}' is not UTF-8 text.", param=name) from None
+    return fields
+
+
+def _request(fields: Mapping[str, Any], *, code: str, from_sample: bool = False) -> AssessmentRequest:
+    settings = runtime.settings()
+    if from_sample:
+        prompt, rubric, examples = sample().prompt, sample().rubric, []
+    else:
+        prompt = _required_text(fields, "prompt")
+        rubric = _required_text(fields, "rubric")
+        examples = _examples(fields)
+    return AssessmentRequest(
+        code=code,
+        prompt=prompt,
+        rubric=rubric,
+        examples=examples,
+        model=_optional_text(fields, "model") or settings.assessment_model,
+        api_key=_optional_text(fields, "api-key") or None,
+        remove_comments=_flag(fields, "remove-comments"),
+        num_responses=_whole_number(fields, "num-responses", 1),
+        temperature=_number(fields, "temperature", 0.2),
+        student_id=_student_id(fields),
+    )
+
+
+def _required_text(fields: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> str:
+    if name not in fields or fields[name] is None:
+        raise ApiError(400, f"'{name}' is required.", param=name)
+    value = fields[name]
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{name}' must be text.", param=name)
+    if not allow_empty and not value.strip():
+        raise ApiError(400, f"'{name}' must not be empty.", param=name)
+    return value
+
+
+def _optional_text(fields: Mapping[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{name}' must be text.", param=name)
+    return value.strip()
+
+
+def _examples(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
+    value = fields.get("examples")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ApiError(
+                400, "'examples' is not valid JSON; send an array of [code, answer] pairs.", param="examples"
+            ) from None
+    if not isinstance(value, list):
+        raise ApiError(400, "'examples' must be a JSON array of [code, answer] pairs.", param="examples")
+    pairs = []
+    for index, pair in enumerate(value):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise ApiError(
+                400, f"'examples' item {index} must be a pair of strings [code, answer].", param="examples"
+            )
+        pairs.append((pair[0], pair[1]))
+    return pairs
+
+
+def _flag(fields: Mapping[str, Any], name: str) -> bool:
+    value = fields.get(name)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ApiError(400, f"'{name}' must be 1 or 0 (or true or false).", param=name)
+
+
+def _whole_number(fields: Mapping[str, Any], name: str, default: int) -> int:
+    value = fields.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ApiError(400, f"'{name}' must be a whole number.", param=name) from None
+
+
+def _number(fields: Mapping[str, Any], name: str, default: float) -> float:
+    value = fields.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, bool):
+        raise ApiError(400, f"'{name}' must be a number.", param=name)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"'{name}' must be a number.", param=name) from None
+    if not math.isfinite(number):
+        raise ApiError(400, f"'{name}' must be a finite number.", param=name)
+    return number
+
+
+def _student_id(fields: Mapping[str, Any]) -> str:
+    value = fields.get("student-id")
+    if value is None:
+        return "student"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(400, "'student-id' must be non-empty text.", param="student-id")
+    value = value.strip()
+    # It is written to log lines: keep it one short, printable line.
+    if len(value) > MAX_STUDENT_ID or not value.isprintable():
+        raise ApiError(
+            400,
+            f"'student-id' must be printable text of at most {MAX_STUDENT_ID} characters.",
+            param="student-id",
+        )
+    return value
