@@ -24,6 +24,9 @@ from service.upstream import UpstreamError
 log = logging.getLogger(__name__)
 
 MAX_RESPONSES = 10
+# Student programs are a few kilobytes. The cap bounds the pure-Python comment scanner (about 1 µs
+# a character), which runs on the worker's one thread and would stall every request it holds.
+MAX_CODE_CHARS = 200_000
 MAX_TEMPERATURE = 2.0
 EMPTY_PROGRAM = "The program is empty."
 
@@ -135,6 +138,10 @@ def _check(request: AssessmentRequest) -> Rubric:
     """Reject what cannot be graded, naming the field as the HTTP API spells it."""
     if not isinstance(request.code, str):
         raise AssessmentError(400, "'code' must be text (it may be empty).", param="code")
+    if len(request.code) > MAX_CODE_CHARS:
+        raise AssessmentError(
+            400, f"'code' is too long: at most {MAX_CODE_CHARS:,} characters are graded.", param="code"
+        )
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise AssessmentError(400, "'prompt' is required and must not be empty.", param="prompt")
     if not isinstance(request.rubric, str):
@@ -148,6 +155,12 @@ def _check(request: AssessmentRequest) -> Rubric:
             raise AssessmentError(
                 400,
                 f"'examples' item {index} must be a pair [example_code, example_answer].",
+                param="examples",
+            )
+        if len(pair[0]) > MAX_CODE_CHARS:
+            raise AssessmentError(
+                400,
+                f"'examples' item {index} is too long: at most {MAX_CODE_CHARS:,} characters.",
                 param="examples",
             )
     if not isinstance(request.model, str) or not request.model.strip():

@@ -220,6 +220,8 @@ def test_missing_required_field_is_a_400_naming_it(client, fake_openai, name):
         ({"temperature": "nan"}, "temperature"),
         ({"student-id": "a\nforged log line"}, "student-id"),
         ({"student-id": "x" * 201}, "student-id"),
+        ({"code": "let x = 1;\n" * 20_000}, "code"),
+        ({"examples": json.dumps([["//\n" * 100_001, "answer"]])}, "examples"),
     ],
 )
 def test_unparseable_or_out_of_range_field_is_a_400_naming_it(client, fake_openai, overrides, param):
