@@ -1,0 +1,294 @@
+"""The assessment accuracy lab: `python -m service.assessment.evaluate DATASET [options]`.
+
+Grades every student program of a labelled dataset through `grader.assess` (the code path of
+POST /assessment), compares the grades with the human labels, and writes `report.html` and
+`summary.json`. With thresholds it exits 1 when a measure falls short, so it can gate a prompt
+change in CI. TESTING.md ("Assessment accuracy lab") explains the dataset, the measures and cost.
+
+Exit status: 0 done (and every threshold met), 1 a threshold not met, 2 bad dataset, option,
+thresholds file or setting, 3 no student could be graded, 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import random
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from service.assessment.evaluation import thresholds as gate
+from service.assessment.evaluation.cache import AnswerCache
+from service.assessment.evaluation.dataset import Dataset, DatasetError, load_dataset
+from service.assessment.evaluation.provider import provider_for
+from service.assessment.evaluation.report import decimal, percent, write_outputs
+from service.assessment.evaluation.runner import Parameters, grade_all
+from service.assessment.evaluation.summary import build_summary
+from service.settings import SettingsError, load_settings
+
+DEFAULT_OUTPUT = Path("evaluation-output")
+DEFAULT_CACHE = Path(".assessment-cache")
+EXIT_OK, EXIT_BELOW_THRESHOLD, EXIT_USAGE, EXIT_NOTHING_GRADED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class UsageError(Exception):
+    """A problem with what the command was given; printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.assessment.evaluate",
+        description="Grade a labelled dataset of student programs as POST /assessment does and measure "
+        "how well the grades agree with the labels.",
+        epilog="The provider key and upstream come from the same settings as the server (OPENAI_API_KEY, "
+        "OPENAI_BASE_URL; environment, then config.txt).",
+    )
+    parser.add_argument(
+        "dataset", type=Path, help="dataset folder (prompt.txt, rubric.csv, labels.csv, students/)"
+    )
+    grading = parser.add_argument_group(
+        "grading (default: the dataset's params.json, then the server's defaults)"
+    )
+    grading.add_argument(
+        "--model",
+        help="model, an alias or bedrock/<id> as in POST /assessment (default: AIPROXY_ASSESSMENT_MODEL)",
+    )
+    grading.add_argument(
+        "--temperature", type=float, metavar="T", help="sampling temperature, 0 to 2 (default 0.2)"
+    )
+    grading.add_argument(
+        "--num-responses", type=int, metavar="N", help="answers asked for per student; they vote (default 1)"
+    )
+    grading.add_argument(
+        "--remove-comments",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="strip JavaScript comments before grading (default: no)",
+    )
+    choice = parser.add_argument_group("which students")
+    choice.add_argument(
+        "--students", action="append", metavar="NAME[,NAME...]", help="grade only these students (repeatable)"
+    )
+    choice.add_argument("--sample", type=int, metavar="N", help="grade a random sample of N students")
+    choice.add_argument(
+        "--seed", type=int, metavar="S", default=0, help="seed of the random sample (default 0: same sample)"
+    )
+    run = parser.add_argument_group("running")
+    run.add_argument(
+        "--workers", type=int, metavar="N", default=4, help="students graded in parallel (default 4)"
+    )
+    run.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help=f"report folder (default {DEFAULT_OUTPUT}/<dataset>-<time>)",
+    )
+    run.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        default=DEFAULT_CACHE,
+        help=f"answer cache (default {DEFAULT_CACHE})",
+    )
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write cached answers")
+    run.add_argument(
+        "--refresh-cache", action="store_true", help="ask the model again and overwrite the cache"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--verbose", action="store_true", help="log each graded student and dropped answer")
+    limits = parser.add_argument_group("thresholds (exit status 1 when one is not met)")
+    limits.add_argument(
+        "--thresholds", type=Path, metavar="FILE", help="JSON file of thresholds (see TESTING.md)"
+    )
+    limits.add_argument("--min-accuracy", type=float, metavar="X", help="overall exact-match accuracy, 0-1")
+    limits.add_argument(
+        "--min-pass-fail-accuracy", type=float, metavar="X", help="overall pass/fail accuracy"
+    )
+    limits.add_argument(
+        "--min-kappa", type=float, metavar="X", help="overall quadratic-weighted kappa, -1 to 1"
+    )
+    limits.add_argument(
+        "--min-concept-accuracy", type=float, metavar="X", help="accuracy of every key concept"
+    )
+    limits.add_argument(
+        "--min-concept-pass-fail-accuracy",
+        type=float,
+        metavar="X",
+        help="pass/fail accuracy of every key concept",
+    )
+    limits.add_argument("--max-failed", type=int, metavar="N", help="most failed assessments allowed")
+    return parser
+
+
+def choose_students(
+    dataset: Dataset, names: Sequence[str] | None, sample: int | None, seed: int
+) -> list[str]:
+    students = dataset.students
+    if names:
+        wanted = [n.strip() for group in names for n in group.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in dataset.labels]
+        if unknown:
+            raise UsageError(f"--students: not in labels.csv: {', '.join(unknown)}.")
+        chosen = set(wanted)
+        students = [s for s in students if s in chosen]
+    if sample is not None:
+        if not 1 <= sample <= len(students):
+            raise UsageError(f"--sample {sample}: choose from 1 to {len(students)} students.")
+        picked = set(random.Random(seed).sample(students, sample))
+        students = [s for s in students if s in picked]  # keep the dataset's order
+    return students
+
+
+def choose_parameters(args: argparse.Namespace, dataset: Dataset, default_model: str) -> Parameters:
+    params = dataset.params
+
+    def pick(flag, name, default):
+        return flag if flag is not None else params.get(name, default)
+
+    parameters = Parameters(
+        model=pick(args.model, "model", default_model),
+        temperature=float(pick(args.temperature, "temperature", 0.2)),
+        num_responses=int(pick(args.num_responses, "num-responses", 1)),
+        remove_comments=bool(pick(args.remove_comments, "remove-comments", False)),
+    )
+    if not 0 <= parameters.temperature <= 2:
+        raise UsageError(f"--temperature {parameters.temperature:g}: use a number from 0 to 2.")
+    if not 1 <= parameters.num_responses <= 10:
+        raise UsageError(f"--num-responses {parameters.num_responses}: use a whole number from 1 to 10.")
+    return parameters
+
+
+def choose_thresholds(args: argparse.Namespace) -> dict[str, float]:
+    limits = gate.load_thresholds(args.thresholds) if args.thresholds else {}
+    flags = {
+        "accuracy": args.min_accuracy,
+        "pass_fail_accuracy": args.min_pass_fail_accuracy,
+        "kappa": args.min_kappa,
+        "concept_accuracy": args.min_concept_accuracy,
+        "concept_pass_fail_accuracy": args.min_concept_pass_fail_accuracy,
+        "max_failed": args.max_failed,
+    }
+    limits.update(gate.validate({k: v for k, v in flags.items() if v is not None}, "flags"))
+    return limits
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return run(args)
+    except (UsageError, DatasetError, gate.ThresholdsError, SettingsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted: no report written; the answers received so far are cached", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise UsageError("--workers: use 1 or more.")
+    limits = choose_thresholds(args)
+    dataset = load_dataset(args.dataset)
+    settings = load_settings()
+    parameters = choose_parameters(args, dataset, settings.assessment_model)
+    students = choose_students(dataset, args.students, args.sample, args.seed)
+    if dataset.unlabelled:
+        print(f"note: not graded, no row in labels.csv: {', '.join(dataset.unlabelled)}", file=sys.stderr)
+
+    provider = provider_for(parameters.model, settings)
+    parameters = dataclasses.replace(parameters, model=provider.model)
+    cache = AnswerCache(
+        args.cache_dir,
+        provider.location,
+        read=not (args.no_cache or args.refresh_cache),
+        write=not args.no_cache,
+    )
+    complete = cache.wrap(provider.complete)
+
+    print(
+        f"Grading {len(students)} student{'' if len(students) == 1 else 's'} of {dataset.name} "
+        f"with {parameters.model} "
+        f"(num-responses {parameters.num_responses}, temperature {parameters.temperature:g})",
+        file=sys.stderr,
+    )
+    results = grade_all(
+        dataset,
+        students,
+        parameters,
+        complete,
+        agent=provider.agent,
+        workers=args.workers,
+        show_progress=not args.quiet,
+    )
+    summary = build_summary(
+        dataset,
+        parameters,
+        results,
+        selection={
+            "students": len(students),
+            "sample": args.sample,
+            "seed": args.seed if args.sample else None,
+        },
+        calls={"upstream": cache.upstream, "cached": cache.cached},
+        usage=cache.usage,
+        fresh_usage=cache.fresh_usage,
+    )
+    checks = gate.check(limits, summary)
+    summary["thresholds"] = {
+        "limits": limits,
+        "checks": [c.as_json() for c in checks],
+        "passed": all(c.passed for c in checks),
+    }
+    output = args.output or DEFAULT_OUTPUT / f"{dataset.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    try:
+        json_path, html_path = write_outputs(summary, output)
+    except OSError as error:
+        raise UsageError(f"--output {output}: cannot write the report ({error.strerror or error}).") from None
+    _print_summary(summary, checks)
+    print(f"Report: {html_path}\nSummary: {json_path}")
+
+    if not summary["students"]["graded"]:
+        first = summary["failed"][0]["message"] if summary["failed"] else "no student was chosen"
+        print(f"error: no student could be graded; the first failure: {first}", file=sys.stderr)
+        return EXIT_NOTHING_GRADED
+    return EXIT_OK if summary["thresholds"]["passed"] else EXIT_BELOW_THRESHOLD
+
+
+def _print_summary(summary: dict, checks: list[gate.Check]) -> None:
+    overall = summary["overall"]
+    students = summary["students"]
+    lines = [
+        f"Students: {students['graded']} graded, {students['failed']} failed",
+        f"Accuracy: {percent(overall['accuracy'])} exact, "
+        f"{percent(overall['pass_fail_accuracy'])} pass/fail, kappa {decimal(overall['kappa'])}",
+    ]
+    for concept, measures in summary["per_concept"].items():
+        lines.append(
+            f"  {concept}: {percent(measures['accuracy'])} exact, {percent(measures['pass_fail_accuracy'])} "
+            f"pass/fail, kappa {decimal(measures['kappa'])}"
+        )
+    shown = 10  # the report lists every failure; the terminal needs only the first few
+    for failure in summary["failed"][:shown]:
+        lines.append(f"Failed: {failure['student']} ({failure['status']}): {failure['message']}")
+    if len(summary["failed"]) > shown:
+        lines.append(f"... and {len(summary['failed']) - shown} more failures (see the report)")
+    usage, calls = summary["usage"], summary["calls"]
+    lines.append(
+        f"Tokens: {usage['total_tokens']} ({usage['prompt_tokens']} prompt, "
+        f"{usage['completion_tokens']} completion); "
+        f"model calls: {calls['upstream']} upstream, {calls['cached']} cached"
+    )
+    lines += [check.describe() for check in checks]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
