@@ -1,0 +1,337 @@
+"""The Amazon Bedrock runtime client: Converse and ConverseStream behind OpenAI chat completions.
+
+Region, credentials and endpoint come from the standard AWS chain (the task role in ECS;
+AWS_REGION, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL_BEDROCK_RUNTIME and friends elsewhere); the same
+variables in config.txt are honoured too. Timeouts are the upstream ones (AIPROXY_UPSTREAM_*).
+
+Retries are botocore's own (standard mode: throttling, 5xx and connection errors, with backoff),
+set to AIPROXY_UPSTREAM_RETRIES; the proxy adds no retry loop of its own on top, so one failing
+request costs at most 1 + AIPROXY_UPSTREAM_RETRIES calls.
+
+Every failure becomes a `BedrockError`: an `ApiError` with the status the client should see and
+an OpenAI-shaped message (never a 500).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from service.bedrock.stream import ChoiceStream, ChunkWriter
+from service.bedrock.translate import (
+    add_usage,
+    chat_completion,
+    choice_count,
+    completion_id,
+    converse_request,
+)
+from service.errors import ApiError
+from service.model_routing import bedrock_model_id
+
+log = logging.getLogger(__name__)
+
+CONVERSE = "Converse"
+CONVERSE_STREAM = "ConverseStream"
+# The IAM action each operation needs (named in 403 answers).
+PERMISSIONS = {CONVERSE: "bedrock:InvokeModel", CONVERSE_STREAM: "bedrock:InvokeModelWithResponseStream"}
+
+# Bedrock error code -> status the proxy answers with. Codes in stream exception events start
+# lower-case (`throttlingException`); they are capitalised before the lookup.
+STATUSES = {
+    "ValidationException": 400,
+    "AccessDeniedException": 403,
+    "ResourceNotFoundException": 404,
+    "ThrottlingException": 429,
+    "ServiceQuotaExceededException": 429,
+    "ModelNotReadyException": 503,
+    "ServiceUnavailableException": 503,
+    "ModelTimeoutException": 504,
+    "InternalServerException": 502,
+    "ModelErrorException": 502,
+    "ModelStreamErrorException": 502,
+    # The proxy's own AWS credentials are wrong: like a missing provider key, not the caller's fault.
+    "UnrecognizedClientException": 503,
+    "InvalidSignatureException": 503,
+    "ExpiredTokenException": 503,
+}
+
+
+_CREDENTIAL_ERRORS = ("UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException")
+
+
+class BedrockError(ApiError):
+    """A Bedrock failure as the proxy answers it; `aws_code` is Bedrock's error code, if any."""
+
+    def __init__(self, status: int, message: str, aws_code: str | None = None) -> None:
+        super().__init__(status, message, code=aws_code)
+        self.aws_code = aws_code
+
+
+def boto_client(
+    source: Mapping[str, str],
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    retries: int,
+    max_pool_connections: int = 50,
+) -> Any:
+    """A `bedrock-runtime` client; explicit AWS_* values in `source` win over boto3's own chain."""
+    import boto3
+    from botocore.config import Config
+
+    credentials = {}
+    if source.get("AWS_ACCESS_KEY_ID") and source.get("AWS_SECRET_ACCESS_KEY"):
+        credentials = {
+            "aws_access_key_id": source["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": source["AWS_SECRET_ACCESS_KEY"],
+            "aws_session_token": source.get("AWS_SESSION_TOKEN") or None,
+        }
+    session = boto3.session.Session(
+        region_name=source.get("AWS_REGION") or source.get("AWS_DEFAULT_REGION") or None, **credentials
+    )
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"total_max_attempts": retries + 1, "mode": "standard"},
+        # Gevent workers hold many requests at once; keep their connections for reuse.
+        max_pool_connections=max_pool_connections,
+    )
+    endpoint = source.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or source.get("AWS_ENDPOINT_URL") or None
+    return session.client("bedrock-runtime", config=config, endpoint_url=endpoint)
+
+
+def map_error(error: Exception, operation: str, model_id: str, read_timeout: float) -> BedrockError:
+    """The `BedrockError` for anything boto3 raised while calling `operation` on `model_id`."""
+    from botocore import exceptions as boto
+    from urllib3 import exceptions as http
+
+    if isinstance(error, BedrockError):
+        return error
+    if isinstance(error, boto.ClientError):
+        details = error.response.get("Error", {})
+        code = str(details.get("Code") or "")
+        code = code[:1].upper() + code[1:]
+        message = str(details.get("Message") or code or "no details")
+        status = STATUSES.get(code)
+        if status is None:
+            http_status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 502
+            status = http_status if 400 <= http_status < 500 else 502
+        log.warning("Amazon Bedrock %s on %s failed: %s: %s", operation, model_id, code, message)
+        return BedrockError(status, _client_error_message(status, code, message, operation, model_id), code)
+    if isinstance(error, boto.ParamValidationError):
+        return BedrockError(400, f"Amazon Bedrock rejected the request: {error}", "ValidationException")
+    if isinstance(error, boto.ReadTimeoutError | http.ReadTimeoutError):
+        return BedrockError(504, f"Amazon Bedrock did not answer within {read_timeout:g} seconds")
+    if isinstance(error, boto.NoRegionError):
+        return BedrockError(503, "Amazon Bedrock is not configured: set AWS_REGION to the region to use")
+    if isinstance(error, boto.NoCredentialsError | boto.PartialCredentialsError):
+        return BedrockError(503, "Amazon Bedrock is not configured: no AWS credentials were found")
+    if isinstance(error, boto.ConnectionError | boto.HTTPClientError | http.HTTPError):
+        log.warning("Amazon Bedrock %s on %s failed: %s", operation, model_id, error)
+        return BedrockError(502, "Could not reach Amazon Bedrock; try again")
+    raise error  # a bug, not a Bedrock failure: let it be reported
+
+
+def _client_error_message(status: int, code: str, message: str, operation: str, model_id: str) -> str:
+    if status == 403 and code == "AccessDeniedException":
+        # AWS's own message names the account and role; the log has it, the caller gets the fix.
+        return (
+            f"Amazon Bedrock denied access to model '{model_id}': the proxy's AWS role needs the "
+            f"permission {PERMISSIONS[operation]} on this model or inference profile, and access to "
+            "the model must be enabled in the Bedrock console"
+        )
+    if status == 503 and code in _CREDENTIAL_ERRORS:
+        return "Amazon Bedrock rejected the proxy's AWS credentials"
+    if status == 429:
+        return f"Amazon Bedrock is throttling requests to model '{model_id}': {message}"
+    if code == "ServiceUnavailableException":
+        return f"Amazon Bedrock is unavailable right now; try again shortly: {message}"
+    if code == "ModelNotReadyException":
+        return f"Amazon Bedrock model '{model_id}' is not ready yet; try again shortly: {message}"
+    if status == 504:
+        return f"Amazon Bedrock model '{model_id}' took too long to answer: {message}"
+    if status == 404:
+        return f"Amazon Bedrock has no model '{model_id}' here: {message}"
+    if status < 500:
+        return f"Amazon Bedrock rejected the request: {message}"
+    return f"Amazon Bedrock failed ({code}): {message}"
+
+
+class BedrockStream:
+    """The chunks of a streamed chat completion; `usage` is set once the stream has ended."""
+
+    def __init__(
+        self, streams: list[Any], writer: ChunkWriter, map_error: Callable[[Exception], BedrockError]
+    ) -> None:
+        self.usage: dict[str, int] | None = None
+        self._streams = streams
+        self._chunks = self._relay(writer, map_error)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self._chunks
+
+    def close(self) -> None:
+        """Stop reading from Bedrock (the client went away); safe to call more than once."""
+        self._chunks.close()
+        _close_all(self._streams)
+
+    def _relay(self, writer: ChunkWriter, map_error: Callable[[Exception], BedrockError]) -> Iterator[dict]:
+        total: dict[str, int] = {}
+        try:
+            # The n choices are relayed one after the other; OpenAI clients key them by index.
+            for index, events in enumerate(self._streams):
+                choice = ChoiceStream(writer, index)
+                try:
+                    for event in events:
+                        yield from choice.chunks(event)
+                except Exception as error:
+                    raise map_error(error) from error
+                total = add_usage(total, choice.usage or {})
+            self.usage = total
+            if writer.include_usage:
+                yield writer.usage_chunk(total)
+        finally:
+            _close_all(self._streams)
+
+
+class BedrockClient:
+    """Serves OpenAI chat-completions bodies whose `model` is `bedrock/...`. Thread-safe."""
+
+    def __init__(self, factory: Callable[[], Any], read_timeout: float) -> None:
+        self._factory = factory
+        self._read_timeout = read_timeout
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> BedrockClient:
+        def factory() -> Any:
+            return boto_client(
+                settings.source,
+                connect_timeout=settings.upstream_connect_timeout,
+                read_timeout=settings.upstream_timeout,
+                retries=settings.upstream_retries,
+            )
+
+        return cls(factory, settings.upstream_timeout)
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The OpenAI `chat.completion` for `body`; `n` choices come from `n` concurrent calls."""
+        model = body["model"]
+        model_id = bedrock_model_id(model)
+        n = choice_count(body)
+        request = converse_request(body, model_id)
+        client = self._boto(CONVERSE, model_id)
+        if n == 1:
+            responses = [self._converse(client, request)]
+        else:
+            # Under gevent's monkey-patching these threads are greenlets: the calls overlap.
+            with ThreadPoolExecutor(max_workers=n, thread_name_prefix="bedrock") as pool:
+                responses = list(pool.map(lambda _: self._converse(client, request), range(n)))
+        return chat_completion(responses, model)
+
+    def open_stream(self, body: dict[str, Any]) -> BedrockStream:
+        """Start a streamed chat completion for `body`.
+
+        Every ConverseStream call is opened here, so a refusal (bad request, access denied,
+        throttling) raises `BedrockError` before the caller has sent a status line. Failures after
+        that surface as `BedrockError` while iterating.
+        """
+        model = body["model"]
+        model_id = bedrock_model_id(model)
+        n = choice_count(body)
+        request = converse_request(body, model_id)
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        client = self._boto(CONVERSE_STREAM, model_id)
+        streams: list[Any] = []
+        try:
+            for _ in range(n):
+                response = self._call(client.converse_stream, request, CONVERSE_STREAM, model_id)
+                streams.append(response["stream"])
+        except BaseException:
+            _close_all(streams)
+            raise
+        writer = ChunkWriter(completion_id(), model, int(time.time()), include_usage)
+        return BedrockStream(
+            streams, writer, lambda error: map_error(error, CONVERSE_STREAM, model_id, self._read_timeout)
+        )
+
+    def _boto(self, operation: str, model_id: str) -> Any:
+        with self._lock:  # creating boto3 clients is not thread-safe; using one is
+            if self._client is None:
+                try:
+                    self._client = self._factory()
+                except Exception as error:
+                    raise map_error(error, operation, model_id, self._read_timeout) from error
+            return self._client
+
+    def _converse(self, client: Any, request: dict) -> dict:
+        return self._call(client.converse, request, CONVERSE, request["modelId"])
+
+    def _call(self, method: Callable[..., dict], request: dict, operation: str, model_id: str) -> dict:
+        try:
+            return method(**request)
+        except Exception as error:
+            raise map_error(error, operation, model_id, self._read_timeout) from error
+
+
+def _close_all(streams: list[Any]) -> None:
+    for stream in streams:
+        # Closing a broken connection may fail; there is nothing left to do then.
+        with contextlib.suppress(Exception):
+            stream.close()
+
+
+_EXTENSION = "aiproxy.bedrock"
+_create_lock = threading.Lock()
+
+
+def bedrock_client() -> BedrockClient:
+    """The current app's Bedrock client (inside a request or app context); made on first use."""
+    from flask import current_app
+
+    from service import runtime
+
+    extensions = current_app.extensions
+    client = extensions.get(_EXTENSION)
+    if client is None:
+        with _create_lock:
+            client = extensions.get(_EXTENSION)
+            if client is None:
+                client = extensions[_EXTENSION] = BedrockClient.from_settings(runtime.settings())
+    return client
+
+
+def completer(client: BedrockClient, model: str) -> Callable[[dict], dict]:
+    """A `complete(body) -> chat.completion` for the assessment grader, serving `model` on Bedrock.
+
+    Failures are raised as `service.upstream.UpstreamError`, the grader's one error type, so a
+    Bedrock model gets the same statuses as an OpenAI one.
+    """
+
+    def complete(body: dict) -> dict:
+        try:
+            return client.chat({**body, "model": model})
+        except ApiError as error:
+            raise upstream_error(error) from error
+
+    return complete
+
+
+def upstream_error(error: ApiError) -> Any:
+    """`error` as the OpenAI-compatible client would report it (an `UpstreamError`)."""
+    from service.upstream import UpstreamError
+
+    if error.status == 504:
+        kind = "timeout"
+    elif error.status == 502 and getattr(error, "aws_code", None) is None:
+        kind = "unreachable"
+    else:
+        kind = "http"
+    return UpstreamError(kind, error.message, status=error.status)

@@ -1,0 +1,49 @@
+"""Aliases and the `bedrock/` prefix decide which provider serves a model."""
+
+import pytest
+
+from service.model_routing import bedrock_model_id, listed_models, provider_of, resolve
+from service.settings import SettingsError
+from tests.support.app import make_settings
+
+CLAUDE = "bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+def test_aliases_resolve_once_and_pick_the_provider():
+    aliases = {"claude": CLAUDE, "fast": "gpt-4o-mini"}
+    assert resolve("claude", aliases) == CLAUDE
+    assert provider_of(resolve("claude", aliases)) == "bedrock"
+    assert provider_of(resolve("fast", aliases)) == "openai"
+    assert resolve("gpt-4o", aliases) == "gpt-4o"
+    assert provider_of("gpt-4o") == "openai"
+    assert provider_of("bedrock/") == "openai"  # no model id: not a Bedrock model
+    assert bedrock_model_id(CLAUDE) == "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+def test_settings_read_aliases_and_bedrock_models():
+    settings = make_settings(
+        AIPROXY_MODEL_ALIASES=f'{{"claude": "{CLAUDE}"}}',
+        AIPROXY_BEDROCK_MODELS="amazon.nova-lite-v1:0, bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    )
+    assert settings.model_aliases == {"claude": CLAUDE}
+    assert settings.bedrock_models == (
+        "amazon.nova-lite-v1:0",
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    )
+    listed = listed_models(settings.model_aliases, settings.bedrock_models)
+    assert [m["id"] for m in listed] == ["bedrock/amazon.nova-lite-v1:0", CLAUDE, "claude"]
+    assert all(m["object"] == "model" for m in listed)
+    assert make_settings().model_aliases == {} and make_settings().bedrock_models == ()
+
+
+@pytest.mark.parametrize("raw", ["claude=bedrock/x", '["claude"]', '{"claude": 3}', '{"": "gpt-4o"}'])
+def test_malformed_aliases_stop_start_up_with_one_line(raw):
+    with pytest.raises(SettingsError) as caught:
+        make_settings(AIPROXY_MODEL_ALIASES=raw)
+    assert "AIPROXY_MODEL_ALIASES" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_malformed_bedrock_model_list_stops_start_up():
+    with pytest.raises(SettingsError, match="AIPROXY_BEDROCK_MODELS"):
+        make_settings(AIPROXY_BEDROCK_MODELS="a.b,,c.d")
