@@ -1,0 +1,348 @@
+"""What gets deployed where: typed settings per environment type and the naming rules.
+
+SPEC.md section 8: a pipeline of branch B, of environment type `production`, deploys a test
+environment and then production; of type `development`, one environment. Names:
+
+| type, branch            | environments (DNS subdomain = stack name) | pipeline stack       |
+|-------------------------|-------------------------------------------|----------------------|
+| production, main        | aiproxy-test, aiproxy                     | aiproxy-cicd         |
+| production, other B     | aiproxy-test-B, aiproxy-B                 | aiproxy-cicd-B       |
+| development, B          | aiproxy-dev-B                             | aiproxy-cicd-dev-B   |
+
+Everything here is plain data: the account-wide `AppConfig` comes from code defaults overridden
+by `cdk -c key=value` context, so the app synthesizes offline with no AWS credentials.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+NAME_PREFIX = "aiproxy"
+DEFAULT_BRANCH = "main"
+# Environment types of a pipeline (the `environment_type` context value).
+PIPELINE_TYPES = ("development", "production")
+# A branch name becomes part of a DNS label, so it must be one: lowercase letters, digits and
+# inner hyphens. `aiproxy-test-` + branch must fit in the 63 characters of a label.
+MAX_BRANCH_LENGTH = 63 - len(f"{NAME_PREFIX}-test-")
+_BRANCH_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+# Branch names whose stacks would take the name of another branch's or type's stack:
+# production branch `test-x` would be `aiproxy-test-x`, the test environment of branch `x`.
+RESERVED_BRANCH_WORDS = ("test", "dev", "cicd")
+
+
+class ConfigurationError(ValueError):
+    """The app's configuration (context) cannot be deployed; the message says what to change."""
+
+
+@dataclass(kw_only=True, frozen=True)
+class TaskSize:
+    """Fargate task size and how many tasks autoscaling may run."""
+
+    cpu: int  # CPU units: 256 = 0.25 vCPU
+    memory_mib: int
+    min_tasks: int
+    max_tasks: int
+
+
+@dataclass(kw_only=True, frozen=True)
+class ExistingVpc:
+    """A VPC the stack uses instead of creating one, given by attributes (no lookup at synth)."""
+
+    vpc_id: str
+    availability_zones: tuple[str, ...]
+    public_subnet_ids: tuple[str, ...]
+    private_subnet_ids: tuple[str, ...]
+
+
+@dataclass(kw_only=True, frozen=True)
+class EnvironmentTypeSettings:
+    """What differs between development, test and production environments."""
+
+    size: TaskSize
+    log_retention_days: int
+    # Production keeps its secrets and logs when its stack is deleted; branch environments,
+    # which are torn down routinely, do not leave them behind.
+    retain_data: bool
+
+
+ENVIRONMENT_TYPE_SETTINGS: dict[str, EnvironmentTypeSettings] = {
+    "development": EnvironmentTypeSettings(
+        size=TaskSize(cpu=256, memory_mib=512, min_tasks=1, max_tasks=2),
+        log_retention_days=7,
+        retain_data=False,
+    ),
+    "test": EnvironmentTypeSettings(
+        size=TaskSize(cpu=256, memory_mib=512, min_tasks=1, max_tasks=2),
+        log_retention_days=30,
+        retain_data=False,
+    ),
+    "production": EnvironmentTypeSettings(
+        size=TaskSize(cpu=512, memory_mib=1024, min_tasks=2, max_tasks=6),
+        log_retention_days=365,
+        retain_data=True,
+    ),
+}
+
+
+@dataclass(kw_only=True, frozen=True)
+class AppConfig:
+    """Account-wide settings of the CDK app. Defaults synthesize offline; deploy with real ones."""
+
+    account: str = "111111111111"
+    region: str = "us-east-1"
+    base_domain: str = "example.org"
+    hosted_zone_id: str = "Z0123456789EXAMPLE"
+    # The stack's own VPC spans these; named here so synthesis needs no lookup.
+    availability_zones: tuple[str, ...] = ()
+    existing_vpc: ExistingVpc | None = None
+    # Where the pipelines get the source from.
+    github_owner: str = "example-org"
+    github_repo: str = "aiproxy"
+    codestar_connection_arn: str = (
+        "arn:aws:codeconnections:us-east-1:111111111111:connection/00000000-0000-0000-0000-000000000000"
+    )
+    # Overrides of the per-type task size (context task_cpu, task_memory_mib, min_tasks, max_tasks).
+    size_overrides: Mapping[str, int] = field(default_factory=dict)
+    # Amazon Bedrock model ids / inference profile ids the service may invoke (none yet).
+    bedrock_models: tuple[str, ...] = ()
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        return self.availability_zones or (f"{self.region}a", f"{self.region}b")
+
+
+@dataclass(kw_only=True, frozen=True)
+class ServiceEnvironment:
+    """One deployed copy of the service: its names, type and size."""
+
+    environment_type: str  # the service's ENVIRONMENT_TYPE: development, test or production
+    branch: str
+    subdomain: str
+    base_domain: str
+    size: TaskSize
+    log_retention_days: int
+    retain_data: bool
+
+    @property
+    def dns_name(self) -> str:
+        return f"{self.subdomain}.{self.base_domain}"
+
+    @property
+    def stack_name(self) -> str:
+        return self.subdomain
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.dns_name}"
+
+
+def validate_branch(branch: str) -> str:
+    """Return `branch` if stacks and DNS names can be made from it, else raise a clear error."""
+    if not branch:
+        raise ConfigurationError("branch is empty; pass -c branch=<git branch>")
+    if "/" in branch:
+        raise ConfigurationError(
+            f"branch {branch!r} contains '/', which cannot be part of a DNS name or stack name; "
+            "rename the branch (e.g. feature-x instead of feature/x)"
+        )
+    if len(branch) > MAX_BRANCH_LENGTH:
+        raise ConfigurationError(
+            f"branch {branch!r} is longer than {MAX_BRANCH_LENGTH} characters, too long for a DNS label"
+        )
+    if not _BRANCH_PATTERN.match(branch):
+        raise ConfigurationError(
+            f"branch {branch!r} is not usable in a DNS name; use lowercase letters, digits and "
+            "hyphens, starting and ending with a letter or digit"
+        )
+    first_word = branch.split("-", 1)[0]
+    if first_word in RESERVED_BRANCH_WORDS:
+        reserved = ", ".join(repr(w) for w in RESERVED_BRANCH_WORDS)
+        raise ConfigurationError(
+            f"branch {branch!r} would collide with the stacks of another environment "
+            f"(e.g. production branch 'test-x' would be named like the test environment of 'x'); "
+            f"branch names may not be {reserved} nor start with one of them and a hyphen"
+        )
+    return branch
+
+
+def validate_pipeline_type(environment_type: str) -> str:
+    if environment_type not in PIPELINE_TYPES:
+        raise ConfigurationError(
+            f"environment_type {environment_type!r} is not valid; use one of: {', '.join(PIPELINE_TYPES)}"
+        )
+    return environment_type
+
+
+def _environment(config: AppConfig, environment_type: str, branch: str, subdomain: str) -> ServiceEnvironment:
+    settings = ENVIRONMENT_TYPE_SETTINGS[environment_type]
+    size = replace(settings.size, **config.size_overrides)
+    if size.min_tasks > size.max_tasks:
+        raise ConfigurationError(f"min_tasks {size.min_tasks} is above max_tasks {size.max_tasks}")
+    return ServiceEnvironment(
+        environment_type=environment_type,
+        branch=branch,
+        subdomain=subdomain,
+        base_domain=config.base_domain,
+        size=size,
+        log_retention_days=settings.log_retention_days,
+        retain_data=settings.retain_data,
+    )
+
+
+def service_environments(config: AppConfig, environment_type: str, branch: str) -> list[ServiceEnvironment]:
+    """The environments a pipeline of `branch` deploys, in deployment order."""
+    validate_pipeline_type(environment_type)
+    validate_branch(branch)
+    if environment_type == "development":
+        return [_environment(config, "development", branch, f"{NAME_PREFIX}-dev-{branch}")]
+    suffix = "" if branch == DEFAULT_BRANCH else f"-{branch}"
+    return [
+        _environment(config, "test", branch, f"{NAME_PREFIX}-test{suffix}"),
+        _environment(config, "production", branch, f"{NAME_PREFIX}{suffix}"),
+    ]
+
+
+def pipeline_stack_name(environment_type: str, branch: str) -> str:
+    validate_pipeline_type(environment_type)
+    validate_branch(branch)
+    if environment_type == "development":
+        return f"{NAME_PREFIX}-cicd-dev-{branch}"
+    return f"{NAME_PREFIX}-cicd" if branch == DEFAULT_BRANCH else f"{NAME_PREFIX}-cicd-{branch}"
+
+
+# --- reading `cdk -c key=value` context -----------------------------------------------------------
+
+
+def _split(value: Any) -> tuple[str, ...]:
+    """A list from context: a JSON list (cdk.json) or a comma-separated string (-c)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def _positive_int(key: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{key}={value!r} is not a whole number") from None
+    if number < 1:
+        raise ConfigurationError(f"{key}={value!r} must be at least 1")
+    return number
+
+
+_SIZE_KEYS = {
+    "task_cpu": "cpu",
+    "task_memory_mib": "memory_mib",
+    "min_tasks": "min_tasks",
+    "max_tasks": "max_tasks",
+}
+_TEXT_KEYS = (
+    "account",
+    "region",
+    "base_domain",
+    "hosted_zone_id",
+    "github_owner",
+    "github_repo",
+    "codestar_connection_arn",
+)
+
+
+def config_from_context(get: Callable[[str], Any]) -> AppConfig:
+    """Build the AppConfig from context values (`get` is e.g. `app.node.try_get_context`)."""
+    values: dict[str, Any] = {}
+    for key in _TEXT_KEYS:
+        value = get(key)
+        if value is not None and str(value).strip():
+            values[key] = str(value).strip()
+    if get("availability_zones"):
+        values["availability_zones"] = _split(get("availability_zones"))
+    if get("bedrock_models"):
+        values["bedrock_models"] = _split(get("bedrock_models"))
+    sizes = {attr: _positive_int(key, get(key)) for key, attr in _SIZE_KEYS.items() if get(key) is not None}
+    if sizes:
+        values["size_overrides"] = sizes
+    if get("vpc_id"):
+        values["existing_vpc"] = _existing_vpc(get, values.get("availability_zones"))
+    return AppConfig(**values)
+
+
+def _existing_vpc(get: Callable[[str], Any], zones: tuple[str, ...] | None) -> ExistingVpc:
+    public = _split(get("vpc_public_subnet_ids") or "")
+    private = _split(get("vpc_private_subnet_ids") or "")
+    if not zones:
+        raise ConfigurationError("vpc_id needs availability_zones (comma-separated) as well")
+    for key, subnets in (("vpc_public_subnet_ids", public), ("vpc_private_subnet_ids", private)):
+        if len(subnets) != len(zones):
+            raise ConfigurationError(
+                f"{key} must list one subnet per availability zone ({len(zones)}), got {len(subnets)}"
+            )
+    return ExistingVpc(
+        vpc_id=str(get("vpc_id")),
+        availability_zones=zones,
+        public_subnet_ids=public,
+        private_subnet_ids=private,
+    )
+
+
+@dataclass(kw_only=True, frozen=True)
+class Deployment:
+    """What one run of the app builds: a pipeline type and branch, and the account-wide config."""
+
+    environment_type: str
+    branch: str
+    config: AppConfig
+
+    @property
+    def environments(self) -> list[ServiceEnvironment]:
+        return service_environments(self.config, self.environment_type, self.branch)
+
+    @property
+    def pipeline_stack_name(self) -> str:
+        return pipeline_stack_name(self.environment_type, self.branch)
+
+    def context(self) -> dict[str, str]:
+        """The `cdk -c` context that rebuilds this deployment: what differs from the defaults.
+
+        The pipeline synthesizes with it, so the pipeline keeps the configuration it was
+        created with (`cdk deploy -c ...`) when it updates itself.
+        """
+        values = {"environment_type": self.environment_type, "branch": self.branch}
+        config, default = self.config, AppConfig()
+        for key in _TEXT_KEYS:
+            if getattr(config, key) != getattr(default, key):
+                values[key] = getattr(config, key)
+        if config.availability_zones:
+            values["availability_zones"] = ",".join(config.availability_zones)
+        if config.bedrock_models:
+            values["bedrock_models"] = ",".join(config.bedrock_models)
+        for key, attr in _SIZE_KEYS.items():
+            if attr in config.size_overrides:
+                values[key] = str(config.size_overrides[attr])
+        if config.existing_vpc is not None:
+            vpc = config.existing_vpc
+            values["vpc_id"] = vpc.vpc_id
+            values["availability_zones"] = ",".join(vpc.availability_zones)
+            values["vpc_public_subnet_ids"] = ",".join(vpc.public_subnet_ids)
+            values["vpc_private_subnet_ids"] = ",".join(vpc.private_subnet_ids)
+        return values
+
+    def context_arguments(self) -> str:
+        """`-c key=value ...` for a shell command line (values quoted where needed)."""
+        return " ".join(f"-c {shlex.quote(f'{key}={value}')}" for key, value in self.context().items())
+
+
+def deployment_from_context(get: Callable[[str], Any]) -> Deployment:
+    """The deployment that `cdk -c environment_type=... -c branch=...` asks for (default: main)."""
+    environment_type = str(get("environment_type") or "production")
+    branch = str(get("branch") or DEFAULT_BRANCH)
+    deployment = Deployment(
+        environment_type=validate_pipeline_type(environment_type),
+        branch=validate_branch(branch),
+        config=config_from_context(get),
+    )
+    deployment.environments  # noqa: B018 - validates sizes now, with a clear message
+    return deployment

@@ -1,0 +1,99 @@
+"""How requests reach the service: the environment's DNS zone, its certificate, and the ALB.
+
+The environment gets a hosted zone of its own (`aiproxy-dev-b.example.org`), delegated from the
+base zone by an NS record: a branch stack owns every record it creates, and deleting the stack
+removes its one record (the delegation) from the shared zone.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_route53_targets as targets
+from constructs import Construct
+
+from infra_cdk.nag import acknowledge
+
+
+class Ingress(Construct):
+    """Exposes `zone`, `certificate`, `load_balancer`, `https_listener` and `delegation`."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        dns_name: str,
+        base_domain: str,
+        base_hosted_zone_id: str,
+        idle_timeout: Duration,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.zone = route53.PublicHostedZone(self, "Zone", zone_name=dns_name)
+        base_zone = route53.HostedZone.from_hosted_zone_attributes(
+            self, "BaseZone", hosted_zone_id=base_hosted_zone_id, zone_name=base_domain
+        )
+        self.delegation = route53.NsRecord(
+            self,
+            "Delegation",
+            zone=base_zone,
+            record_name=dns_name,
+            values=self.zone.hosted_zone_name_servers or [],
+            ttl=Duration.hours(1),
+        )
+        self.certificate = acm.Certificate(
+            self,
+            "Certificate",
+            domain_name=dns_name,
+            validation=acm.CertificateValidation.from_dns(self.zone),
+        )
+        # ACM validates through public DNS, which finds the new zone only once it is delegated.
+        self.certificate.node.add_dependency(self.delegation)
+
+        self.load_balancer = elbv2.ApplicationLoadBalancer(
+            self,
+            "LoadBalancer",
+            vpc=vpc,
+            internet_facing=True,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            idle_timeout=idle_timeout,
+            drop_invalid_header_fields=True,
+        )
+        acknowledge(
+            self.load_balancer,
+            "AwsSolutions-ELB2",
+            "The service writes one access line per request (request id, client, status, duration) "
+            "to CloudWatch, and the target 5xx alarm covers errors; ALB access logs would duplicate "
+            "them into an S3 bucket per branch environment.",
+        )
+        self.https_listener = self.load_balancer.add_listener(
+            "Https",
+            port=443,
+            protocol=elbv2.ApplicationProtocol.HTTPS,
+            certificates=[elbv2.ListenerCertificate.from_certificate_manager(self.certificate)],
+            ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
+            open=True,
+        )
+        for security_group in self.load_balancer.connections.security_groups:
+            acknowledge(
+                security_group,
+                "AwsSolutions-EC23",
+                "A public HTTPS API: the load balancer accepts 443 (and 80, redirected to 443) "
+                "from anywhere; clients authenticate with their keys.",
+            )
+        self.http_listener = self.load_balancer.add_redirect(
+            source_port=80,
+            source_protocol=elbv2.ApplicationProtocol.HTTP,
+            target_port=443,
+            target_protocol=elbv2.ApplicationProtocol.HTTPS,
+        )
+        self.alias = route53.ARecord(
+            self,
+            "Alias",
+            zone=self.zone,
+            target=route53.RecordTarget.from_alias(targets.LoadBalancerTarget(self.load_balancer)),
+        )

@@ -1,0 +1,141 @@
+"""Acknowledging a cdk-nag finding on one construct, with the reason it does not apply."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import jsii
+from aws_cdk import Acknowledgment, IAspect, Stack, Validations
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from constructs import IConstruct
+
+
+def acknowledge(construct: IConstruct, rule: str, reason: str) -> None:
+    """Acknowledge `rule` (e.g. `AwsSolutions-ELB2`, or one finding `AwsSolutions-IAM5[...]`)
+    for `construct` and its children only; never for a whole stack."""
+    Validations.of(construct).acknowledge(Acknowledgment(id=rule, reason=reason))
+
+
+# --- wildcard grants that CDK itself generates ----------------------------------------------------
+#
+# CDK Pipelines and CodeBuild create roles whose policies name log groups, report groups and the
+# artifact bucket with wildcards. cdk-nag reports each wildcard (AwsSolutions-IAM5) as its own
+# finding. `AcknowledgeGeneratedGrants` acknowledges, policy by policy, only the findings that
+# match a known, explained pattern; anything else still fails synthesis for a person to look at.
+
+ARTIFACTS_REASON = (
+    "CDK's grant on the pipeline's own artifact bucket: the wildcards are object keys and the "
+    "read/write action families (GetObject*, List*, ...) on that one bucket."
+)
+OWN_LOGS_REASON = (
+    "The CodeBuild project's own log group and test report groups, whose stream and report "
+    "names are made when a build runs."
+)
+ASSET_PROJECT_REASON = (
+    "CDK Pipelines gives its asset-publishing projects one role made before the projects are "
+    "named, so it may write to any CodeBuild log group or report group of this account and region."
+)
+BOOTSTRAP_ROLES_REASON = (
+    "May assume only roles tagged as CDK bootstrap roles (deploy, file and image publishing), by "
+    "the statement's condition, to update the pipeline stack."
+)
+BUILD_KEY_REASON = (
+    "Build output goes only to the pipeline's artifact bucket (SSE-S3, private, TLS only); a "
+    "customer-managed KMS key per branch pipeline would restrict no reader further."
+)
+READ_ONLY_REASON = (
+    "Actions without resource-level permissions or read-only ones CDK Pipelines needs: describe "
+    "the stacks it updates, list buckets, and follow the builds it starts."
+)
+# Actions a generated statement may allow on "*" and still be acknowledged.
+UNSCOPED_ACTIONS = {
+    "cloudformation:DescribeStacks",
+    "s3:ListBucket",
+    "codebuild:BatchGetBuilds",
+    "codebuild:StartBuild",
+    "codebuild:StopBuild",
+}
+
+
+def _nag_text(value: Any) -> str:
+    """A resolved CloudFormation value as cdk-nag writes it in a finding id."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, arg),) = value.items()
+        if key == "Ref":
+            return f"<{arg}>"
+        if key == "Fn::GetAtt":
+            return f"<{arg[0]}.{arg[1]}>"
+        if key == "Fn::Join":
+            return arg[0].join(_nag_text(part) for part in arg[1])
+    return json.dumps(value, sort_keys=True)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def generated_grant_findings(document: dict[str, Any], bucket_logical_id: str | None) -> dict[str, str]:
+    """IAM5 finding id -> reason, for the wildcards of `document` that match a known pattern."""
+    account_region = r"arn:[^:]+:(logs|codebuild):[^:]+:\d{12}:"
+    own_logs = re.compile(account_region + r"(log-group:/aws/codebuild/<\w+>(:\*)?|report-group/<\w+>-\*)$")
+    any_logs = re.compile(account_region + r"(log-group:/aws/codebuild/\*|report-group/\*)$")
+    bootstrap = re.compile(r"arn:\*:iam::\d{12}:role/\*$")
+    bucket = f"<{bucket_logical_id}.Arn>" if bucket_logical_id else None
+    findings: dict[str, str] = {}
+    for statement in document.get("Statement", []):
+        actions = [str(a) for a in _as_list(statement.get("Action", []))]
+        resources = [_nag_text(r) for r in _as_list(statement.get("Resource", []))]
+        on_bucket = bool(bucket) and all(r in (bucket, f"{bucket}/*") for r in resources)
+        for action in actions:
+            if "*" in action and on_bucket and action.startswith("s3:"):
+                findings[f"AwsSolutions-IAM5[Action::{action}]"] = ARTIFACTS_REASON
+        for resource in resources:
+            if "*" not in resource:
+                continue
+            finding = f"AwsSolutions-IAM5[Resource::{resource}]"
+            if on_bucket:
+                findings[finding] = ARTIFACTS_REASON
+            elif own_logs.match(resource):
+                findings[finding] = OWN_LOGS_REASON
+            elif any_logs.match(resource):
+                findings[finding] = ASSET_PROJECT_REASON
+            elif bootstrap.match(resource) and "aws-cdk:bootstrap-role" in json.dumps(
+                statement.get("Condition")
+            ):
+                findings[finding] = BOOTSTRAP_ROLES_REASON
+            elif resource == "*" and set(actions) <= UNSCOPED_ACTIONS:
+                findings.setdefault(finding, READ_ONLY_REASON)
+    # A `*` finding is one per policy: acknowledge it only if every unscoped statement qualifies.
+    for statement in document.get("Statement", []):
+        if (
+            "*" in _as_list(statement.get("Resource", []))
+            and not set(_as_list(statement.get("Action", []))) <= UNSCOPED_ACTIONS
+        ):
+            findings.pop("AwsSolutions-IAM5[Resource::*]", None)
+    return findings
+
+
+@jsii.implements(IAspect)
+class AcknowledgeGeneratedGrants:
+    """Aspect: on each IAM policy below the construct it is added to, acknowledge the wildcard
+    findings of CDK-generated grants (see `generated_grant_findings`), with their reasons."""
+
+    def __init__(self, artifact_bucket: s3.IBucket | None = None) -> None:
+        self._bucket = artifact_bucket
+
+    def visit(self, node: IConstruct) -> None:
+        if isinstance(node, codebuild.CfnProject) and self._bucket is not None:
+            acknowledge(node, "AwsSolutions-CB4", BUILD_KEY_REASON)
+        if not isinstance(node, iam.CfnPolicy):
+            return
+        stack = Stack.of(node)
+        document = stack.resolve(node.policy_document)
+        bucket_id = stack.get_logical_id(self._bucket.node.default_child) if self._bucket else None
+        for finding, reason in generated_grant_findings(document, stack.resolve(bucket_id)).items():
+            acknowledge(node, finding, reason)

@@ -1,0 +1,205 @@
+"""The pipeline of one branch (CDK Pipelines): source, test and synth, then its environments.
+
+- Source: the GitHub repository's branch, through a CodeStar (CodeConnections) connection.
+- Build: `make test`, then `cdk synth` with the context the pipeline was deployed with.
+- UpdatePipeline: the pipeline updates itself when its own definition changed.
+- production type: Test environment + integration tests, then Production + smoke tests;
+  development type: the branch's one environment + smoke tests. A failed step stops the
+  pipeline before the next environment.
+- Notifications of executions started, failed and succeeded go to an SNS topic.
+- The pull-request check is a separate CodeBuild project (pull_request_build.py).
+
+The deployed tests read a client key from the pipeline's secret `cicd/<pipeline>/test_client_key`
+(created empty; an administrator puts in a key whose hash is in each environment's key store).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Aspects, Duration, Environment, RemovalPolicy, Stack, Stage, pipelines
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_codestarnotifications as notifications
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from infra_cdk.environments import Deployment, ServiceEnvironment
+from infra_cdk.nag import AcknowledgeGeneratedGrants, acknowledge
+from infra_cdk.pull_request_build import BUILD_IMAGE, PYTHON_RUNTIME, PullRequestBuild
+from infra_cdk.secrets import empty_secret
+from infra_cdk.service_stack import ServiceStack
+
+STAGE_NAMES = {"test": "Test", "production": "Production", "development": "Development"}
+# The environment the tests run against, and which of them: everything after the test
+# environment, the smoke subset after production and development.
+DEPLOYED_TESTS_REQUIREMENTS = "tests/deployed/requirements.txt"
+INTEGRATION_TESTS = "python -m pytest tests/deployed -n 0 -p no:cacheprovider"
+SMOKE_TESTS = "python -m pytest tests/deployed -n 0 -p no:cacheprovider -m smoke"
+NOTIFIED_EVENTS = (
+    "codepipeline-pipeline-pipeline-execution-started",
+    "codepipeline-pipeline-pipeline-execution-failed",
+    "codepipeline-pipeline-pipeline-execution-succeeded",
+)
+_PYTHON_BUILD_SPEC = codebuild.BuildSpec.from_object(
+    {"phases": {"install": {"runtime-versions": PYTHON_RUNTIME}}}
+)
+
+
+class ServiceStage(Stage):
+    """One environment as a pipeline stage; exposes `service_stack`."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: ServiceEnvironment,
+        deployment: Deployment,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.service_stack = ServiceStack(
+            self,
+            environment.stack_name,
+            stack_name=environment.stack_name,
+            environment=environment,
+            config=deployment.config,
+            description=f"AI Proxy {environment.environment_type} environment {environment.dns_name}",
+        )
+
+
+class PipelineStack(Stack):
+    """Exposes `pipeline` (CDK Pipelines), `stages`, `synth_step`, `test_steps`, `topic`,
+    `artifact_bucket`, `test_key_secret` and `pull_request_build`."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, deployment: Deployment, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        config = deployment.config
+        source = pipelines.CodePipelineSource.connection(
+            f"{config.github_owner}/{config.github_repo}",
+            deployment.branch,
+            connection_arn=config.codestar_connection_arn,
+        )
+        self.artifact_bucket = s3.Bucket(
+            self,
+            "Artifacts",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(30))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(
+            self.artifact_bucket,
+            "AwsSolutions-S1",
+            "Only the pipeline's own roles read and write this bucket (source and cloud assembly "
+            "artifacts, expiring after 30 days); CloudTrail records those calls.",
+        )
+        self.synth_step = pipelines.CodeBuildStep(
+            "Build",
+            input=source,
+            partial_build_spec=_PYTHON_BUILD_SPEC,
+            build_environment=codebuild.BuildEnvironment(
+                build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.MEDIUM
+            ),
+            commands=[
+                "make test",
+                # The venv holds Node.js (for the CDK CLI) and the app's Python packages.
+                f'PATH="$PWD/.venv/bin:$PATH" npx -y aws-cdk@2 synth {deployment.context_arguments()}',
+            ],
+            primary_output_directory="cdk.out",
+            timeout=Duration.minutes(45),
+        )
+        self.pipeline = pipelines.CodePipeline(
+            self,
+            "Pipeline",
+            synth=self.synth_step,
+            artifact_bucket=self.artifact_bucket,
+            cross_account_keys=False,
+            self_mutation=True,
+            publish_assets_in_parallel=False,
+            code_build_defaults=pipelines.CodeBuildOptions(
+                build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE)
+            ),
+        )
+        self.test_key_secret = empty_secret(
+            self,
+            "TestClientKey",
+            secret_name=f"cicd/{deployment.pipeline_stack_name}/test_client_key",
+            description="Client key the deployed tests send; its hash is in each environment's key store",
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        acknowledge(
+            self.test_key_secret,
+            "AwsSolutions-SMG4",
+            "The test client key is issued by an administrator with python -m service.keys and "
+            "rotated by putting a new value here and its hash in the key stores.",
+        )
+
+        self.stages: list[ServiceStage] = []
+        self.test_steps: list[pipelines.CodeBuildStep] = []
+        for environment in deployment.environments:
+            stage = ServiceStage(
+                self,
+                STAGE_NAMES[environment.environment_type],
+                environment=environment,
+                deployment=deployment,
+                env=Environment(account=config.account, region=config.region),
+            )
+            integration = environment.environment_type == "test"
+            tests = self._deployed_tests(
+                "IntegrationTests" if integration else "SmokeTests",
+                source=source,
+                stage=stage,
+                command=INTEGRATION_TESTS if integration else SMOKE_TESTS,
+            )
+            self.pipeline.add_stage(stage, post=[tests])
+            self.stages.append(stage)
+            self.test_steps.append(tests)
+
+        self.pipeline.build_pipeline()
+        self.topic = sns.Topic(self, "Notifications", enforce_ssl=True)
+        notifications.NotificationRule(
+            self,
+            "PipelineEvents",
+            source=self.pipeline.pipeline,
+            events=list(NOTIFIED_EVENTS),
+            targets=[self.topic],
+            detail_type=notifications.DetailType.BASIC,
+        )
+        self.pull_request_build = PullRequestBuild(
+            self,
+            "PullRequestCheck",
+            github_owner=config.github_owner,
+            github_repo=config.github_repo,
+            branch=deployment.branch,
+            connection_arn=config.codestar_connection_arn,
+        )
+        # Explain the wildcards of the roles CDK Pipelines and CodeBuild generate (nag.py).
+        Aspects.of(self.pipeline).add(AcknowledgeGeneratedGrants(self.artifact_bucket))
+        Aspects.of(self.pull_request_build).add(AcknowledgeGeneratedGrants())
+
+    def _deployed_tests(
+        self, name: str, *, source: pipelines.CodePipelineSource, stage: ServiceStage, command: str
+    ) -> pipelines.CodeBuildStep:
+        return pipelines.CodeBuildStep(
+            name,
+            input=source,
+            partial_build_spec=_PYTHON_BUILD_SPEC,
+            build_environment=codebuild.BuildEnvironment(
+                build_image=BUILD_IMAGE,
+                environment_variables={
+                    # CodeBuild resolves it at the start of the build; the project's role may
+                    # read this one secret and nothing else.
+                    "AIPROXY_TEST_KEY": codebuild.BuildEnvironmentVariable(
+                        type=codebuild.BuildEnvironmentVariableType.SECRETS_MANAGER,
+                        value=self.test_key_secret.secret_arn,
+                    )
+                },
+            ),
+            env_from_cfn_outputs={"AIPROXY_URL": stage.service_stack.url_output},
+            install_commands=[f"python -m pip install --quiet -r {DEPLOYED_TESTS_REQUIREMENTS}"],
+            commands=[command],
+            timeout=Duration.minutes(20),
+        )

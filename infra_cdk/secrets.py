@@ -1,0 +1,90 @@
+"""The service's secrets, created empty under the deployment's prefix (SPEC.md section 4).
+
+The names come from `service.secrets`, the module the running service reads them with, so the
+two sides cannot drift apart. An administrator sets the values after the first deploy.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from infra_cdk.nag import acknowledge
+from service.secrets import SECRET_NAMES, secret_id, secret_prefix
+
+DESCRIPTIONS = {
+    "honeybadger_api_key": "Honeybadger API key (error reports); empty turns reporting off",
+    "openai_api_key": "Key of the OpenAI-compatible upstream; empty makes the LLM routes answer 503",
+    "client_api_keys": "Client key store as JSON (README: Client keys); required in test and production",
+}
+
+
+class ServiceSecrets(Construct):
+    """Exposes `secrets` (name -> Secret) and `prefix`; `grant_read` allows reading the prefix."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment_type: str,
+        environment: str,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.prefix = secret_prefix(environment_type, environment)
+        self.secrets: dict[str, secretsmanager.Secret] = {}
+        for name in SECRET_NAMES:
+            secret = empty_secret(
+                self,
+                name,
+                secret_name=secret_id(environment_type, environment, name),
+                description=DESCRIPTIONS.get(name, f"AI Proxy secret {name}"),
+                removal_policy=removal_policy,
+            )
+            acknowledge(
+                secret,
+                "AwsSolutions-SMG4",
+                "Provider and client keys are issued outside AWS and rotated by an administrator "
+                "putting a new value; the service reads it again within AIPROXY_SECRETS_TTL.",
+            )
+            self.secrets[name] = secret
+
+    def grant_read(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow GetSecretValue on this deployment's prefix only (the service reads by name)."""
+        stack = Stack.of(self)
+        prefix_arn = stack.format_arn(
+            service="secretsmanager",
+            resource="secret",
+            # Secrets Manager appends `-` and six random characters to every secret's ARN.
+            resource_name=f"{self.prefix}*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        grant = iam.Grant.add_to_principal(
+            grantee=grantee, actions=["secretsmanager:GetSecretValue"], resource_arns=[prefix_arn]
+        )
+        if isinstance(grantee, iam.Role):
+            acknowledge(
+                grantee,
+                f"AwsSolutions-IAM5[Resource::{stack.resolve(prefix_arn)}]",
+                "The wildcard stands for the random suffix Secrets Manager appends to each ARN and "
+                "for the deployment's own secrets, all under its prefix; the service reads only these.",
+            )
+        return grant
+
+
+def empty_secret(
+    scope: Construct, construct_id: str, *, secret_name: str, description: str, removal_policy: RemovalPolicy
+) -> secretsmanager.Secret:
+    """A secret created with no value, for an administrator to fill in after the deploy.
+
+    The L2 construct would generate a random value; whoever reads the secret treats one without
+    a value as unset, so an empty secret is the honest start.
+    """
+    secret = secretsmanager.Secret(
+        scope, construct_id, secret_name=secret_name, description=description, removal_policy=removal_policy
+    )
+    secret.node.default_child.add_property_deletion_override("GenerateSecretString")
+    return secret

@@ -1,0 +1,155 @@
+"""One environment of the service: network, ingress, compute, secrets and monitoring, wired up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra_cdk.bedrock import bedrock_settings, grant_invoke
+from infra_cdk.compute import CONTAINER_PORT, Compute
+from infra_cdk.environments import AppConfig, ServiceEnvironment
+from infra_cdk.ingress import Ingress
+from infra_cdk.monitoring import Monitoring
+from infra_cdk.network import Network
+from infra_cdk.secrets import ServiceSecrets
+
+# The ALB closes a connection idle for this long; it must outlast the longest request (an
+# assessment waits up to AIPROXY_UPSTREAM_TIMEOUT, 300 s by default, per upstream call) and stay
+# below the server's keep-alive (AIPROXY_KEEPALIVE, 620 s) so the ALB never reuses a connection
+# the server has just closed. A test checks these three stay in that order.
+ALB_IDLE_TIMEOUT = Duration.seconds(600)
+# On a scale-in or deployment the ALB first drains a task for this long, then ECS sends SIGTERM
+# and the server gives in-flight requests AIPROXY_GRACEFUL_TIMEOUT (30 s) to finish; ECS waits
+# STOP_TIMEOUT before it kills the container.
+DEREGISTRATION_DELAY = Duration.seconds(60)
+STOP_TIMEOUT = Duration.seconds(45)
+CPU_TARGET_PERCENT = 60
+REQUESTS_PER_TASK_PER_MINUTE = 600
+
+# Output names the pipeline reads (the smoke and integration tests need the URL).
+URL_OUTPUT = "Url"
+LOG_GROUP_OUTPUT = "LogGroupName"
+
+
+class ServiceStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: ServiceEnvironment,
+        config: AppConfig,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        # The availability zones are configuration: seeding the context value the VPC would
+        # otherwise look up keeps synthesis offline.
+        zones_key = f"availability-zones:account={self.account}:region={self.region}"
+        self.node.set_context(zones_key, list(config.zones))
+        self.service_environment = environment
+        removal_policy = RemovalPolicy.RETAIN if environment.retain_data else RemovalPolicy.DESTROY
+
+        self.network = Network(
+            self,
+            "Network",
+            availability_zones=config.zones,
+            existing_vpc=config.existing_vpc,
+            removal_policy=removal_policy,
+        )
+        vpc = self.network.vpc
+        self.ingress = Ingress(
+            self,
+            "Ingress",
+            vpc=vpc,
+            dns_name=environment.dns_name,
+            base_domain=config.base_domain,
+            base_hosted_zone_id=config.hosted_zone_id,
+            idle_timeout=ALB_IDLE_TIMEOUT,
+        )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            log_retention=_retention(environment.log_retention_days),
+            removal_policy=removal_policy,
+        )
+        self.secrets = ServiceSecrets(
+            self,
+            "Secrets",
+            environment_type=environment.environment_type,
+            environment=environment.dns_name,
+            removal_policy=removal_policy,
+        )
+        self.compute = Compute(
+            self,
+            "Compute",
+            vpc=vpc,
+            size=environment.size,
+            environment={
+                "ENVIRONMENT": environment.dns_name,
+                "ENVIRONMENT_TYPE": environment.environment_type,
+                "LOG_FORMAT": "json",
+                **bedrock_settings(config.bedrock_models),
+            },
+            log_group=self.monitoring.log_group,
+            stop_timeout=STOP_TIMEOUT,
+        )
+
+        # Grants: the task reads its own secrets at run time (cached, so rotation takes effect
+        # without a restart); nothing else may.
+        self.secrets.grant_read(self.compute.task_definition.task_role)
+        # Amazon Bedrock: the configured models and inference profiles only (infra_cdk/bedrock.py).
+        grant_invoke(self.compute.task_definition.task_role, config.bedrock_models)
+
+        self.target_group = self.ingress.https_listener.add_targets(
+            "Service",
+            port=CONTAINER_PORT,
+            protocol=elbv2.ApplicationProtocol.HTTP,
+            targets=[self.compute.service],
+            deregistration_delay=DEREGISTRATION_DELAY,
+        )
+        self.target_group.configure_health_check(
+            path="/",
+            healthy_http_codes="200",
+            interval=Duration.seconds(15),
+            timeout=Duration.seconds(5),
+            healthy_threshold_count=2,
+            unhealthy_threshold_count=3,
+        )
+
+        scaling = self.compute.service.auto_scale_task_count(
+            min_capacity=environment.size.min_tasks, max_capacity=environment.size.max_tasks
+        )
+        scaling.scale_on_cpu_utilization("Cpu", target_utilization_percent=CPU_TARGET_PERCENT)
+        scaling.scale_on_request_count(
+            "Requests", requests_per_target=REQUESTS_PER_TASK_PER_MINUTE, target_group=self.target_group
+        )
+
+        self.monitoring.watch(self.target_group)
+
+        self.url_output = CfnOutput(self, URL_OUTPUT, value=environment.url, description="The service's URL")
+        self.log_group_output = CfnOutput(
+            self,
+            LOG_GROUP_OUTPUT,
+            value=self.monitoring.log_group.log_group_name,
+            description="CloudWatch log group of the service's tasks",
+        )
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn, description="Alarm topic")
+
+
+# The retention periods environments.py uses, by days (CloudWatch allows only fixed periods).
+_RETENTION = {
+    7: logs.RetentionDays.ONE_WEEK,
+    30: logs.RetentionDays.ONE_MONTH,
+    90: logs.RetentionDays.THREE_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+}
+
+
+def _retention(days: int) -> logs.RetentionDays:
+    if days not in _RETENTION:
+        raise ValueError(f"log retention of {days} days is not one of {sorted(_RETENTION)}")
+    return _RETENTION[days]

@@ -1,0 +1,14 @@
+"""Tests against a deployed proxy: `AIPROXY_URL` (and `AIPROXY_TEST_KEY`) name it.
+
+    AIPROXY_URL=https://aiproxy-dev-mybranch.example.org AIPROXY_TEST_KEY=aip_... \
+        .venv/bin/python -m pytest tests/deployed -n 0            # everything (integration)
+    ... -m smoke                                                # the short check after production
+
+Without AIPROXY_URL every test here is skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "smoke: the quick check run after every deployment")

@@ -1,0 +1,217 @@
+"""Naming rules and configuration of the CDK app (SPEC.md section 8); plain Python, no synthesis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra_cdk.environments import (
+    AppConfig,
+    ConfigurationError,
+    ExistingVpc,
+    config_from_context,
+    deployment_from_context,
+    pipeline_stack_name,
+    service_environments,
+    validate_branch,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def names(environment_type: str, branch: str, config: AppConfig | None = None) -> list[tuple[str, str, str]]:
+    return [
+        (e.environment_type, e.stack_name, e.dns_name)
+        for e in service_environments(config or AppConfig(), environment_type, branch)
+    ]
+
+
+def test_production_main_deploys_test_then_production():
+    assert names("production", "main") == [
+        ("test", "aiproxy-test", "aiproxy-test.example.org"),
+        ("production", "aiproxy", "aiproxy.example.org"),
+    ]
+    assert pipeline_stack_name("production", "main") == "aiproxy-cicd"
+
+
+def test_production_other_branch_gets_branch_suffixed_names():
+    assert names("production", "otherbranch") == [
+        ("test", "aiproxy-test-otherbranch", "aiproxy-test-otherbranch.example.org"),
+        ("production", "aiproxy-otherbranch", "aiproxy-otherbranch.example.org"),
+    ]
+    assert pipeline_stack_name("production", "otherbranch") == "aiproxy-cicd-otherbranch"
+
+
+def test_development_deploys_one_environment():
+    assert names("development", "mybranch") == [
+        ("development", "aiproxy-dev-mybranch", "aiproxy-dev-mybranch.example.org")
+    ]
+    assert pipeline_stack_name("development", "mybranch") == "aiproxy-cicd-dev-mybranch"
+
+
+def test_base_domain_comes_from_configuration():
+    config = AppConfig(base_domain="code.org")
+    assert names("development", "x1", config)[0][2] == "aiproxy-dev-x1.code.org"
+
+
+@pytest.mark.parametrize(
+    ("branch", "message"),
+    [
+        ("feature/login", "contains '/'"),
+        ("test", "would collide"),
+        ("test-login", "would collide"),
+        ("dev-login", "would collide"),
+        ("cicd", "would collide"),
+        ("Feature", "lowercase letters"),
+        ("my_branch", "lowercase letters"),
+        ("-x", "lowercase letters"),
+        ("x" * 60, "longer than 50"),
+        ("", "branch is empty"),
+    ],
+)
+def test_unusable_branch_names_are_refused_with_a_clear_message(branch, message):
+    with pytest.raises(ConfigurationError, match=message):
+        validate_branch(branch)
+
+
+@pytest.mark.parametrize("branch", ["main", "mybranch", "feature-1", "testing", "devops", "a"])
+def test_usable_branch_names(branch):
+    assert validate_branch(branch) == branch
+
+
+def test_unknown_environment_type_is_refused():
+    with pytest.raises(ConfigurationError, match="environment_type 'staging' is not valid"):
+        service_environments(AppConfig(), "staging", "main")
+
+
+def test_no_two_deployments_share_a_stack_name():
+    # Branches that look alike must still get distinct stacks (and DNS names) across types.
+    stacks: dict[str, tuple[str, str]] = {}
+    for environment_type in ("production", "development"):
+        for branch in ("main", "x", "test1", "prod", "dev1", "aiproxy"):
+            deployment_stacks = [
+                e.stack_name for e in service_environments(AppConfig(), environment_type, branch)
+            ]
+            deployment_stacks.append(pipeline_stack_name(environment_type, branch))
+            for stack in deployment_stacks:
+                assert stack not in stacks, f"{stack} of {(environment_type, branch)} and {stacks.get(stack)}"
+                stacks[stack] = (environment_type, branch)
+
+
+def context(**values):
+    return values.get
+
+
+def test_context_overrides_the_configuration_defaults():
+    deployment = deployment_from_context(
+        context(
+            environment_type="development",
+            branch="mybranch",
+            account="222222222222",
+            region="eu-west-1",
+            base_domain="code.org",
+            hosted_zone_id="Z999",
+            task_cpu="1024",
+            task_memory_mib="2048",
+            max_tasks="4",
+        )
+    )
+    config = deployment.config
+    assert (config.account, config.region, config.base_domain, config.hosted_zone_id) == (
+        "222222222222",
+        "eu-west-1",
+        "code.org",
+        "Z999",
+    )
+    assert config.zones == ("eu-west-1a", "eu-west-1b")
+    (environment,) = deployment.environments
+    assert environment.dns_name == "aiproxy-dev-mybranch.code.org"
+    assert (environment.size.cpu, environment.size.memory_mib, environment.size.max_tasks) == (1024, 2048, 4)
+    assert environment.size.min_tasks == 1  # the development default is kept
+
+
+def test_defaults_are_mains_production_pipeline():
+    deployment = deployment_from_context(context())
+    assert [e.stack_name for e in deployment.environments] == ["aiproxy-test", "aiproxy"]
+
+
+def test_existing_vpc_by_attributes_from_context():
+    config = config_from_context(
+        context(
+            vpc_id="vpc-0abc",
+            availability_zones="eu-west-1a, eu-west-1b",
+            vpc_public_subnet_ids="subnet-p1,subnet-p2",
+            vpc_private_subnet_ids="subnet-q1,subnet-q2",
+        )
+    )
+    assert config.existing_vpc == ExistingVpc(
+        vpc_id="vpc-0abc",
+        availability_zones=("eu-west-1a", "eu-west-1b"),
+        public_subnet_ids=("subnet-p1", "subnet-p2"),
+        private_subnet_ids=("subnet-q1", "subnet-q2"),
+    )
+
+
+def test_existing_vpc_needs_one_subnet_per_zone():
+    with pytest.raises(ConfigurationError, match="vpc_private_subnet_ids must list one subnet per"):
+        config_from_context(
+            context(
+                vpc_id="vpc-0abc",
+                availability_zones="a,b",
+                vpc_public_subnet_ids="p1,p2",
+                vpc_private_subnet_ids="q1",
+            )
+        )
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ConfigurationError, match="task_cpu='big' is not a whole number"):
+        config_from_context(context(task_cpu="big"))
+    with pytest.raises(ConfigurationError, match="min_tasks 5 is above max_tasks 2"):
+        deployment_from_context(context(environment_type="development", branch="b", min_tasks="5"))
+
+
+def test_cdk_app_refuses_a_bad_branch_with_one_line():
+    result = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "CDK_CONTEXT_JSON": '{"branch": "feature/x"}'},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "aiproxy CDK app: branch 'feature/x' contains '/'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_deployment_context_rebuilds_the_same_deployment():
+    # The pipeline synthesizes with these arguments: its update must not lose configuration.
+    deployment = deployment_from_context(
+        context(
+            environment_type="production",
+            branch="otherbranch",
+            account="222222222222",
+            base_domain="code.org",
+            vpc_id="vpc-1",
+            availability_zones="us-east-1a,us-east-1c",
+            vpc_public_subnet_ids="subnet-1,subnet-2",
+            vpc_private_subnet_ids="subnet-3,subnet-4",
+            min_tasks="2",
+            max_tasks="5",
+            bedrock_models="amazon.nova-lite-v1:0",
+        )
+    )
+    assert deployment_from_context(deployment.context().get) == deployment
+    arguments = deployment.context_arguments()
+    assert arguments.startswith(
+        "-c environment_type=production -c branch=otherbranch -c account=222222222222"
+    )
+    assert "-c min_tasks=2 -c max_tasks=5" in arguments
+    # Defaults are left out, so a plain pipeline's command stays short.
+    plain = deployment_from_context(context(environment_type="development", branch="b1"))
+    assert plain.context_arguments() == "-c environment_type=development -c branch=b1"

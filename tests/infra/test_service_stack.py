@@ -1,0 +1,394 @@
+"""The service stack of each environment, checked on the synthesized templates (issue 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from infra_cdk.environments import AppConfig
+from service.secrets import SECRET_NAMES, SecretStore, secret_id
+from service.settings import SETTINGS
+
+CONFIG = AppConfig()  # the examples synthesize with the defaults
+DEV = "aiproxy-dev-example-branch"
+# stack -> (ENVIRONMENT_TYPE, DNS name, min tasks, max tasks, log retention days)
+ENVIRONMENTS = {
+    "aiproxy-test": ("test", "aiproxy-test.example.org", 1, 2, 30),
+    "aiproxy": ("production", "aiproxy.example.org", 2, 6, 365),
+    DEV: ("development", "aiproxy-dev-example-branch.example.org", 1, 2, 7),
+}
+SETTING_DEFAULTS = {s.env: s.default for s in SETTINGS}
+
+
+@pytest.fixture(scope="module")
+def templates(template_json) -> dict[str, Template]:
+    return {stack: Template.from_json(template_json(stack)) for stack in ENVIRONMENTS}
+
+
+@pytest.fixture(scope="module")
+def raw(template_json) -> dict[str, dict]:
+    return {stack: template_json(stack) for stack in ENVIRONMENTS}
+
+
+def only(template: Template, resource_type: str, props: dict | None = None) -> tuple[str, dict]:
+    found = template.find_resources(resource_type, {"Properties": props} if props else None)
+    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def test_stack_names_follow_the_environment_table(template_paths):
+    assert set(ENVIRONMENTS) <= set(template_paths)
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_subdomain_zone_is_delegated_from_the_base_zone(templates, stack):
+    template = templates[stack]
+    dns_name = ENVIRONMENTS[stack][1]
+    zone_id, _ = only(template, "AWS::Route53::HostedZone", {"Name": f"{dns_name}."})
+    template.has_resource_properties(
+        "AWS::Route53::RecordSet",
+        {
+            "HostedZoneId": CONFIG.hosted_zone_id,
+            "Name": f"{dns_name}.",
+            "Type": "NS",
+            "ResourceRecords": {"Fn::GetAtt": [zone_id, "NameServers"]},
+        },
+    )
+    # The service's name points at the load balancer, inside its own zone.
+    template.has_resource_properties(
+        "AWS::Route53::RecordSet",
+        {
+            "HostedZoneId": {"Ref": zone_id},
+            "Name": f"{dns_name}.",
+            "Type": "A",
+            "AliasTarget": Match.any_value(),
+        },
+    )
+
+
+def test_certificate_is_dns_validated_after_the_delegation_exists(templates):
+    template = templates["aiproxy"]
+    zone_id, _ = only(template, "AWS::Route53::HostedZone")
+    delegation_id, _ = only(template, "AWS::Route53::RecordSet", {"Type": "NS"})
+    _, certificate = only(template, "AWS::CertificateManager::Certificate")
+    assert certificate["Properties"]["DomainName"] == "aiproxy.example.org"
+    assert certificate["Properties"]["ValidationMethod"] == "DNS"
+    assert certificate["Properties"]["DomainValidationOptions"] == [
+        {"DomainName": "aiproxy.example.org", "HostedZoneId": {"Ref": zone_id}}
+    ]
+    assert delegation_id in certificate["DependsOn"]
+
+
+def test_load_balancer_is_public_https_with_http_redirected(templates):
+    template = templates["aiproxy"]
+    _, balancer = only(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    assert balancer["Properties"]["Scheme"] == "internet-facing"
+    public_subnets = template.find_resources(
+        "AWS::EC2::Subnet",
+        {"Properties": {"Tags": Match.array_with([{"Key": "aws-cdk:subnet-type", "Value": "Public"}])}},
+    )
+    assert sorted(s["Ref"] for s in balancer["Properties"]["Subnets"]) == sorted(public_subnets)
+    certificate_id, _ = only(template, "AWS::CertificateManager::Certificate")
+    template.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::Listener",
+        {"Port": 443, "Protocol": "HTTPS", "Certificates": [{"CertificateArn": {"Ref": certificate_id}}]},
+    )
+    template.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::Listener",
+        {
+            "Port": 80,
+            "Protocol": "HTTP",
+            "DefaultActions": [
+                {
+                    "Type": "redirect",
+                    "RedirectConfig": Match.object_like(
+                        {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}
+                    ),
+                }
+            ],
+        },
+    )
+
+
+def load_balancer_attribute(template: Template, key: str) -> str:
+    _, balancer = only(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    attributes = {a["Key"]: a["Value"] for a in balancer["Properties"]["LoadBalancerAttributes"]}
+    return attributes[key]
+
+
+def test_idle_timeout_outlasts_the_longest_request_and_stays_below_keepalive(templates):
+    idle = int(load_balancer_attribute(templates["aiproxy"], "idle_timeout.timeout_seconds"))
+    # An assessment waits up to the upstream timeout; the server keeps connections longer than
+    # the ALB, so the ALB never sends a request on a connection the server just closed.
+    assert (
+        float(SETTING_DEFAULTS["AIPROXY_UPSTREAM_TIMEOUT"])
+        < idle
+        < int(SETTING_DEFAULTS["AIPROXY_KEEPALIVE"])
+    )
+    assert (
+        load_balancer_attribute(templates["aiproxy"], "routing.http.drop_invalid_header_fields.enabled")
+        == "true"
+    )
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_fargate_service_runs_in_private_subnets_with_rollback(templates, stack):
+    template = templates[stack]
+    minimum = ENVIRONMENTS[stack][2]
+    private_subnets = template.find_resources(
+        "AWS::EC2::Subnet",
+        {"Properties": {"Tags": Match.array_with([{"Key": "aws-cdk:subnet-type", "Value": "Private"}])}},
+    )
+    _, service = only(template, "AWS::ECS::Service")
+    props = service["Properties"]
+    assert props["LaunchType"] == "FARGATE"
+    assert props["DesiredCount"] == minimum
+    network = props["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert network["AssignPublicIp"] == "DISABLED"
+    assert sorted(s["Ref"] for s in network["Subnets"]) == sorted(private_subnets)
+    assert props["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert props["DeploymentConfiguration"]["MinimumHealthyPercent"] == 100
+    assert props["LoadBalancers"][0]["ContainerPort"] == 80
+
+
+def test_production_runs_at_least_two_tasks(templates):
+    template = templates["aiproxy"]
+    _, service = only(template, "AWS::ECS::Service")
+    _, target = only(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert service["Properties"]["DesiredCount"] >= 2
+    assert target["Properties"]["MinCapacity"] >= 2
+
+
+def test_tasks_accept_traffic_only_from_the_load_balancer(templates):
+    template = templates["aiproxy"]
+    _, service = only(template, "AWS::ECS::Service")
+    service_groups = service["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"]
+    assert len(service_groups) == 1
+    service_group_id = service_groups[0]["Fn::GetAtt"][0]
+    _, balancer = only(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    balancer_group_id = balancer["Properties"]["SecurityGroups"][0]["Fn::GetAtt"][0]
+    assert "SecurityGroupIngress" not in template.to_json()["Resources"][service_group_id]["Properties"]
+    rules = template.find_resources(
+        "AWS::EC2::SecurityGroupIngress",
+        {"Properties": {"GroupId": {"Fn::GetAtt": [service_group_id, "GroupId"]}}},
+    )
+    assert [r["Properties"] for r in rules.values()] == [
+        {
+            "GroupId": {"Fn::GetAtt": [service_group_id, "GroupId"]},
+            "SourceSecurityGroupId": {"Fn::GetAtt": [balancer_group_id, "GroupId"]},
+            "IpProtocol": "tcp",
+            "FromPort": 80,
+            "ToPort": 80,
+            "Description": "Load balancer to target",
+        }
+    ]
+
+
+def test_health_check_on_root_and_draining_covers_graceful_shutdown(templates):
+    template = templates["aiproxy"]
+    _, group = only(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    props = group["Properties"]
+    assert props["HealthCheckPath"] == "/"
+    assert props["Matcher"] == {"HttpCode": "200"}
+    assert props["TargetType"] == "ip"
+    assert props["Port"] == 80
+    graceful = int(SETTING_DEFAULTS["AIPROXY_GRACEFUL_TIMEOUT"])
+    attributes = {a["Key"]: a["Value"] for a in props["TargetGroupAttributes"]}
+    assert int(attributes["deregistration_delay.timeout_seconds"]) >= graceful
+    _, task = only(template, "AWS::ECS::TaskDefinition")
+    assert task["Properties"]["ContainerDefinitions"][0]["StopTimeout"] > graceful
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_container_settings_image_and_unprivileged_port(templates, stack):
+    environment_type, dns_name, *_ = ENVIRONMENTS[stack]
+    _, task = only(templates[stack], "AWS::ECS::TaskDefinition")
+    (container,) = task["Properties"]["ContainerDefinitions"]
+    assert {e["Name"]: e["Value"] for e in container["Environment"]} == {
+        "ENVIRONMENT": dns_name,
+        "ENVIRONMENT_TYPE": environment_type,
+        "LOG_FORMAT": "json",
+    }
+    # The image's non-root user binds port 80 thanks to this namespaced sysctl.
+    assert container["SystemControls"] == [{"Namespace": "net.ipv4.ip_unprivileged_port_start", "Value": "0"}]
+    assert container["PortMappings"] == [{"ContainerPort": 80, "Protocol": "tcp"}]
+    # Built from this repository's Dockerfile as an image asset, pushed to the bootstrap repository.
+    assert "container-assets" in container["Image"]["Fn::Sub"]
+    # Secrets are read at run time by the task role, never injected at start by the execution role.
+    assert "Secrets" not in container
+
+
+def test_task_size_follows_the_environment_type(templates):
+    sizes = {}
+    for stack in ENVIRONMENTS:
+        _, task = only(templates[stack], "AWS::ECS::TaskDefinition")
+        sizes[stack] = (task["Properties"]["Cpu"], task["Properties"]["Memory"])
+    assert sizes == {"aiproxy-test": ("256", "512"), "aiproxy": ("512", "1024"), DEV: ("256", "512")}
+
+
+def test_image_asset_holds_every_file_the_dockerfile_copies(synth_dir: Path):
+    manifests = list(synth_dir.glob("*.assets.json"))
+    image_dirs = {
+        synth_dir / asset["source"]["directory"]
+        for manifest in manifests
+        for asset in json.loads(manifest.read_text()).get("dockerImages", {}).values()
+    }
+    assert image_dirs
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    sources = [
+        source.rstrip("/")
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+        if not source.startswith("--")
+    ]
+    assert sources
+    for image_dir in image_dirs:
+        assert (image_dir / "Dockerfile").is_file()
+        for source in sources:
+            assert (image_dir / source).exists(), f"{source} (COPY in the Dockerfile) is not in the asset"
+        assert not (image_dir / "tests").exists() and not (image_dir / ".venv").exists()
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_autoscaling_on_cpu_and_requests(templates, stack):
+    template = templates[stack]
+    _, minimum, maximum, _ = ENVIRONMENTS[stack][1:]
+    target_id, target = only(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert (target["Properties"]["MinCapacity"], target["Properties"]["MaxCapacity"]) == (minimum, maximum)
+    policies = template.find_resources(
+        "AWS::ApplicationAutoScaling::ScalingPolicy", {"Properties": {"ScalingTargetId": {"Ref": target_id}}}
+    )
+    metrics = {
+        p["Properties"]["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"][
+            "PredefinedMetricType"
+        ]
+        for p in policies.values()
+    }
+    assert metrics == {"ECSServiceAverageCPUUtilization", "ALBRequestCountPerTarget"}
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_secrets_are_created_empty_with_the_names_the_service_reads(templates, stack):
+    environment_type, dns_name, *_ = ENVIRONMENTS[stack]
+    secrets = templates[stack].find_resources("AWS::SecretsManager::Secret")
+    # The one shared naming: the ids the service's own loader reads in this environment (with
+    # the container's ENVIRONMENT_TYPE and ENVIRONMENT) are exactly the secrets the stack makes.
+    store = SecretStore({}, environment_type, dns_name)
+    assert sorted(s["Properties"]["Name"] for s in secrets.values()) == sorted(
+        store.source_of(name) for name in SECRET_NAMES
+    )
+    assert store.source_of("openai_api_key") == secret_id(environment_type, dns_name, "openai_api_key")
+    for secret in secrets.values():
+        assert "SecretString" not in secret["Properties"]
+        assert "GenerateSecretString" not in secret["Properties"]
+
+
+def test_production_keeps_its_secrets_and_logs_when_the_stack_is_deleted(templates):
+    for stack, policy in (("aiproxy", "Retain"), (DEV, "Delete")):
+        template = templates[stack]
+        for resource_type in ("AWS::SecretsManager::Secret", "AWS::Logs::LogGroup"):
+            for resource in template.find_resources(resource_type).values():
+                assert resource["DeletionPolicy"] == policy, (stack, resource_type)
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_task_role_reads_only_its_own_secret_prefix(templates, stack):
+    environment_type, dns_name, *_ = ENVIRONMENTS[stack]
+    template = templates[stack]
+    _, task = only(template, "AWS::ECS::TaskDefinition")
+    task_role = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+    execution_role = task["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
+    policies = template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": task_role}]}})
+    statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    assert statements == [
+        {
+            "Action": "secretsmanager:GetSecretValue",
+            "Effect": "Allow",
+            "Resource": f"arn:aws:secretsmanager:{CONFIG.region}:{CONFIG.account}:secret:"
+            f"{environment_type}/{dns_name}/*",
+        }
+    ]
+    role = template.to_json()["Resources"][task_role]
+    assert "ManagedPolicyArns" not in role["Properties"]
+    execution = template.find_resources(
+        "AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": execution_role}]}}
+    )
+    assert "secretsmanager" not in str(execution)
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_logs_go_to_a_log_group_with_retention(templates, stack):
+    template = templates[stack]
+    retention = ENVIRONMENTS[stack][4]
+    groups = template.find_resources("AWS::Logs::LogGroup", {"Properties": {"RetentionInDays": retention}})
+    _, task = only(template, "AWS::ECS::TaskDefinition")
+    options = task["Properties"]["ContainerDefinitions"][0]["LogConfiguration"]["Options"]
+    assert options["awslogs-group"]["Ref"] in groups
+    template.has_output("LogGroupName", {"Value": {"Ref": options["awslogs-group"]["Ref"]}})
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_url_output(templates, stack):
+    templates[stack].has_output("Url", {"Value": f"https://{ENVIRONMENTS[stack][1]}"})
+
+
+def test_alarms_on_target_5xx_and_unhealthy_hosts_notify_the_topic(templates):
+    template = templates["aiproxy"]
+    topic_id, _ = only(template, "AWS::SNS::Topic")
+    group_id, _ = only(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    for metric in ("HTTPCode_Target_5XX_Count", "UnHealthyHostCount"):
+        template.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {
+                "MetricName": metric,
+                "Namespace": "AWS/ApplicationELB",
+                "AlarmActions": [{"Ref": topic_id}],
+                "OKActions": [{"Ref": topic_id}],
+                "Dimensions": Match.array_with(
+                    [{"Name": "TargetGroup", "Value": {"Fn::GetAtt": [group_id, "TargetGroupFullName"]}}]
+                ),
+            },
+        )
+    # Publishing to the topic requires TLS.
+    template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "Topics": [{"Ref": topic_id}],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+                        )
+                    ]
+                ),
+                "Version": Match.any_value(),
+            },
+        },
+    )
+
+
+def test_own_vpc_spans_two_configured_zones(templates):
+    template = templates[DEV]
+    template.resource_count_is("AWS::EC2::VPC", 1)
+    zones = {
+        s["Properties"]["AvailabilityZone"] for s in template.find_resources("AWS::EC2::Subnet").values()
+    }
+    assert zones == set(CONFIG.zones) == {"us-east-1a", "us-east-1b"}
+    template.resource_count_is("AWS::EC2::NatGateway", 2)
+    template.has_resource_properties("AWS::EC2::FlowLog", {"ResourceType": "VPC", "TrafficType": "REJECT"})
+
+
+def test_no_physical_names_on_cluster_balancer_or_target_group(templates):
+    template = templates[DEV]
+    for resource_type, name_property in (
+        ("AWS::ECS::Cluster", "ClusterName"),
+        ("AWS::ElasticLoadBalancingV2::LoadBalancer", "Name"),
+        ("AWS::ElasticLoadBalancingV2::TargetGroup", "Name"),
+    ):
+        _, resource = only(template, resource_type)
+        assert name_property not in resource.get("Properties", {}), resource_type
