@@ -14,6 +14,11 @@ from constructs import Construct
 from infra_cdk.nag import acknowledge
 from service.secrets import SECRET_NAMES, secret_id, secret_prefix
 
+# Values a secret starts with. The client key store must exist for the service to start in test
+# and production (it fails closed); `{}` is a store with no clients, so the first deploy comes up
+# locked (only GET / answers) until an administrator adds keys, instead of failing and rolling back.
+INITIAL_VALUES = {"client_api_keys": "{}"}
+
 DESCRIPTIONS = {
     "honeybadger_api_key": "Honeybadger API key (error reports); empty turns reporting off",
     "openai_api_key": "Key of the OpenAI-compatible upstream; empty makes the LLM routes answer 503",
@@ -43,6 +48,7 @@ class ServiceSecrets(Construct):
                 secret_name=secret_id(environment_type, environment, name),
                 description=DESCRIPTIONS.get(name, f"AI Proxy secret {name}"),
                 removal_policy=removal_policy,
+                initial_value=INITIAL_VALUES.get(name),
             )
             acknowledge(
                 secret,
@@ -76,9 +82,15 @@ class ServiceSecrets(Construct):
 
 
 def empty_secret(
-    scope: Construct, construct_id: str, *, secret_name: str, description: str, removal_policy: RemovalPolicy
+    scope: Construct,
+    construct_id: str,
+    *,
+    secret_name: str,
+    description: str,
+    removal_policy: RemovalPolicy,
+    initial_value: str | None = None,
 ) -> secretsmanager.Secret:
-    """A secret created with no value, for an administrator to fill in after the deploy.
+    """A secret created with no value (or a non-secret `initial_value`), for an administrator to fill in.
 
     The L2 construct would generate a random value; whoever reads the secret treats one without
     a value as unset, so an empty secret is the honest start.
@@ -87,4 +99,6 @@ def empty_secret(
         scope, construct_id, secret_name=secret_name, description=description, removal_policy=removal_policy
     )
     secret.node.default_child.add_property_deletion_override("GenerateSecretString")
+    if initial_value is not None:
+        secret.node.default_child.add_property_override("SecretString", initial_value)
     return secret

@@ -196,3 +196,15 @@ def test_an_empty_store_refuses_every_key():
     client = keyed_app({}).test_client()
     assert client.get("/test", headers=bearer(WEB_KEY)).status_code == 401
     assert client.get("/").status_code == 200
+
+
+def test_an_empty_store_starts_production_locked():
+    # The CDK stack creates client_api_keys as `{}`: the first deploy must come up (health check
+    # green) while refusing every client until an administrator adds keys.
+    app = keyed_app({}, ENVIRONMENT_TYPE="production", ENVIRONMENT="aiproxy.example.org")
+    client = app.test_client()
+    assert client.get("/").status_code == 200
+    for route in ("/test", "/v1/models"):
+        response = client.get(route, headers=bearer(WEB_KEY))
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
