@@ -15,8 +15,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from service import bedrock, model_routing, runtime
+from service import bedrock, runtime
 from service.assessment.grader import AssessmentError, AssessmentRequest, assess
+from service.assessment.providers import grading_provider
 from service.assessment.samples import sample
 from service.errors import ApiError
 from service.upstream import upstream_client
@@ -55,16 +56,14 @@ def _grade(assessment_request: AssessmentRequest) -> Response:
 
 def _provider(assessment_request: AssessmentRequest) -> tuple[Callable[[dict], dict], str]:
     """The `complete` callable that serves the request's model, and the provider's name."""
-    model = model_routing.resolve(assessment_request.model, runtime.settings().model_aliases)
-    if model_routing.provider_of(model) == model_routing.BEDROCK:
-        return bedrock.completer(bedrock.bedrock_client(), model), model_routing.BEDROCK
-    client = upstream_client()
-    api_key = assessment_request.api_key
-
-    def complete(body: dict) -> dict:
-        return client.chat_completion({**body, "model": model}, api_key=api_key)
-
-    return complete, "openai"
+    provider = grading_provider(
+        assessment_request.model,
+        runtime.settings().model_aliases,
+        openai=upstream_client,
+        bedrock=bedrock.bedrock_client,
+        api_key=assessment_request.api_key,
+    )
+    return provider.complete, provider.agent
 
 
 # --- reading the request -----------------------------------------------------------------------

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service import model_routing
-from service.bedrock.client import BedrockClient, completer
+from service.assessment.providers import grading_provider
+from service.bedrock.client import BedrockClient
 from service.secrets import SecretStore
 from service.settings import Settings
 from service.upstream import build_client
@@ -26,20 +27,29 @@ class Provider:
 
 
 def provider_for(model: str, settings: Settings) -> Provider:
-    model = model_routing.resolve(model, settings.model_aliases)
-    if model_routing.is_bedrock(model):
-        source = settings.source
-        where = (
-            source.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
-            or source.get("AWS_ENDPOINT_URL")
-            or source.get("AWS_REGION")
-            or source.get("AWS_DEFAULT_REGION")
-            or "default"
-        )
-        client = BedrockClient.from_settings(settings)
-        return Provider(model, model_routing.BEDROCK, completer(client, model), f"bedrock:{where}")
+    """The route's choice of provider (service.assessment.providers), with clients of our own."""
     secrets = SecretStore(
         settings.source, settings.environment_type, settings.environment, ttl=settings.secrets_ttl
     )
     upstream = build_client(settings, secrets)
-    return Provider(model, model_routing.OPENAI, upstream.chat_completion, upstream.base_url)
+    chosen = grading_provider(
+        model,
+        settings.model_aliases,
+        openai=lambda: upstream,
+        bedrock=lambda: BedrockClient.from_settings(settings),
+    )
+    return Provider(chosen.model, chosen.agent, chosen.complete, _location(chosen.agent, settings, upstream))
+
+
+def _location(agent: str, settings: Settings, upstream) -> str:
+    if agent != model_routing.BEDROCK:
+        return upstream.base_url
+    source = settings.source
+    where = (
+        source.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+        or source.get("AWS_ENDPOINT_URL")
+        or source.get("AWS_REGION")
+        or source.get("AWS_DEFAULT_REGION")
+        or "default"
+    )
+    return f"bedrock:{where}"
