@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from service import runtime
+from service.auth import install_auth
 from service.errors import register_error_handlers
 from service.observability import configure_logging, install_honeybadger, install_request_id
 from service.secrets import HONEYBADGER_API_KEY, SecretStore
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     runtime.attach(app, runtime.Runtime(settings=settings, secrets=secrets))
 
     install_request_id(app)
+    install_auth(app, secrets, settings)  # after the request id: refusals are logged with it
     register_error_handlers(app)
     install_honeybadger(
         app,
@@ -45,4 +47,13 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     from service.routes import status
 
     app.register_blueprint(status.blueprint)
+    from service.routes import gateway
+
+    app.register_blueprint(gateway.blueprint)
+    from service import openapi
+
+    app.register_blueprint(openapi.blueprint)
+    from service.routes import assessment
+
+    app.register_blueprint(assessment.blueprint)
     return app

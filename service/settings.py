@@ -7,6 +7,7 @@ what it accepts, and the server stops before it binds a port.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -72,6 +73,29 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw or None
 
 
+def _model_aliases(name: str, raw: str) -> dict[str, str]:
+    if not raw:
+        return {}
+    try:
+        aliases = json.loads(raw)
+    except ValueError:
+        aliases = None
+    if not isinstance(aliases, dict) or not all(
+        isinstance(k, str) and k.strip() and isinstance(v, str) and v.strip() for k, v in aliases.items()
+    ):
+        example = '{"claude": "bedrock/<model id>"}'
+        raise SettingsError(f"{name} is not valid; use a JSON object of names to models, e.g. {example}")
+    return {k.strip(): v.strip() for k, v in aliases.items()}
+
+
+def _bedrock_models(name: str, raw: str) -> tuple[str, ...]:
+    # Accepted with or without the `bedrock/` prefix; kept without it (the id Bedrock knows).
+    models = [part.strip().removeprefix("bedrock/") for part in raw.split(",")]
+    if any(not model or any(c.isspace() for c in model) for model in models if raw):
+        raise SettingsError(f"{name}={raw!r} is not valid; use comma-separated Bedrock model ids")
+    return tuple(models) if raw else ()
+
+
 @dataclass(frozen=True)
 class Setting:
     env: str  # the variable's name in the environment and in config.txt
@@ -110,6 +134,34 @@ SETTINGS: tuple[Setting, ...] = (
         "2",
         _number(int, 0, 10),
         "retries of a failed non-streaming upstream request (429, 5xx, connection errors)",
+    ),
+    Setting(
+        "AIPROXY_UPSTREAM_BACKOFF",
+        "upstream_backoff",
+        "0.5",
+        _number(float, 0, 60),
+        "seconds before the first retry; each later retry waits up to twice as long (with jitter)",
+    ),
+    Setting(
+        "AIPROXY_UPSTREAM_BACKOFF_MAX",
+        "upstream_backoff_max",
+        "8",
+        _number(float, 0, 600),
+        "longest wait before a retry; a longer upstream Retry-After is answered at once instead",
+    ),
+    Setting(
+        "AIPROXY_MODEL_ALIASES",
+        "model_aliases",
+        "",
+        _model_aliases,
+        'JSON object of short model names, e.g. {"nova": "bedrock/us.amazon.nova-lite-v1:0"}',
+    ),
+    Setting(
+        "AIPROXY_BEDROCK_MODELS",
+        "bedrock_models",
+        "",
+        _bedrock_models,
+        "comma-separated Amazon Bedrock model ids or inference profiles listed by GET /v1/models",
     ),
     Setting(
         "AIPROXY_ASSESSMENT_MODEL",
@@ -200,6 +252,21 @@ SETTINGS: tuple[Setting, ...] = (
         _number(int, 1024, 1 << 30),
         "largest request body accepted; larger ones get 413",
     ),
+    # Per-client limits for clients whose key store entry sets none (README: Client keys).
+    Setting(
+        "AIPROXY_DEFAULT_RPM",
+        "default_rpm",
+        "600",
+        _number(int, 1, 100000),
+        "requests a client may send per minute unless its key store entry sets rpm",
+    ),
+    Setting(
+        "AIPROXY_DEFAULT_MAX_CONCURRENT",
+        "default_max_concurrent",
+        "50",
+        _number(int, 1, 100000),
+        "requests a client may have in flight at once unless its key store entry sets max_concurrent",
+    ),
 )
 
 # Secrets are not settings: they are read through `service.secrets`, which looks at these same
@@ -217,6 +284,10 @@ class Settings:
     upstream_connect_timeout: float
     upstream_timeout: float
     upstream_retries: int
+    upstream_backoff: float
+    upstream_backoff_max: float
+    model_aliases: dict[str, str]
+    bedrock_models: tuple[str, ...]
     assessment_model: str
     log_level: str
     log_format: str
@@ -231,6 +302,8 @@ class Settings:
     graceful_timeout: int
     keepalive: int
     max_body_bytes: int
+    default_rpm: int
+    default_max_concurrent: int
     # Every raw KEY=VALUE the settings were read from (environment over config.txt); the secrets
     # loader looks here for its overrides. Excluded from repr so no secret reaches a log line.
     source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)

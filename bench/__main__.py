@@ -1,0 +1,269 @@
+"""`python -m bench`: start the fake upstream and the proxy, load both, print a table.
+
+Every scenario runs the same load twice: straight at the fake upstream ("direct") and through the
+proxy ("proxy"); the difference is what the proxy adds. Everything runs on 127.0.0.1, and every
+loop stops by itself (a duration or a fixed number of requests).
+
+    python -m bench                              # every scenario, about two minutes
+    python -m bench --scenario throughput --clients 100 --duration 20
+    python -m bench --scenario streams --streams 2000 --stream-seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+from bench import bedrock
+from bench.load import LoadResult, percentile, run_load
+from bench.processes import current_rss_mib, fake_upstream, free_port, peak_rss_mib, proxy_server
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    clients: int
+    stream: bool
+    delay: float = 0.0  # the fake's fixed delay before every answer
+    stream_chunks: int = 5
+    stream_pause: float = 0.0
+    duration: float | None = None  # seconds of load, or
+    count: int | None = None  # requests per client
+    bedrock: bool = False  # a `bedrock/` model against the fake Bedrock runtime (bench/bedrock.py)
+
+
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    chunks = 10
+    return [
+        Scenario(
+            "latency",
+            f"1 client, non-streaming, upstream delay {args.delay * 1000:g} ms",
+            clients=args.clients or 1,
+            stream=False,
+            delay=args.delay,
+            count=args.requests,
+        ),
+        Scenario(
+            "throughput",
+            "50 clients, non-streaming, zero-delay upstream",
+            clients=args.clients or 50,
+            stream=False,
+            duration=args.duration,
+        ),
+        Scenario(
+            "stream-throughput",
+            "50 clients, short streams (5 chunks), zero-delay upstream",
+            clients=args.clients or 50,
+            stream=True,
+            duration=args.duration,
+        ),
+        Scenario(
+            "streams",
+            f"{args.streams} concurrent streams of {args.stream_seconds:g} s each",
+            clients=args.streams,
+            stream=True,
+            stream_chunks=chunks,
+            stream_pause=args.stream_seconds / chunks,
+            count=1,
+        ),
+        Scenario(
+            "bedrock",
+            "1 client, non-streaming bedrock/ model, Bedrock delay 10 ms (direct: Converse JSON)",
+            clients=args.clients or 1,
+            stream=False,
+            delay=0.01,
+            count=args.requests,
+            bedrock=True,
+        ),
+        Scenario(
+            "bedrock-stream",
+            "1 client, streamed bedrock/ model, Bedrock delay 10 ms (direct: ConverseStream)",
+            clients=args.clients or 1,
+            stream=True,
+            delay=0.01,
+            count=max(1, args.requests // 5),
+            bedrock=True,
+        ),
+    ]
+
+
+def body_for(scenario: Scenario) -> bytes:
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Write one sentence about the sea."}],
+    }
+    if scenario.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body).encode()
+
+
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def run_scenario(scenario: Scenario, proxy_url: str, upstream_port: int) -> dict[str, LoadResult]:
+    results = {}
+    with fake_upstream(
+        upstream_port,
+        delay=scenario.delay,
+        stream_pause=scenario.stream_pause,
+        stream_chunks=scenario.stream_chunks,
+    ) as upstream_url:
+        body = body_for(scenario)
+        targets = {
+            "direct": upstream_url + "/chat/completions",
+            "proxy": proxy_url + "/v1/chat/completions",
+        }
+        for path, url in targets.items():
+            # Warm up: open connections, fill pools (and drop any to a previous fake upstream).
+            run_load(
+                url, body_for(Scenario("warm", "", 1, False)), clients=min(scenario.clients, 50), count=3
+            )
+            print(f"  {scenario.name}: {path} ...", file=sys.stderr, flush=True)
+            results[path] = run_load(
+                url,
+                body,
+                clients=scenario.clients,
+                stream=scenario.stream,
+                duration=scenario.duration,
+                count=scenario.count,
+            )
+    return results
+
+
+def table(rows: list[tuple[Scenario, dict[str, LoadResult]]], rss: float) -> str:
+    header = (
+        "| scenario | path | clients | requests | req/s | p50 ms | p95 ms | p99 ms | added p50 ms "
+        "| first byte p50 ms | first byte p99 ms | errors |"
+    )
+    lines = [header, "|" + "---|" * 12]
+    for scenario, results in rows:
+        direct = results.get("direct")
+        for path, result in results.items():
+            added = None
+            if path == "proxy" and direct and direct.latencies and result.latencies:
+                added = percentile(result.latencies, 0.5) - percentile(direct.latencies, 0.5)
+            first_bytes = result.first_bytes if scenario.stream else []
+            errors = str(result.error_count)
+            if result.errors:
+                errors += " (" + ", ".join(f"{k}: {v}" for k, v in result.errors.most_common(3)) + ")"
+            lines.append(
+                f"| {scenario.name} | {path} | {scenario.clients} | {result.done} | {result.rate:.0f} "
+                f"| {ms(percentile(result.latencies, 0.5))} | {ms(percentile(result.latencies, 0.95))} "
+                f"| {ms(percentile(result.latencies, 0.99))} | {ms(added)} "
+                f"| {ms(percentile(first_bytes, 0.5))} | {ms(percentile(first_bytes, 0.99))} | {errors} |"
+            )
+    lines.append("")
+    lines.append(f"Proxy peak RSS (gunicorn master + workers, sum of VmHWM): {rss:.0f} MiB")
+    return "\n".join(lines)
+
+
+def verdicts(
+    rows: list[tuple[Scenario, dict[str, LoadResult]]], rss: float, peaks: dict[str, float]
+) -> list[str]:
+    found = {scenario.name: (scenario, results) for scenario, results in rows}
+    out = []
+
+    def check(ok: bool, text: str) -> None:
+        out.append(f"{'met   ' if ok else 'MISSED'}  {text}")
+
+    if "latency" in found:
+        _, results = found["latency"]
+        added = percentile(results["proxy"].latencies, 0.5) - percentile(results["direct"].latencies, 0.5)
+        check(added < 0.002, f"added latency p50 under 2 ms for one client: {added * 1000:.2f} ms")
+    if "throughput" in found:
+        scenario, results = found["throughput"]
+        rate = results["proxy"].rate
+        check(rate >= 500, f"at least 500 non-streaming req/s at {scenario.clients} clients: {rate:.0f}")
+    if "streams" in found:
+        scenario, results = found["streams"]
+        proxy = results["proxy"]
+        check(
+            proxy.done == scenario.clients and proxy.error_count == 0,
+            f"{scenario.clients} concurrent streams with no error: {proxy.done} completed, "
+            f"{proxy.error_count} errors",
+        )
+    gateway = [peaks[s.name] for s, _ in rows if not s.bedrock and s.name in peaks]
+    if gateway and len(gateway) < len(peaks):
+        # Bedrock loads boto3 into the workers: show the gateway's own figure next to the total.
+        check(max(gateway) < 150, f"proxy RSS under 150 MB over the OpenAI scenarios: {max(gateway):.0f} MiB")
+    check(rss < 150, f"proxy RSS under 150 MB over every scenario run: {rss:.0f} MiB")
+    return out
+
+
+def log_problems(log: str) -> collections.Counter:
+    """WARNING and worse lines of the proxy's log, by message (request ids and times dropped)."""
+    found: collections.Counter = collections.Counter()
+    for line in log.splitlines():
+        match = re.search(r" (WARNING|ERROR|CRITICAL) \[[^\]]*\] (.*)", line)
+        if match:
+            found[f"{match.group(1)} {match.group(2)[:160]}"] += 1
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    names = ["latency", "throughput", "stream-throughput", "streams", "bedrock", "bedrock-stream"]
+    parser.add_argument("--scenario", action="append", choices=names, help="run only these (repeatable)")
+    parser.add_argument("--clients", type=int, help="concurrent clients (overrides each scenario's own)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per timed run")
+    parser.add_argument("--requests", type=int, default=500, help="requests in the latency scenario")
+    parser.add_argument("--delay", type=float, default=0.01, help="upstream delay (s), latency scenario")
+    parser.add_argument("--streams", type=int, default=1000, help="concurrent streams in 'streams'")
+    parser.add_argument("--stream-seconds", type=float, default=10.0, help="length of each long stream")
+    parser.add_argument("--workers", type=int, default=2, help="proxy server processes (AIPROXY_WORKERS)")
+    args = parser.parse_args(argv)
+    chosen = [s for s in scenarios(args) if not args.scenario or s.name in args.scenario]
+
+    upstream_port = free_port()
+    bedrock_port = free_port()
+    load_before = os.getloadavg()[0]
+    print(
+        f"AI Proxy benchmark on {platform.node()} ({platform.machine()}, "
+        f"Python {platform.python_version()}); proxy workers: {args.workers}",
+        file=sys.stderr,
+    )
+    rows = []
+    peaks: dict[str, float] = {}  # the proxy's peak RSS so far, after each scenario
+    started = time.monotonic()
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    with proxy_server(upstream_url, args.workers, extra=bedrock.proxy_settings(bedrock_port)) as proxy:
+        idle_rss = current_rss_mib(proxy.process.pid)
+        for scenario in chosen:
+            print(f"{scenario.name}: {scenario.description}", file=sys.stderr, flush=True)
+            if scenario.bedrock:
+                rows.append((scenario, bedrock.run_scenario(scenario, proxy.url, bedrock_port)))
+            else:
+                rows.append((scenario, run_scenario(scenario, proxy.url, upstream_port)))
+            peaks[scenario.name] = peak_rss_mib(proxy.process.pid)
+        rss = peak_rss_mib(proxy.process.pid)
+        problems = log_problems(proxy.log())
+    print()
+    print(table(rows, rss))
+    so_far = ", ".join(f"{name} {mib:.0f}" for name, mib in peaks.items())
+    print(f"Proxy peak RSS so far (MiB), after each scenario: {so_far}")
+    print(
+        f"Proxy RSS when idle after start-up: {idle_rss:.0f} MiB; "
+        f"total run {time.monotonic() - started:.0f} s"
+    )
+    # Other work on the machine skews every figure: say how busy it was.
+    print(f"Load average (1 min) before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}")
+    if problems:
+        print("Proxy log warnings and errors (most frequent first):")
+        print("\n".join(f"  {count} x {text}" for text, count in problems.most_common(5)))
+    print()
+    print("\n".join(verdicts(rows, rss, peaks)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

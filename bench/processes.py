@@ -1,0 +1,95 @@
+"""The processes a benchmark runs: the fake upstream (its own process) and the real proxy server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.server import ROOT, RunningServer, free_port, running_server
+
+
+@contextmanager
+def fake_upstream(
+    port: int, *, delay: float = 0.0, stream_pause: float = 0.0, stream_chunks: int = 5
+) -> Iterator[str]:
+    """Run tests/fakes/openai_upstream.py in its own process on `port`; yield its base URL."""
+    command = [
+        sys.executable,
+        "-m",
+        "tests.fakes.openai_upstream",
+        "--port",
+        str(port),
+        "--delay",
+        str(delay),
+        "--stream-pause",
+        str(stream_pause),
+        "--stream-chunks",
+        str(stream_chunks),
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = process.stdout.readline().strip()
+        if not line.startswith("ready "):
+            raise RuntimeError(f"the fake upstream did not start: {line!r}")
+        yield line.removeprefix("ready ")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def proxy_server(
+    upstream_url: str, workers: int, extra: dict[str, str] | None = None
+) -> Iterator[RunningServer]:
+    settings = {
+        "OPENAI_BASE_URL": upstream_url,
+        "OPENAI_API_KEY": "sk-bench-provider-key",
+        "AIPROXY_WORKERS": str(workers),
+        "LOG_FORMAT": "json",  # as deployed (infra_cdk/service_stack.py)
+    }
+    settings.update(extra or {})
+    with running_server(settings) as server:
+        yield server
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (the gunicorn master and its workers)."""
+    found = [pid]
+    for current in found:
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        found.extend(int(child) for child in children)
+    return found
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Sum of each process's peak resident memory (VmHWM) over the server's process tree."""
+    return sum(_status_kib(p, "VmHWM") for p in process_tree(pid)) / 1024
+
+
+def current_rss_mib(pid: int) -> float:
+    return sum(_status_kib(p, "VmRSS") for p in process_tree(pid)) / 1024
+
+
+__all__ = ["current_rss_mib", "fake_upstream", "free_port", "peak_rss_mib", "proxy_server"]

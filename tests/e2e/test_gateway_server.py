@@ -1,0 +1,82 @@
+"""The gateway in the real server process (gunicorn + gevent) against the fake upstream."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.fakes.openai_upstream import FakeOpenAI, Stream
+from tests.support.server import running_server
+
+KEY = "sk-provider-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(fake):
+    settings = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": KEY, "LOG_FORMAT": "json"}
+    with running_server(settings) as server:
+        yield server
+
+
+def open_stream(server, body: dict) -> http.client.HTTPResponse:
+    parts = urlsplit(server.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.request(
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(body),
+        headers={"Content-Type": "application/json", "Authorization": "Bearer client-key"},
+    )
+    return connection.getresponse()
+
+
+def test_first_chunk_reaches_the_client_while_the_upstream_is_still_streaming(server, fake):
+    fake.enqueue(Stream(["one", "two", "three", "four"], pause=0.4))
+    response = open_stream(server, {"model": "gpt-4o-mini", "messages": [], "stream": True})
+    assert response.status == 200
+    assert response.getheader("X-Accel-Buffering") == "no"
+    first = response.readline()
+    # The fake is still answering (three pauses to go): the proxy did not wait for the end.
+    assert first.startswith(b"data: {")
+    assert fake.active == 1
+    rest = response.read()
+    assert rest.rstrip().endswith(b"data: [DONE]")
+    assert fake.active == 0
+
+
+def test_a_client_that_disconnects_makes_the_proxy_close_the_upstream_request(server, fake):
+    before = len(fake.disconnects)
+    fake.enqueue(Stream(["word"] * 100, pause=0.1))
+    response = open_stream(server, {"model": "gpt-4o-mini", "messages": [], "stream": True})
+    assert response.readline().startswith(b"data: {")
+    response.close()  # the client goes away after the first chunk
+    assert fake.wait_for_disconnect(count=before + 1, timeout=10)
+    assert fake.disconnects[-1].body["stream"] is True
+
+
+def test_usage_record_is_a_json_log_line(server, fake):
+    body = {"model": "gpt-4o-mini", "messages": [], "stream": True, "stream_options": {"include_usage": True}}
+    response = open_stream(server, {**body})
+    response.read()
+    deadline = time.monotonic() + 5
+    records = []
+    while not records and time.monotonic() < deadline:
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        records = [r for r in lines if r["logger"] == "service.usage" and r.get("total_tokens")]
+        time.sleep(0.05)
+    record = records[-1]
+    assert record["route"] == "/v1/chat/completions"
+    assert record["stream"] is True
+    assert record["status"] == 200
+    assert record["total_tokens"] == record["prompt_tokens"] + record["completion_tokens"]
+    assert KEY not in server.log()

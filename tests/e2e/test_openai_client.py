@@ -1,0 +1,78 @@
+"""The official `openai` Python client, pointed at a running proxy, against the fake upstream."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.fakes.openai_upstream import Fail, FakeOpenAI, Reply, Stream
+from tests.support.server import running_server
+
+KEY = "sk-provider-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeOpenAI(api_key=KEY) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def sdk(fake):
+    settings = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": KEY, "AIPROXY_UPSTREAM_BACKOFF": "0.01"}
+    with running_server(settings) as server:
+        # The SDK's own key is the client's key, never the provider's; max_retries=0 so each
+        # test sees exactly what the proxy answered.
+        yield openai.OpenAI(base_url=server.url + "/v1", api_key="client-key", max_retries=0, timeout=20)
+
+
+def test_chat(sdk, fake):
+    fake.enqueue(Reply(["Hi there!"]))
+    completion = sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
+    )
+    assert completion.choices[0].message.content == "Hi there!"
+    assert completion.usage.total_tokens > 0
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_streamed_chat(sdk, fake):
+    fake.enqueue(Stream(["Str", "eam", "ed"], pause=0.05))
+    stream = sdk.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Hello"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Streamed"
+    assert chunks[-1].usage.completion_tokens == 3
+
+
+def test_embeddings(sdk):
+    result = sdk.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+    assert [item.index for item in result.data] == [0, 1]
+    assert len(result.data[0].embedding) == 8
+
+
+def test_models_list(sdk):
+    ids = [model.id for model in sdk.models.list()]
+    assert "gpt-4o-mini" in ids
+
+
+def test_upstream_400_is_a_bad_request_error_with_the_upstreams_message(sdk, fake):
+    fake.enqueue(Fail(400, "Invalid 'messages': empty array.", code="empty_array"))
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=[])
+    assert caught.value.status_code == 400
+    assert caught.value.body["message"] == "Invalid 'messages': empty array."
+    assert caught.value.message.endswith("Invalid 'messages': empty array.")
+    assert caught.value.code == "empty_array"
+
+
+def test_a_stream_the_upstream_breaks_off_raises_in_the_sdk(sdk, fake):
+    fake.enqueue(Stream(["a", "b", "c"], close_after=2))
+    stream = sdk.chat.completions.create(model="gpt-4o-mini", messages=[], stream=True)
+    with pytest.raises(openai.APIError, match="closed the stream before its end"):
+        list(stream)

@@ -1,0 +1,547 @@
+"""A fake OpenAI-compatible upstream: a real aiohttp server on 127.0.0.1, in a background thread.
+
+Usage in a test:
+
+    from tests.fakes.openai_upstream import FakeOpenAI, Reply, Fail, Hang, Stream
+
+    with FakeOpenAI(api_key="sk-provider") as fake:      # free port; fake.url ends in /v1
+        settings = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk-provider"}
+        fake.enqueue(Reply(["answer 1", "answer 2"]))   # next request: these two choices
+        fake.enqueue(Fail(429, "Slow down", headers={"Retry-After": "0"}), path="/chat/completions")
+        fake.enqueue(Stream(pause=0.2, close_after=2))   # stream 2 chunks, then drop the connection
+        fake.enqueue(Hang(5))                            # answer nothing for 5 s
+        fake.responder = lambda request: Reply([...])    # or decide per request (None: default)
+        ...
+        fake.requests[-1].headers["authorization"]       # every request is recorded
+        fake.requests[-1].body["messages"]               # (parsed JSON body, raw bytes in .raw)
+        assert fake.wait_for_disconnect(timeout=5)       # a client closed a stream or a hang
+
+Queued behaviours are used first-in first-out, each by the first request whose path ends with its
+`path` (any path when None); then `responder`; then the default answer of the route. Defaults:
+chat/completions answers `n` choices (streamed when `"stream": true`, with a usage chunk when
+`stream_options.include_usage` is set), and embeddings, responses, completions, moderations,
+models and models/<id> answer in the OpenAI shapes. `delay` pauses before every answer,
+`stream_pause` between streamed chunks, `stream_chunks` sets how many content chunks a default
+stream has. `api_key` (when set) must arrive as `Authorization: Bearer <key>`, else 401.
+
+From the command line (the benchmark runs it this way, in its own process):
+
+    python -m tests.fakes.openai_upstream --port 0 --delay 0.05 --stream-pause 1 --stream-chunks 10
+
+prints `ready http://127.0.0.1:<port>/v1` and serves until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+DEFAULT_CONTENT = "Hello from the fake upstream."
+MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "omni-moderation-latest")
+
+
+# --- behaviours a test can queue ---------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """Answer normally: chat/completions and completions get one choice per content."""
+
+    contents: list[str] | None = None
+    usage: dict | None = None  # overrides the computed usage
+    body: dict | None = None  # a whole JSON body to send instead of the route's own
+    delay: float = 0.0
+
+
+@dataclass
+class Fail:
+    """Answer `status` with an OpenAI-shaped error (or `raw` bytes as the body)."""
+
+    status: int
+    message: str = "The fake upstream failed on purpose."
+    type: str | None = None
+    code: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+
+
+@dataclass
+class Hang:
+    """Accept the request and answer nothing for `seconds`."""
+
+    seconds: float = 3600.0
+
+
+@dataclass
+class Stream:
+    """Stream `contents` (one chunk each), `pause` seconds apart; `close_after` chunks, then drop."""
+
+    contents: list[str] | None = None
+    pause: float | None = None  # None: the fake's stream_pause
+    usage: bool | None = None  # None: as the request's stream_options.include_usage says
+    close_after: int | None = None
+
+
+Behaviour = Reply | Fail | Hang | Stream
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: Any  # parsed JSON, or None when the body was empty or not JSON
+    raw: bytes
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+class FakeOpenAI:
+    def __init__(
+        self,
+        *,
+        delay: float = 0.0,
+        stream_pause: float = 0.0,
+        stream_chunks: int | None = None,
+        api_key: str | None = None,
+        port: int = 0,
+        record: bool = True,
+    ) -> None:
+        self.delay = delay
+        self.stream_pause = stream_pause
+        self.stream_chunks = stream_chunks
+        self.api_key = api_key
+        self.record = record
+        self.responder: Callable[[Recorded], Behaviour | None] | None = None
+        self.requests: list[Recorded] = []
+        self.disconnects: list[Recorded] = []  # requests whose client went away before the end
+        self.active = 0  # requests being answered right now
+        self.port = port
+        self._queue: collections.deque[tuple[str | None, Behaviour]] = collections.deque()
+        self._lock = threading.Lock()
+        self._disconnected = threading.Condition(self._lock)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # --- scripting -------------------------------------------------------------------------
+
+    def enqueue(self, *behaviours: Behaviour, path: str | None = None) -> None:
+        with self._lock:
+            self._queue.extend((path, b) for b in behaviours)
+
+    def requests_to(self, path: str) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith(path)]
+
+    def wait_for_disconnect(self, count: int = 1, timeout: float = 10.0) -> bool:
+        with self._disconnected:
+            return self._disconnected.wait_for(lambda: len(self.disconnects) >= count, timeout)
+
+    def _next_behaviour(self, recorded: Recorded) -> Behaviour | None:
+        with self._lock:
+            for index, (path, behaviour) in enumerate(self._queue):
+                if path is None or recorded.path.endswith(path):
+                    del self._queue[index]
+                    return behaviour
+        return self.responder(recorded) if self.responder else None
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> FakeOpenAI:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = self._loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(self._serve())
+            except BaseException as error:
+                failure.append(error)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._thread and self._thread.is_alive():
+            self._stopping = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _serve(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # handler_cancellation: a client that goes away cancels its handler, which is how the
+        # fake notices (and records) a disconnect even while it is pausing between chunks.
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    # --- request handling ------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        recorded = Recorded(
+            request.method,
+            request.path,
+            dict(request.query),
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+            raw,
+        )
+        if self.record:
+            with self._lock:
+                self.requests.append(recorded)
+        self.active += 1
+        try:
+            return await self._answer(request, recorded)
+        except (asyncio.CancelledError, ConnectionError):
+            if not self._stopping:
+                with self._disconnected:
+                    self.disconnects.append(recorded)
+                    self._disconnected.notify_all()
+            raise
+        finally:
+            self.active -= 1
+
+    async def _answer(self, request: web.Request, recorded: Recorded) -> web.StreamResponse:
+        if self.api_key and recorded.headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided.", code="invalid_api_key")
+        behaviour = self._next_behaviour(recorded)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if isinstance(behaviour, Fail):
+            if behaviour.raw is not None:
+                return web.Response(status=behaviour.status, body=behaviour.raw, headers=behaviour.headers)
+            return _error(
+                behaviour.status, behaviour.message, behaviour.type, behaviour.code, behaviour.headers
+            )
+        if isinstance(behaviour, Hang):
+            await asyncio.sleep(behaviour.seconds)
+            return _error(504, "The fake upstream hung on purpose.")
+        body = recorded.body if isinstance(recorded.body, dict) else {}
+        route = recorded.path.removeprefix("/v1")
+        wants_stream = body.get("stream") is True and route in (
+            "/chat/completions",
+            "/completions",
+            "/responses",
+        )
+        reply = behaviour if isinstance(behaviour, Reply) else Reply()
+        if isinstance(behaviour, Stream):
+            return await self._stream(request, route, body, behaviour)
+        if wants_stream and reply.body is None:
+            return await self._stream(request, route, body, Stream(contents=reply.contents))
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.body is not None:
+            return web.json_response(reply.body)
+        answer = self._default_answer(route, recorded, body, reply)
+        if answer is None:
+            return _error(404, f"Unknown path {recorded.path} on the fake upstream.", code="unknown_url")
+        return answer
+
+    def _default_answer(
+        self, route: str, recorded: Recorded, body: dict, reply: Reply
+    ) -> web.StreamResponse | None:
+        model = body.get("model", "gpt-4o-mini")
+        prompt_tokens = _count_tokens(body.get("messages") or body.get("input") or body.get("prompt"))
+        if route == "/chat/completions" and recorded.method == "POST":
+            contents = reply.contents or [DEFAULT_CONTENT] * max(1, int(body.get("n") or 1))
+            completion_tokens = sum(_count_tokens(c) for c in contents)
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": i,
+                            "message": {"role": "assistant", "content": content, "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                        for i, content in enumerate(contents)
+                    ],
+                    "usage": reply.usage or _usage(prompt_tokens, completion_tokens),
+                }
+            )
+        if route == "/completions" and recorded.method == "POST":
+            contents = reply.contents or [DEFAULT_CONTENT] * max(1, int(body.get("n") or 1))
+            return web.json_response(
+                {
+                    "id": "cmpl-fake",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {"index": i, "text": c, "logprobs": None, "finish_reason": "stop"}
+                        for i, c in enumerate(contents)
+                    ],
+                    "usage": reply.usage or _usage(prompt_tokens, sum(_count_tokens(c) for c in contents)),
+                }
+            )
+        if route == "/embeddings" and recorded.method == "POST":
+            inputs = body.get("input")
+            inputs = inputs if isinstance(inputs, list) else [inputs]
+            return web.json_response(
+                {
+                    "object": "list",
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": _vector(str(text))}
+                        for i, text in enumerate(inputs)
+                    ],
+                    "model": model,
+                    "usage": reply.usage or {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+                }
+            )
+        if route == "/responses" and recorded.method == "POST":
+            text = (reply.contents or [DEFAULT_CONTENT])[0]
+            return web.json_response(_response_object(model, text, prompt_tokens, reply.usage))
+        if route == "/moderations" and recorded.method == "POST":
+            inputs = body.get("input")
+            inputs = inputs if isinstance(inputs, list) else [inputs]
+            return web.json_response(
+                {
+                    "id": "modr-fake",
+                    "model": body.get("model", "omni-moderation-latest"),
+                    "results": [
+                        {
+                            "flagged": False,
+                            "categories": {"violence": False},
+                            "category_scores": {"violence": 0.0},
+                        }
+                        for _ in inputs
+                    ],
+                }
+            )
+        if route == "/models" and recorded.method == "GET":
+            return web.json_response({"object": "list", "data": [_model(m) for m in MODELS]})
+        if route.startswith("/models/") and recorded.method == "GET":
+            name = route.removeprefix("/models/")
+            if name in MODELS:
+                return web.json_response(_model(name))
+            return _error(404, f"The model '{name}' does not exist", code="model_not_found")
+        return None
+
+    async def _stream(
+        self, request: web.Request, route: str, body: dict, behaviour: Stream
+    ) -> web.StreamResponse:
+        contents = behaviour.contents
+        if contents is None:
+            words = (
+                [f" word{i}" for i in range(self.stream_chunks)]
+                if self.stream_chunks
+                else ["Hello", " from", " the", " fake", " upstream."]
+            )
+            contents = words
+        pause = self.stream_pause if behaviour.pause is None else behaviour.pause
+        include_usage = behaviour.usage
+        if include_usage is None:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        model = body.get("model", "gpt-4o-mini")
+        prompt_tokens = _count_tokens(body.get("messages") or body.get("input") or body.get("prompt"))
+        events = _stream_events(route, model, contents, prompt_tokens, include_usage)
+
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        for number, event in enumerate(events):
+            if behaviour.close_after is not None and number >= behaviour.close_after:
+                # Drop the connection mid-stream, without the terminating chunk.
+                request.transport.close()
+                return response
+            if number and pause:
+                await asyncio.sleep(pause)
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+
+# --- OpenAI shapes ---------------------------------------------------------------------------------
+
+
+def _error(
+    status: int,
+    message: str,
+    type: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    kind = type or {
+        400: "invalid_request_error",
+        401: "invalid_request_error",
+        404: "invalid_request_error",
+    }.get(status, "rate_limit_error" if status == 429 else "server_error")
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _count_tokens(value: Any) -> int:
+    """A stand-in for a tokenizer: whitespace-separated words of every string inside `value`."""
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(_count_tokens(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_count_tokens(v) for v in value.values())
+    return 0
+
+
+def _usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _vector(text: str) -> list[float]:
+    seed = sum(map(ord, text)) or 1
+    return [((seed * (i + 7)) % 1000) / 1000 for i in range(8)]
+
+
+def _model(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 1700000000, "owned_by": "fake"}
+
+
+def _response_object(model: str, text: str, prompt_tokens: int, usage: dict | None = None) -> dict:
+    output_tokens = _count_tokens(text)
+    return {
+        "id": "resp-fake",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "model": model,
+        "output": [
+            {
+                "type": "message",
+                "id": "msg-fake",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "usage": usage
+        or {
+            "input_tokens": prompt_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": prompt_tokens + output_tokens,
+        },
+    }
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data)
+    prefix = f"event: {event}\n" if event else ""
+    return f"{prefix}data: {text}\n\n".encode()
+
+
+def _stream_events(
+    route: str, model: str, contents: list[str], prompt_tokens: int, usage: bool
+) -> list[bytes]:
+    completion_tokens = sum(_count_tokens(c) for c in contents)
+    created = int(time.time())
+    if route == "/responses":
+        text = "".join(contents)
+        events = [
+            _sse(
+                {"type": "response.created", "response": {"id": "resp-fake", "model": model}},
+                "response.created",
+            )
+        ]
+        events += [
+            _sse({"type": "response.output_text.delta", "delta": c}, "response.output_text.delta")
+            for c in contents
+        ]
+        done = _response_object(model, text, prompt_tokens)
+        events.append(_sse({"type": "response.completed", "response": done}, "response.completed"))
+        return events
+    if route == "/completions":
+        base = {"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model}
+        events = [
+            _sse({**base, "choices": [{"index": 0, "text": c, "logprobs": None, "finish_reason": None}]})
+            for c in contents
+        ]
+        events.append(_sse({**base, "choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}))
+    else:
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model}
+        events = [_sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})]
+        events += [
+            _sse({**base, "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]})
+            for c in contents
+        ]
+        events.append(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    if usage:
+        events.append(_sse({**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)}))
+    events.append(_sse("[DONE]"))
+    return events
+
+
+# --- command line (used by the benchmark) ---------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the fake OpenAI upstream until SIGTERM.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
+    parser.add_argument("--stream-pause", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument("--stream-chunks", type=int, default=None, help="content chunks in a default stream")
+    args = parser.parse_args()
+    fake = FakeOpenAI(
+        delay=args.delay,
+        stream_pause=args.stream_pause,
+        stream_chunks=args.stream_chunks,
+        port=args.port,
+        record=False,
+    )
+    # Blocked before the server thread starts (it inherits the mask), so sigwait receives them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    fake.start()
+    print(f"ready {fake.url}", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    fake.stop()
+
+
+if __name__ == "__main__":
+    main()
