@@ -62,7 +62,8 @@ def _events(stream: BedrockStream, record: UsageRecord, started: float) -> Itera
         # The status line has gone out already; an error event tells SDKs the stream failed
         # (the openai client raises APIError on it) instead of ending it as if it were complete.
         problem = getattr(error, "aws_code", None) or "bedrock"
-        log.warning("Bedrock stream failed: %s", error.message, extra={"request_id": record.request_id})
+        context = {"request_id": record.request_id, "client": record.client}  # no request context here
+        log.warning("Bedrock stream failed: %s", error.message, extra=context)
         yield (
             b"data: "
             + json.dumps(error_body(error.status, error.message, code=error.code)).encode()

@@ -214,7 +214,9 @@ def _relay_chunks(stream: UpstreamStream, record: UsageRecord) -> Iterator[bytes
         # The status line has gone out already; an error event tells SDKs the stream failed
         # (the openai client raises APIError on it) instead of ending it as if it were complete.
         problem = error.kind
-        log.warning("Upstream stream failed: %s", error.message, extra={"request_id": record.request_id})
+        # No request context here: name the request and client explicitly.
+        context = {"request_id": record.request_id, "client": record.client}
+        log.warning("Upstream stream failed: %s", error.message, extra=context)
         yield b"data: " + json.dumps(error_body(_status_of(error), error.message)).encode() + b"\n\n"
     except GeneratorExit:
         problem = "client_disconnected"  # closing the stream below closes the upstream request
