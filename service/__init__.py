@@ -1,59 +1,23 @@
-"""AI Proxy: an OpenAI-compatible LLM gateway with rubric assessment. `create_app()` builds it."""
+"""AI Proxy: an OpenAI-compatible LLM gateway with rubric assessment. `create_app()` builds it.
+
+The gunicorn master imports `service.settings` and `service.logformat` to read its configuration
+and never serves a request, so this package's import stays light: Flask, urllib3 and the routes
+load in the workers only (the master stays about 10 MiB smaller).
+"""
 
 from __future__ import annotations
 
-import logging
+from typing import TYPE_CHECKING
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from service import runtime
-from service.auth import install_auth
-from service.errors import register_error_handlers
-from service.observability import configure_logging, install_honeybadger, install_request_id
-from service.secrets import HONEYBADGER_API_KEY, SecretStore
-from service.settings import Settings, load_settings
-
-log = logging.getLogger(__name__)
+    from service.secrets import SecretStore
+    from service.settings import Settings
 
 
 def create_app(settings: Settings | None = None, secrets: SecretStore | None = None) -> Flask:
     """Build the app from `settings` (default: environment, then config.txt)."""
-    settings = settings or load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    secrets = secrets or SecretStore(
-        settings.source,
-        settings.environment_type,
-        settings.environment,
-        ttl=settings.secrets_ttl,
-    )
+    from service.app import create_app as build
 
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # keep bodies in the order they were built (rubric rows, errors)
-    runtime.attach(app, runtime.Runtime(settings=settings, secrets=secrets))
-
-    install_request_id(app)
-    install_auth(app, secrets, settings)  # after the request id: refusals are logged with it
-    register_error_handlers(app)
-    install_honeybadger(
-        app,
-        secrets.get(HONEYBADGER_API_KEY),
-        endpoint=settings.honeybadger_endpoint,
-        environment=settings.environment_type or "local",
-        known_secrets=secrets.known_values,
-        force_sync=settings.source.get("HONEYBADGER_FORCE_SYNC", "").lower() in ("1", "true"),
-    )
-
-    from service.routes import status
-
-    app.register_blueprint(status.blueprint)
-    from service.routes import gateway
-
-    app.register_blueprint(gateway.blueprint)
-    from service import openapi
-
-    app.register_blueprint(openapi.blueprint)
-    from service.routes import assessment
-
-    app.register_blueprint(assessment.blueprint)
-    return app
+    return build(settings, secrets)

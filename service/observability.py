@@ -1,36 +1,25 @@
-"""Logging (text or JSON), the request id, and Honeybadger error reporting.
+"""Logging set-up, the request id, and Honeybadger error reporting.
 
-Every log line written while a request is handled carries its request id and client name, taken
-from `flask.g` by `RequestContextFilter`. JSON lines put extra fields (`extra={...}`) at the top
-level, which CloudWatch Logs Insights can filter on directly.
+The line formats themselves are in `service.logformat` (the gunicorn master uses them too).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 
+from service.logformat import RequestContextFilter, make_formatter
+
 REQUEST_ID_HEADER = "X-Request-Id"
 # A client's request id is echoed only when it is short and plain, so it cannot forge log lines.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-
-# Attributes every LogRecord has; anything else on a record came from `extra=`.
-_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message",
-    "asctime",
-    "request_id",
-    "client",
-}
-
 
 # Request ids are logged everywhere: one that looks like a key (a client's or a provider's, sent by
 # mistake) is replaced rather than written to the logs.
@@ -43,55 +32,6 @@ def _usable_request_id(sent: str) -> bool:
 
 def current_request_id() -> str:
     return g.get("request_id", "-") if has_request_context() else "-"
-
-
-class RequestContextFilter(logging.Filter):
-    """Adds `request_id` and `client` to every record (`-` outside a request)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if has_request_context():
-            record.request_id = g.get("request_id", "-")
-            record.client = g.get("client", "anonymous")
-        else:
-            record.request_id = getattr(record, "request_id", "-")
-            record.client = getattr(record, "client", "-")
-        return True
-
-
-def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"),
-            "client": getattr(record, "client", "-"),
-        }
-        line.update(_extras(record))
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
-
-
-class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s [%(request_id)s %(client)s] %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        extras = _extras(record)
-        if extras:
-            text += " " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in extras.items())
-        return text
-
-
-def make_formatter(log_format: str) -> logging.Formatter:
-    return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
 def configure_logging(level: str, log_format: str, stream: Any = None) -> logging.Handler:

@@ -10,7 +10,7 @@ import sys
 
 from gunicorn import glogging
 
-from service.observability import RequestContextFilter, make_formatter
+from service.logformat import RequestContextFilter, make_formatter
 from service.settings import SettingsError, load_settings
 
 try:

@@ -1,0 +1,50 @@
+"""The app factory: settings, secrets, logging, hooks, error handlers and every blueprint."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from service import openapi, runtime
+from service.auth import install_auth
+from service.errors import register_error_handlers
+from service.observability import configure_logging, install_honeybadger, install_request_id
+from service.routes import assessment, gateway, status
+from service.secrets import HONEYBADGER_API_KEY, SecretStore
+from service.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, secrets: SecretStore | None = None) -> Flask:
+    """Build the app from `settings` (default: environment, then config.txt)."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    secrets = secrets or SecretStore(
+        settings.source,
+        settings.environment_type,
+        settings.environment,
+        ttl=settings.secrets_ttl,
+    )
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # keep bodies in the order they were built (rubric rows, errors)
+    runtime.attach(app, runtime.Runtime(settings=settings, secrets=secrets))
+
+    install_request_id(app)
+    install_auth(app, secrets, settings)  # after the request id: refusals are logged with it
+    register_error_handlers(app)
+    install_honeybadger(
+        app,
+        secrets.get(HONEYBADGER_API_KEY),
+        endpoint=settings.honeybadger_endpoint,
+        environment=settings.environment_type or "local",
+        known_secrets=secrets.known_values,
+        force_sync=settings.source.get("HONEYBADGER_FORCE_SYNC", "").lower() in ("1", "true"),
+    )
+
+    for blueprint in (status.blueprint, gateway.blueprint, openapi.blueprint, assessment.blueprint):
+        app.register_blueprint(blueprint)
+    return app
