@@ -58,17 +58,27 @@ def _relayed_post(summary: str, *, streams: bool) -> dict:
 
 
 _ASSESSMENT_FIELDS: dict[str, dict] = {
-    "code": {"type": "string", "description": "The student program (JavaScript); may be empty"},
+    "code": {
+        "type": "string",
+        "maxLength": 200000,
+        "description": "The student program (JavaScript); may be empty",
+    },
     "prompt": {"type": "string", "description": "System prompt for the grader; non-empty"},
     "rubric": {"type": "string", "description": "CSV with a header row and a `Key Concept` column"},
     "examples": {
-        "type": "string",
-        "description": "JSON array of [example_code, example_answer] pairs (few-shot turns)",
+        "oneOf": [
+            {"type": "string", "description": "the array below, as JSON text (forms)"},
+            {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+            },
+        ],
+        "description": "[example_code, example_answer] pairs (few-shot turns)",
         "default": "[]",
     },
     "model": {"type": "string", "description": "Upstream model (default: AIPROXY_ASSESSMENT_MODEL)"},
     "api-key": {"type": "string", "description": "Provider key to use instead of the configured one"},
-    "remove-comments": {"type": "string", "enum": ["0", "1"], "default": "0"},
+    "remove-comments": {"type": "string", "enum": ["0", "1", "false", "true"], "default": "0"},
     "num-responses": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
     "temperature": {"type": "number", "minimum": 0, "maximum": 2, "default": 0.2},
     "student-id": {"type": "string", "default": "student"},
@@ -94,7 +104,7 @@ _ASSESSMENT_RESPONSES = {
 }
 _SAMPLE_PARAMETERS = [
     {"name": name, "in": "query", "required": False, "schema": _ASSESSMENT_FIELDS[name]}
-    for name in ("model", "api-key", "num-responses", "temperature", "remove-comments")
+    for name in ("model", "api-key", "num-responses", "temperature", "remove-comments", "student-id")
 ]
 
 
