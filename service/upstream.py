@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -47,7 +46,6 @@ _FILTERED = b"[FILTERED]"
 _READ_SIZE = 65536
 _RATE_LIMIT_HEADERS = ("retry-after", "x-ratelimit")
 _EXTENSION = "aiproxy.upstream"
-_create_lock = threading.Lock()
 
 
 class UpstreamError(Exception):
@@ -261,44 +259,16 @@ class UpstreamClient:
         Raises `UpstreamError` for anything else; an http error carries the upstream's status,
         body (with the provider key blanked out) and message.
         """
-        key = self.provider_key(api_key)
-        url = self._url(path, query)
-        request_headers = self._headers(key, headers)
-        started = time.perf_counter()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._host_pool.urlopen(
-                    method,
-                    url,
-                    body=body,
-                    headers=request_headers,
-                    timeout=self._timeout,
-                    retries=False,
-                    redirect=False,
-                    preload_content=True,
-                )
-            except Exception as error:
-                failure = self._connection_error(error)
-                # A read timeout is not retried: the caller has already waited the whole timeout.
-                if not _is_read_timeout(error) and self._wait_before_retry(attempt, None, failure):
-                    continue
-                raise failure from None
-            if response.status < 400:
-                return UpstreamResponse(
-                    response.status,
-                    response.headers,
-                    self.redact(response.data, key),
-                    time.perf_counter() - started,
-                    attempt,
-                )
-            failure = self._http_error(response.status, response.headers, response.data, key)
-            if response.status in RETRYABLE_STATUSES and self._wait_before_retry(
-                attempt, parse_retry_after(response.headers), failure
-            ):
-                continue
-            raise failure
+        response, started, attempts, key = self._open(
+            method, path, body=body, query=query, api_key=api_key, headers=headers, preload_content=True
+        )
+        return UpstreamResponse(
+            response.status,
+            response.headers,
+            self.redact(response.data, key),
+            time.perf_counter() - started,
+            attempts,
+        )
 
     def stream(
         self,
@@ -311,6 +281,28 @@ class UpstreamClient:
         headers: Mapping[str, str] | None = None,
     ) -> UpstreamStream:
         """Open a streaming request. Retries while opening only; nothing has been relayed yet."""
+        response, started, _, _ = self._open(
+            method, path, body=body, query=query, api_key=api_key, headers=headers, preload_content=False
+        )
+        return UpstreamStream(response, started, self.timeout)
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        query: str,
+        api_key: str | None,
+        headers: Mapping[str, str] | None,
+        preload_content: bool,
+    ) -> tuple[urllib3.BaseHTTPResponse, float, int, str]:
+        """Send the request until a 2xx/3xx answer opens, retrying what may be retried.
+
+        Returns the answer, when the first attempt started, the number of attempts and the
+        provider key used. With `preload_content=False` the body is left unread for the caller;
+        an error answer's body is still read here and its connection released.
+        """
         key = self.provider_key(api_key)
         url = self._url(path, query)
         request_headers = self._headers(key, headers)
@@ -327,7 +319,7 @@ class UpstreamClient:
                     timeout=self._timeout,
                     retries=False,
                     redirect=False,
-                    preload_content=False,
+                    preload_content=preload_content,
                 )
             except Exception as error:
                 failure = self._connection_error(error)
@@ -336,13 +328,16 @@ class UpstreamClient:
                     continue
                 raise failure from None
             if response.status < 400:
-                return UpstreamStream(response, started, self.timeout)
-            try:
-                data = response.read()
-            except (HTTPError, OSError):
-                data = b""
-            finally:
-                response.release_conn()
+                return response, started, attempt, key
+            if preload_content:
+                data = response.data
+            else:
+                try:
+                    data = response.read()
+                except (HTTPError, OSError):
+                    data = b""
+                finally:
+                    response.release_conn()
             failure = self._http_error(response.status, response.headers, data, key)
             if response.status in RETRYABLE_STATUSES and self._wait_before_retry(
                 attempt, parse_retry_after(response.headers), failure
@@ -464,16 +459,6 @@ def build_client(settings: Any, secrets: Any) -> UpstreamClient:
 
 def upstream_client() -> UpstreamClient:
     """The current app's client (inside a request or app context); made on first use."""
-    from flask import current_app
-
     from service import runtime
 
-    extensions = current_app.extensions
-    client = extensions.get(_EXTENSION)
-    if client is None:
-        with _create_lock:
-            client = extensions.get(_EXTENSION)
-            if client is None:
-                current = runtime.runtime()
-                client = extensions[_EXTENSION] = build_client(current.settings, current.secrets)
-    return client
+    return runtime.app_scoped(_EXTENSION, lambda current: build_client(current.settings, current.secrets))

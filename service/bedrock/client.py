@@ -289,23 +289,13 @@ def _close_all(streams: list[Any]) -> None:
 
 
 _EXTENSION = "aiproxy.bedrock"
-_create_lock = threading.Lock()
 
 
 def bedrock_client() -> BedrockClient:
     """The current app's Bedrock client (inside a request or app context); made on first use."""
-    from flask import current_app
-
     from service import runtime
 
-    extensions = current_app.extensions
-    client = extensions.get(_EXTENSION)
-    if client is None:
-        with _create_lock:
-            client = extensions.get(_EXTENSION)
-            if client is None:
-                client = extensions[_EXTENSION] = BedrockClient.from_settings(runtime.settings())
-    return client
+    return runtime.app_scoped(_EXTENSION, lambda current: BedrockClient.from_settings(current.settings))
 
 
 def completer(client: BedrockClient, model: str) -> Callable[[dict], dict]:
