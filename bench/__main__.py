@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from bench import bedrock
-from bench.load import LoadResult, percentile, run_load
+from bench.load import LoadResult, measure, percentile
 from bench.processes import current_rss_mib, fake_upstream, free_port, peak_rss_mib, proxy_server
 
 
@@ -123,20 +123,9 @@ def run_scenario(scenario: Scenario, proxy_url: str, upstream_port: int) -> dict
             "direct": upstream_url + "/chat/completions",
             "proxy": proxy_url + "/v1/chat/completions",
         }
+        warm_body = body_for(Scenario("warm", "", 1, False))
         for path, url in targets.items():
-            # Warm up: open connections, fill pools (and drop any to a previous fake upstream).
-            run_load(
-                url, body_for(Scenario("warm", "", 1, False)), clients=min(scenario.clients, 50), count=3
-            )
-            print(f"  {scenario.name}: {path} ...", file=sys.stderr, flush=True)
-            results[path] = run_load(
-                url,
-                body,
-                clients=scenario.clients,
-                stream=scenario.stream,
-                duration=scenario.duration,
-                count=scenario.count,
-            )
+            results[path] = measure(scenario, path, url, body, stream=scenario.stream, warm_body=warm_body)
     return results
 
 

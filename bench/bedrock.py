@@ -9,16 +9,11 @@ model to the proxy, which translates it, signs and sends it with boto3, and tran
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-from bench.load import LoadResult, run_load
-from tests.support.server import ROOT
+from bench.load import LoadResult, measure
+from bench.processes import fake_process
 
 MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 PROMPT = "Write one sentence about the sea."
@@ -34,33 +29,9 @@ def proxy_settings(port: int) -> dict[str, str]:
     }
 
 
-@contextmanager
-def fake_bedrock(port: int, *, delay: float = 0.0, stream_pause: float = 0.0) -> Iterator[str]:
+def fake_bedrock(port: int, *, delay: float = 0.0, stream_pause: float = 0.0) -> AbstractContextManager[str]:
     """Run tests/fakes/bedrock_runtime.py in its own process on `port`; yield its URL."""
-    command = [
-        sys.executable,
-        "-m",
-        "tests.fakes.bedrock_runtime",
-        "--port",
-        str(port),
-        "--delay",
-        str(delay),
-        "--stream-pause",
-        str(stream_pause),
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        line = process.stdout.readline().strip()
-        if not line.startswith("ready "):
-            raise RuntimeError(f"the fake Bedrock runtime did not start: {line!r}")
-        yield line.removeprefix("ready ")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    return fake_process("tests.fakes.bedrock_runtime", port, delay=delay, stream_pause=stream_pause)
 
 
 def targets(fake_url: str, proxy_url: str, stream: bool) -> dict[str, tuple[str, bytes]]:
@@ -83,15 +54,6 @@ def run_scenario(scenario: Any, proxy_url: str, port: int) -> dict[str, LoadResu
     results = {}
     with fake_bedrock(port, delay=scenario.delay, stream_pause=scenario.stream_pause) as fake_url:
         for path, (url, body) in targets(fake_url, proxy_url, scenario.stream).items():
-            run_load(url, body, clients=min(scenario.clients, 50), count=3)  # warm up: connections, pools
-            print(f"  {scenario.name}: {path} ...", file=sys.stderr, flush=True)
-            results[path] = run_load(
-                url,
-                body,
-                clients=scenario.clients,
-                # Only the proxy's answer is Server-Sent Events ending with [DONE].
-                stream=scenario.stream and path == "proxy",
-                duration=scenario.duration,
-                count=scenario.count,
-            )
+            # Only the proxy's answer is Server-Sent Events ending with [DONE].
+            results[path] = measure(scenario, path, url, body, stream=scenario.stream and path == "proxy")
     return results

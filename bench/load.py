@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -100,3 +102,15 @@ def run_load(
     if (duration is None) == (count is None):
         raise ValueError("give either duration or count")
     return asyncio.run(_run(url, body, clients=clients, stream=stream, duration=duration, count=count))
+
+
+def measure(
+    scenario: Any, path: str, url: str, body: bytes, *, stream: bool, warm_body: bytes | None = None
+) -> LoadResult:
+    """Warm `url` up (open connections, fill pools, drop any to a previous fake), then run
+    `scenario`'s load (its clients, and its duration or request count) at it."""
+    run_load(url, warm_body or body, clients=min(scenario.clients, 50), count=3)
+    print(f"  {scenario.name}: {path} ...", file=sys.stderr, flush=True)
+    return run_load(
+        url, body, clients=scenario.clients, stream=stream, duration=scenario.duration, count=scenario.count
+    )

@@ -2,48 +2,43 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from tests.support.server import ROOT, RunningServer, free_port, running_server
+from tests.support.server import ROOT, RunningServer, free_port, running_server, stop_process
 
 
 @contextmanager
-def fake_upstream(
-    port: int, *, delay: float = 0.0, stream_pause: float = 0.0, stream_chunks: int = 5
-) -> Iterator[str]:
-    """Run tests/fakes/openai_upstream.py in its own process on `port`; yield its base URL."""
-    command = [
-        sys.executable,
-        "-m",
-        "tests.fakes.openai_upstream",
-        "--port",
-        str(port),
-        "--delay",
-        str(delay),
-        "--stream-pause",
-        str(stream_pause),
-        "--stream-chunks",
-        str(stream_chunks),
-    ]
+def fake_process(module: str, port: int, **options: object) -> Iterator[str]:
+    """Run the fake `module` (tests/fakes/) in its own process on `port`, each option as
+    `--name value`; yield the URL it prints in its `ready <url>` line."""
+    command = [sys.executable, "-m", module, "--port", str(port)]
+    for name, value in options.items():
+        command += ["--" + name.replace("_", "-"), str(value)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         line = process.stdout.readline().strip()
         if not line.startswith("ready "):
-            raise RuntimeError(f"the fake upstream did not start: {line!r}")
+            raise RuntimeError(f"{module} did not start: {line!r}")
         yield line.removeprefix("ready ")
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process, timeout=15)
+
+
+def fake_upstream(
+    port: int, *, delay: float = 0.0, stream_pause: float = 0.0, stream_chunks: int = 5
+) -> AbstractContextManager[str]:
+    """Run tests/fakes/openai_upstream.py in its own process on `port`; yield its base URL."""
+    return fake_process(
+        "tests.fakes.openai_upstream",
+        port,
+        delay=delay,
+        stream_pause=stream_pause,
+        stream_chunks=stream_chunks,
+    )
 
 
 @contextmanager

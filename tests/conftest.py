@@ -24,3 +24,16 @@ def fake_openai():
 
     with FakeOpenAI() as fake:
         yield fake
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """Every AWS call goes to moto (test credentials, us-east-1); yields a Secrets Manager client."""
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="us-east-1")

@@ -3,43 +3,25 @@
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import pytest
 
-from tests.fakes.openai_upstream import FakeOpenAI, Reply
+from tests.fakes.openai_upstream import Reply
 from tests.support.assessment import PROMPT, RUBRIC, tsv_answer
-from tests.support.server import running_server
+from tests.support.http import fetch
 
 KEY = "sk-provider-key-for-assessment"
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeOpenAI(api_key=KEY) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def server(fake):
-    settings = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": KEY, "LOG_FORMAT": "json"}
-    with running_server(settings) as server:
-        yield server
+def server_settings():
+    return {"OPENAI_API_KEY": KEY, "LOG_FORMAT": "json"}
 
 
 def call(url: str, form: dict | None = None) -> tuple[int, dict]:
-    data = urllib.parse.urlencode(form).encode() if form is not None else None
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=15) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
-def log_lines(server) -> list[dict]:
-    return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    response = fetch(url, urllib.parse.urlencode(form).encode() if form is not None else None, timeout=15)
+    return response.status, json.loads(response.body)
 
 
 def test_graded_over_http_with_an_invalid_answer_dropped_and_logged(server, fake):
@@ -63,10 +45,10 @@ def test_graded_over_http_with_an_invalid_answer_dropped_and_logged(server, fake
     assert status == 200
     assert body["data"][0]["Votes"] == ["Limited Evidence", "Limited Evidence"]
     assert body["data"][1]["Grade"] == "No Evidence"  # 1-1 tie: the first grade given
-    dropped = [line for line in log_lines(server) if line["message"] == "Dropped an invalid model answer"]
+    dropped = [line for line in server.log_records() if line["message"] == "Dropped an invalid model answer"]
     assert [(d["level"], d["student_id"]) for d in dropped] == [("WARNING", "e2e-7")]
     assert dropped[0]["reason"].startswith("answer 2: no table")
-    assert not [line for line in log_lines(server) if line["level"] in ("ERROR", "CRITICAL")]
+    assert not [line for line in server.log_records() if line["level"] in ("ERROR", "CRITICAL")]
 
 
 def test_sample_routes_work_from_the_installed_package(server, fake):

@@ -2,15 +2,15 @@
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
 from service.auth import hash_key
-from tests.fakes.openai_upstream import FakeOpenAI, Stream
-from tests.support.server import running_server
+from tests.fakes.openai_upstream import Stream
+from tests.support.http import fetch
+from tests.support.waiting import wait_until
 
 PROVIDER_KEY = "sk-provider-limits-test"
 BATCH_KEY = "aip_limits-batch-key-000000000000000000000001"
@@ -27,43 +27,25 @@ SLOW = 1.0  # seconds the fake upstream takes to answer a chat
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeOpenAI(api_key=PROVIDER_KEY) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def server(fake):
-    settings = {
-        "OPENAI_BASE_URL": fake.url,
+def server_settings():
+    return {
         "OPENAI_API_KEY": PROVIDER_KEY,
         "AIPROXY_CLIENT_KEYS": json.dumps(STORE),
         "AIPROXY_WORKERS": "1",  # limits are counted per process
     }
-    with running_server(settings) as server:
-        yield server
 
 
 def call(server, key: str, path: str = "/v1/chat/completions", body: dict | None = None):
     """(status, headers, parsed body) of one request; never raises on an HTTP error status."""
     data = json.dumps(body or {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
-    request = urllib.request.Request(
+    response = fetch(
         server.url + path,
-        data=data.encode() if path.startswith("/v1/") else None,
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        data.encode() if path.startswith("/v1/") else None,
+        {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.headers, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, json.loads(error.read())
-
-
-def wait_until(condition, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+    # A success may come without a body; an error always has its JSON one.
+    raw = response.body if response.status >= 400 else response.body or b"null"
+    return response.status, response.headers, json.loads(raw)
 
 
 def test_max_concurrent_refuses_the_extra_request_and_spares_other_clients(server, fake):

@@ -5,13 +5,11 @@ wrong and malformed keys every way they can; then everything it wrote is searche
 """
 
 import json
-import urllib.error
-import urllib.request
 
 from service.auth import hash_key
 from tests.fakes.honeybadger import HoneybadgerCatcher
-from tests.fakes.openai_upstream import FakeOpenAI
-from tests.support.server import running_server
+from tests.support.http import fetch
+from tests.support.proxy import proxy_with_fake_openai
 
 PROVIDER_KEY = "sk-provider-leak-test-000000000001"
 HONEYBADGER_KEY = "hbp_leak_test_reporting_key_0002"
@@ -32,28 +30,24 @@ def send(
     headers = {"X-Request-Id": request_id, "Content-Type": "application/json"}
     if authorization is not None:
         headers["Authorization"] = authorization
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    response = fetch(url, data, headers)
+    return response.status, response.body
 
 
 def test_keys_and_hashes_appear_nowhere_and_every_line_names_its_client():
     chat = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()
-    with HoneybadgerCatcher() as catcher, FakeOpenAI(api_key=PROVIDER_KEY) as fake:
+    with HoneybadgerCatcher() as catcher:
         settings = {
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "DEBUG",
             "HONEYBADGER_API_KEY": HONEYBADGER_KEY,
             "HONEYBADGER_ENDPOINT": catcher.url,
             "HONEYBADGER_FORCE_SYNC": "1",
-            "OPENAI_BASE_URL": fake.url,
             "OPENAI_API_KEY": PROVIDER_KEY,
             "AIPROXY_CLIENT_KEYS": json.dumps(STORE),
             "ENVIRONMENT_TYPE": "production",
         }
-        with running_server(settings) as server:
+        with proxy_with_fake_openai(settings) as (_, server):
             u = server.url
             # (request id, expected client, status, response) for every request sent.
             sent = [
@@ -96,7 +90,7 @@ def test_keys_and_hashes_appear_nowhere_and_every_line_names_its_client():
             assert hash_key(secret) not in text, f"a key's hash reached {where}"
 
     # Every line of a request names the client that sent it (anonymous when refused).
-    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    lines = server.log_records()
     for request_id, client, *_ in sent:
         own = [line for line in lines if line.get("request_id") == request_id]
         assert own, f"no log line for {request_id}"

@@ -6,8 +6,6 @@ import openai
 import pytest
 
 from service.auth import hash_key
-from tests.fakes.openai_upstream import FakeOpenAI
-from tests.support.server import running_server
 
 PROVIDER_KEY = "sk-provider-openai-client-test"
 CLIENT_KEY = "aip_openai-client-key-0000000000000000000000001"
@@ -15,21 +13,12 @@ WRONG_KEY = "aip_openai-client-wrong-000000000000000000000002"
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeOpenAI(api_key=PROVIDER_KEY) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def server(fake):
-    settings = {
-        "OPENAI_BASE_URL": fake.url,
+def server_settings():
+    return {
         "OPENAI_API_KEY": PROVIDER_KEY,
         "AIPROXY_CLIENT_KEYS": json.dumps({"web": {"keys": [hash_key(CLIENT_KEY)]}}),
         "ENVIRONMENT_TYPE": "production",
     }
-    with running_server(settings) as server:
-        yield server
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from service.auth import hash_key
-from tests.fakes.openai_upstream import FakeOpenAI, Reply
+from tests.fakes.openai_upstream import Reply
 from tests.support.assessment import tsv_answer
-from tests.support.server import running_server
+from tests.support.proxy import proxy_with_fake_openai
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_KEY = "sk-provider-key-for-the-deployed-suite"
@@ -38,15 +38,13 @@ def grade_assessments(request):
 
 @pytest.fixture(scope="module")
 def server():
-    with FakeOpenAI(api_key=PROVIDER_KEY) as fake:
+    settings = {
+        "OPENAI_API_KEY": PROVIDER_KEY,
+        "AIPROXY_CLIENT_KEYS": json.dumps({"pipeline": {"keys": [hash_key(CLIENT_KEY)]}}),
+    }
+    with proxy_with_fake_openai(settings) as (fake, server):
         fake.responder = grade_assessments
-        settings = {
-            "OPENAI_BASE_URL": fake.url,
-            "OPENAI_API_KEY": PROVIDER_KEY,
-            "AIPROXY_CLIENT_KEYS": json.dumps({"pipeline": {"keys": [hash_key(CLIENT_KEY)]}}),
-        }
-        with running_server(settings) as server:
-            yield server
+        yield server
 
 
 def run_suite(environment: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:

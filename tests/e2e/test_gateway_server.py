@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.fakes.openai_upstream import FakeOpenAI, Stream
-from tests.support.server import running_server
+from tests.fakes.openai_upstream import Stream
+from tests.support.waiting import wait_until
 
 KEY = "sk-provider-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def server(fake):
-    settings = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": KEY, "LOG_FORMAT": "json"}
-    with running_server(settings) as server:
-        yield server
+def server_settings():
+    return {"OPENAI_API_KEY": KEY, "LOG_FORMAT": "json"}
 
 
 def open_stream(server, body: dict) -> http.client.HTTPResponse:
@@ -68,13 +59,12 @@ def test_usage_record_is_a_json_log_line(server, fake):
     body = {"model": "gpt-4o-mini", "messages": [], "stream": True, "stream_options": {"include_usage": True}}
     response = open_stream(server, {**body})
     response.read()
-    deadline = time.monotonic() + 5
-    records = []
-    while not records and time.monotonic() < deadline:
-        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-        records = [r for r in lines if r["logger"] == "service.usage" and r.get("total_tokens")]
-        time.sleep(0.05)
-    record = records[-1]
+
+    def usage_records() -> list[dict]:
+        return [r for r in server.log_records() if r["logger"] == "service.usage" and r.get("total_tokens")]
+
+    wait_until(usage_records, timeout=5)
+    record = usage_records()[-1]
     assert record["route"] == "/v1/chat/completions"
     assert record["stream"] is True
     assert record["status"] == 200

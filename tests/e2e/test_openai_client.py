@@ -5,25 +5,22 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.fakes.openai_upstream import Fail, FakeOpenAI, Reply, Stream
-from tests.support.server import running_server
+from tests.fakes.openai_upstream import Fail, Reply, Stream
 
 KEY = "sk-provider-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeOpenAI(api_key=KEY) as fake:
-        yield fake
+def server_settings():
+    return {"OPENAI_API_KEY": KEY, "AIPROXY_UPSTREAM_BACKOFF": "0.01"}
 
 
 @pytest.fixture(scope="module")
-def sdk(fake):
-    settings = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": KEY, "AIPROXY_UPSTREAM_BACKOFF": "0.01"}
-    with running_server(settings) as server:
-        # The SDK's own key is the client's key, never the provider's; max_retries=0 so each
-        # test sees exactly what the proxy answered.
-        yield openai.OpenAI(base_url=server.url + "/v1", api_key="client-key", max_retries=0, timeout=20)
+def sdk(server):
+    # The SDK's own key is the client's key, never the provider's; max_retries=0 so each
+    # test sees exactly what the proxy answered.
+    with openai.OpenAI(base_url=server.url + "/v1", api_key="client-key", max_retries=0, timeout=20) as sdk:
+        yield sdk
 
 
 def test_chat(sdk, fake):

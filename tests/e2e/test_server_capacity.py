@@ -13,42 +13,30 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.fakes.openai_upstream import FakeOpenAI
-from tests.support.server import running_server
+from tests.support.http import fetch
+from tests.support.proxy import proxy_with_fake_openai
+from tests.support.waiting import wait_until
 
 SLOW = 200  # concurrent in-flight requests one worker must hold
 
 
 def get(url: str, timeout: float = 60) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            response.read()
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
+    return fetch(url, timeout=timeout).status
 
 
-def wait_until(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
-
-
-def settings_for(fake: FakeOpenAI, **extra: str) -> dict[str, str]:
-    return {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk-fake", "AIPROXY_WORKERS": "1", **extra}
+def one_worker(**extra: str) -> dict[str, str]:
+    return {"OPENAI_API_KEY": "sk-fake", "AIPROXY_WORKERS": "1", **extra}
 
 
 def test_one_worker_holds_200_slow_requests_and_fast_ones_do_not_queue():
-    with FakeOpenAI(delay=3.0) as fake, running_server(settings_for(fake)) as server:
+    with proxy_with_fake_openai(one_worker(), delay=3.0) as (fake, server):
         finished: list[int] = []
         with ThreadPoolExecutor(max_workers=SLOW) as pool:
             futures = [
                 pool.submit(lambda: finished.append(get(server.url + "/v1/models"))) for _ in range(SLOW)
             ]
             # All 200 reach the upstream before any is answered: they are in flight together.
-            wait_until(lambda: len(fake.requests) >= SLOW)
+            wait_until(lambda: len(fake.requests) >= SLOW, timeout=30)
             assert finished == []
             started = time.monotonic()
             assert get(server.url + "/") == 200
@@ -62,17 +50,14 @@ def test_one_worker_holds_200_slow_requests_and_fast_ones_do_not_queue():
 
 
 def test_sigterm_lets_in_flight_requests_finish():
-    with (
-        FakeOpenAI(delay=2.0) as fake,
-        running_server(settings_for(fake, AIPROXY_GRACEFUL_TIMEOUT="20")) as server,
-    ):
+    with proxy_with_fake_openai(one_worker(AIPROXY_GRACEFUL_TIMEOUT="20"), delay=2.0) as (fake, server):
         results: list[int] = []
         threads = [
             threading.Thread(target=lambda: results.append(get(server.url + "/v1/models"))) for _ in range(5)
         ]
         for thread in threads:
             thread.start()
-        wait_until(lambda: len(fake.requests) >= 5)
+        wait_until(lambda: len(fake.requests) >= 5, timeout=30)
         server.process.send_signal(signal.SIGTERM)
         for thread in threads:
             thread.join(timeout=30)
@@ -84,10 +69,7 @@ def test_sigterm_lets_in_flight_requests_finish():
 
 
 def test_grace_period_is_bounded():
-    with (
-        FakeOpenAI(delay=60.0) as fake,
-        running_server(settings_for(fake, AIPROXY_GRACEFUL_TIMEOUT="1")) as server,
-    ):
+    with proxy_with_fake_openai(one_worker(AIPROXY_GRACEFUL_TIMEOUT="1"), delay=60.0) as (fake, server):
         outcome: list[str] = []
 
         def cut_off() -> None:
@@ -99,7 +81,7 @@ def test_grace_period_is_bounded():
 
         thread = threading.Thread(target=cut_off, daemon=True)
         thread.start()
-        wait_until(lambda: len(fake.requests) >= 1)
+        wait_until(lambda: len(fake.requests) >= 1, timeout=30)
         stopped = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(timeout=20)

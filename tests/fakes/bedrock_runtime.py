@@ -31,14 +31,12 @@ prints `ready http://127.0.0.1:<port>` and serves until SIGTERM or SIGINT.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
 import collections
 import json
 import re
-import signal
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -46,6 +44,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+
+from tests.fakes.aiohttp_server import FakeServer, command_line, count_words, serve_until_signalled
 
 # HTTP status of each Bedrock runtime error, as botocore's service model for bedrock-runtime says.
 ERROR_STATUSES = {
@@ -152,90 +152,24 @@ def exception_event(code: str, message: str) -> bytes:
 # --- the server ----------------------------------------------------------------------------------
 
 
-class FakeBedrock:
+class FakeBedrock(FakeServer[Recorded]):
+    thread_name = "fake-bedrock"
+
     def __init__(
         self, *, delay: float = 0.0, stream_pause: float = 0.0, port: int = 0, record: bool = True
     ) -> None:
+        super().__init__(port=port, record=record)
         self.delay = delay
         self.stream_pause = stream_pause
-        self.port = port
-        self.record = record
-        self.requests: list[Recorded] = []
-        self.disconnects: list[Recorded] = []
         self._queue: collections.deque[Behaviour] = collections.deque()
-        self._lock = threading.Lock()
-        self._disconnected = threading.Condition(self._lock)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._stopping = False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def enqueue(self, *behaviours: Behaviour) -> None:
         with self._lock:
             self._queue.extend(behaviours)
 
-    def wait_for_disconnect(self, count: int = 1, timeout: float = 10.0) -> bool:
-        with self._disconnected:
-            return self._disconnected.wait_for(lambda: len(self.disconnects) >= count, timeout)
-
-    # --- life cycle ------------------------------------------------------------------------
-
-    def start(self) -> FakeBedrock:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = self._loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as error:
-                failure.append(error)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._shutdown())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-bedrock", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop and self._thread and self._thread.is_alive():
-            self._stopping = True
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-
-    def __enter__(self) -> FakeBedrock:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def _serve(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-
-    async def _shutdown(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
-
     # --- request handling ------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _record(self, request: web.Request) -> Recorded | web.Response:
         # The raw path: an ARN model id holds %2F, which must not split the path.
         match = _PATH.match(request.raw_path.split("?", 1)[0])
         if request.method != "POST" or match is None:
@@ -244,23 +178,12 @@ class FakeBedrock:
             body = json.loads(await request.read() or b"{}")
         except ValueError:
             return _error("SerializationException", "The request body is not JSON.", 400)
-        recorded = Recorded(
+        return Recorded(
             match["operation"],
             unquote(match["model"]),
             {k.lower(): v for k, v in request.headers.items()},
             body,
         )
-        if self.record:
-            with self._lock:
-                self.requests.append(recorded)
-        try:
-            return await self._answer(request, recorded)
-        except (asyncio.CancelledError, ConnectionError):
-            if not self._stopping:
-                with self._disconnected:
-                    self.disconnects.append(recorded)
-                    self._disconnected.notify_all()
-            raise
 
     async def _answer(self, request: web.Request, recorded: Recorded) -> web.StreamResponse:
         with self._lock:
@@ -308,14 +231,7 @@ def _error(code: str, message: str, status: int) -> web.Response:
 
 
 def _words(value: Any) -> int:
-    """A stand-in for a tokenizer: whitespace-separated words of every string inside `value`."""
-    if isinstance(value, str):
-        return len(value.split())
-    if isinstance(value, list):
-        return sum(_words(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_words(v) for k, v in value.items() if k != "bytes")
-    return 0
+    return count_words(value, skip_keys={"bytes"})  # an image's bytes are no words
 
 
 def _text(recorded: Recorded, answer: Answer) -> str:
@@ -384,18 +300,10 @@ def image_bytes(block: dict) -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the fake Bedrock runtime until SIGTERM.")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
-    parser.add_argument("--stream-pause", type=float, default=0.0, help="seconds between stream events")
-    args = parser.parse_args()
-    fake = FakeBedrock(delay=args.delay, stream_pause=args.stream_pause, port=args.port, record=False)
-    # Blocked before the server thread starts (it inherits the mask), so sigwait receives them.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    fake.start()
-    print(f"ready {fake.url}", flush=True)
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    fake.stop()
+    args = command_line("Serve the fake Bedrock runtime until SIGTERM.").parse_args()
+    serve_until_signalled(
+        FakeBedrock(delay=args.delay, stream_pause=args.stream_pause, port=args.port, record=False)
+    )
 
 
 if __name__ == "__main__":

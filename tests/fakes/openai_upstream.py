@@ -33,18 +33,17 @@ prints `ready http://127.0.0.1:<port>/v1` and serves until SIGTERM or SIGINT.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import json
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.aiohttp_server import FakeServer, command_line, count_words, serve_until_signalled
 
 DEFAULT_CONTENT = "Hello from the fake upstream."
 MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "omni-moderation-latest")
@@ -108,7 +107,9 @@ class Recorded:
 # --- the server ----------------------------------------------------------------------------------
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer[Recorded]):
+    thread_name = "fake-openai"
+
     def __init__(
         self,
         *,
@@ -119,27 +120,17 @@ class FakeOpenAI:
         port: int = 0,
         record: bool = True,
     ) -> None:
+        super().__init__(port=port, record=record)
         self.delay = delay
         self.stream_pause = stream_pause
         self.stream_chunks = stream_chunks
         self.api_key = api_key
-        self.record = record
         self.responder: Callable[[Recorded], Behaviour | None] | None = None
-        self.requests: list[Recorded] = []
-        self.disconnects: list[Recorded] = []  # requests whose client went away before the end
-        self.active = 0  # requests being answered right now
-        self.port = port
         self._queue: collections.deque[tuple[str | None, Behaviour]] = collections.deque()
-        self._lock = threading.Lock()
-        self._disconnected = threading.Condition(self._lock)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._stopping = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{super().url}/v1"
 
     # --- scripting -------------------------------------------------------------------------
 
@@ -151,10 +142,6 @@ class FakeOpenAI:
         with self._lock:
             return [r for r in self.requests if r.path.endswith(path)]
 
-    def wait_for_disconnect(self, count: int = 1, timeout: float = 10.0) -> bool:
-        with self._disconnected:
-            return self._disconnected.wait_for(lambda: len(self.disconnects) >= count, timeout)
-
     def _next_behaviour(self, recorded: Recorded) -> Behaviour | None:
         with self._lock:
             for index, (path, behaviour) in enumerate(self._queue):
@@ -163,68 +150,15 @@ class FakeOpenAI:
                     return behaviour
         return self.responder(recorded) if self.responder else None
 
-    # --- life cycle ------------------------------------------------------------------------
-
-    def start(self) -> FakeOpenAI:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = self._loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as error:
-                failure.append(error)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._shutdown())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop and self._thread and self._thread.is_alive():
-            self._stopping = True
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def _serve(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # handler_cancellation: a client that goes away cancels its handler, which is how the
-        # fake notices (and records) a disconnect even while it is pausing between chunks.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-
-    async def _shutdown(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
-
     # --- request handling ------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _record(self, request: web.Request) -> Recorded:
         raw = await request.read()
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        recorded = Recorded(
+        return Recorded(
             request.method,
             request.path,
             dict(request.query),
@@ -232,20 +166,6 @@ class FakeOpenAI:
             body,
             raw,
         )
-        if self.record:
-            with self._lock:
-                self.requests.append(recorded)
-        self.active += 1
-        try:
-            return await self._answer(request, recorded)
-        except (asyncio.CancelledError, ConnectionError):
-            if not self._stopping:
-                with self._disconnected:
-                    self.disconnects.append(recorded)
-                    self._disconnected.notify_all()
-            raise
-        finally:
-            self.active -= 1
 
     async def _answer(self, request: web.Request, recorded: Recorded) -> web.StreamResponse:
         if self.api_key and recorded.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -287,10 +207,10 @@ class FakeOpenAI:
         self, route: str, recorded: Recorded, body: dict, reply: Reply
     ) -> web.StreamResponse | None:
         model = body.get("model", "gpt-4o-mini")
-        prompt_tokens = _count_tokens(body.get("messages") or body.get("input") or body.get("prompt"))
+        prompt_tokens = _prompt_tokens(body)
         if route == "/chat/completions" and recorded.method == "POST":
             contents = reply.contents or [DEFAULT_CONTENT] * max(1, int(body.get("n") or 1))
-            completion_tokens = sum(_count_tokens(c) for c in contents)
+            completion_tokens = sum(count_words(c) for c in contents)
             return web.json_response(
                 {
                     "id": "chatcmpl-fake",
@@ -321,12 +241,11 @@ class FakeOpenAI:
                         {"index": i, "text": c, "logprobs": None, "finish_reason": "stop"}
                         for i, c in enumerate(contents)
                     ],
-                    "usage": reply.usage or _usage(prompt_tokens, sum(_count_tokens(c) for c in contents)),
+                    "usage": reply.usage or _usage(prompt_tokens, sum(count_words(c) for c in contents)),
                 }
             )
         if route == "/embeddings" and recorded.method == "POST":
-            inputs = body.get("input")
-            inputs = inputs if isinstance(inputs, list) else [inputs]
+            inputs = _inputs(body)
             return web.json_response(
                 {
                     "object": "list",
@@ -342,8 +261,7 @@ class FakeOpenAI:
             text = (reply.contents or [DEFAULT_CONTENT])[0]
             return web.json_response(_response_object(model, text, prompt_tokens, reply.usage))
         if route == "/moderations" and recorded.method == "POST":
-            inputs = body.get("input")
-            inputs = inputs if isinstance(inputs, list) else [inputs]
+            inputs = _inputs(body)
             return web.json_response(
                 {
                     "id": "modr-fake",
@@ -383,7 +301,7 @@ class FakeOpenAI:
         if include_usage is None:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         model = body.get("model", "gpt-4o-mini")
-        prompt_tokens = _count_tokens(body.get("messages") or body.get("input") or body.get("prompt"))
+        prompt_tokens = _prompt_tokens(body)
         events = _stream_events(route, model, contents, prompt_tokens, include_usage)
 
         response = web.StreamResponse(
@@ -421,15 +339,14 @@ def _error(
     return web.json_response(body, status=status, headers=headers)
 
 
-def _count_tokens(value: Any) -> int:
-    """A stand-in for a tokenizer: whitespace-separated words of every string inside `value`."""
-    if isinstance(value, str):
-        return len(value.split())
-    if isinstance(value, list):
-        return sum(_count_tokens(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_count_tokens(v) for v in value.values())
-    return 0
+def _prompt_tokens(body: dict) -> int:
+    return count_words(body.get("messages") or body.get("input") or body.get("prompt"))
+
+
+def _inputs(body: dict) -> list:
+    """The `input` of an embeddings or moderations request: one item or a list of them."""
+    inputs = body.get("input")
+    return inputs if isinstance(inputs, list) else [inputs]
 
 
 def _usage(prompt: int, completion: int) -> dict:
@@ -446,7 +363,7 @@ def _model(name: str) -> dict:
 
 
 def _response_object(model: str, text: str, prompt_tokens: int, usage: dict | None = None) -> dict:
-    output_tokens = _count_tokens(text)
+    output_tokens = count_words(text)
     return {
         "id": "resp-fake",
         "object": "response",
@@ -480,7 +397,7 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 def _stream_events(
     route: str, model: str, contents: list[str], prompt_tokens: int, usage: bool
 ) -> list[bytes]:
-    completion_tokens = sum(_count_tokens(c) for c in contents)
+    completion_tokens = sum(count_words(c) for c in contents)
     created = int(time.time())
     if route == "/responses":
         text = "".join(contents)
@@ -522,25 +439,18 @@ def _stream_events(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the fake OpenAI upstream until SIGTERM.")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
-    parser.add_argument("--stream-pause", type=float, default=0.0, help="seconds between streamed chunks")
+    parser = command_line("Serve the fake OpenAI upstream until SIGTERM.")
     parser.add_argument("--stream-chunks", type=int, default=None, help="content chunks in a default stream")
     args = parser.parse_args()
-    fake = FakeOpenAI(
-        delay=args.delay,
-        stream_pause=args.stream_pause,
-        stream_chunks=args.stream_chunks,
-        port=args.port,
-        record=False,
+    serve_until_signalled(
+        FakeOpenAI(
+            delay=args.delay,
+            stream_pause=args.stream_pause,
+            stream_chunks=args.stream_chunks,
+            port=args.port,
+            record=False,
+        )
     )
-    # Blocked before the server thread starts (it inherits the mask), so sigwait receives them.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    fake.start()
-    print(f"ready {fake.url}", flush=True)
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    fake.stop()
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@ import json
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from service.auth import KeyStoreError, hash_key
 from service.observability import configure_logging
 from service.secrets import CLIENT_API_KEYS, SecretStore, secret_id
 from tests.support.app import make_app
+from tests.support.clock import Clock
 
 ENV_TYPE, ENV = "test", "aiproxy-test.example.org"
 SECRET = secret_id(ENV_TYPE, ENV, CLIENT_API_KEYS)
@@ -18,22 +18,6 @@ TTL = 300
 OLD_KEY = "aip_rotation-old-key-00000000000000000000001"
 NEW_KEY = "aip_rotation-new-key-00000000000000000000002"
 OTHER_KEY = "aip_rotation-other-key-000000000000000000003"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield boto3.client("secretsmanager", region_name="us-east-1")
 
 
 def store_json(**clients: list[str]) -> str:

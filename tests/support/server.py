@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -39,10 +40,26 @@ class RunningServer:
             return self.final_log
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def log_records(self) -> list[dict]:
+        """The JSON lines of the log (LOG_FORMAT=json), parsed."""
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout=timeout)
+
+
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM `process`; after `timeout` seconds, SIGKILL its whole session (it was started with
+    start_new_session=True, so that reaches the children it started too)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def wait_until_up(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 30) -> None:
@@ -100,11 +117,5 @@ def running_server(
                 wait_until_up(server.url, process, log_path)
                 yield server
             finally:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-                    try:
-                        process.wait(timeout=40)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(process.pid, signal.SIGKILL)
-                        process.wait()
+                stop_process(process, timeout=40)
                 server.final_log = server.log()

@@ -3,19 +3,12 @@
 import pytest
 
 from service.limits import ClientLimiter, LimitExceeded, Limits
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(5000.0)
 
 
 @pytest.fixture

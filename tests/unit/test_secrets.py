@@ -1,8 +1,6 @@
 import logging
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from service.secrets import (
     CLIENT_API_KEYS,
@@ -13,25 +11,9 @@ from service.secrets import (
     env_variable,
     secret_id,
 )
+from tests.support.clock import Clock
 
 ENV_TYPE, ENV = "production", "aiproxy.example.org"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield boto3.client("secretsmanager", region_name="us-east-1")
 
 
 def store(source=None, clock=None, **kwargs) -> SecretStore:
