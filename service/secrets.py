@@ -83,7 +83,10 @@ class SecretStore:
         self._client: Any = None
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
-        self._lock = threading.Lock()
+        # One lock per secret, held only while that secret is read from AWS.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._client_lock = threading.Lock()
 
     @property
     def uses_aws(self) -> bool:
@@ -102,25 +105,41 @@ class SecretStore:
             return override
         if not self.uses_aws:
             return None
-        with self._lock:
+        entry = self._entries.get(name)
+        if entry is not None and self._clock() - entry.fetched_at < self._ttl:
+            return entry.value
+        lock = self._lock_for(name)
+        if entry is not None and not lock.acquire(blocking=False):
+            # Another request is refreshing this secret: serve the value we have meanwhile,
+            # rather than making every request of the worker wait on Secrets Manager.
+            return entry.value
+        if entry is None:
+            lock.acquire()  # nothing to serve yet: wait for the first read
+        try:
             entry = self._entries.get(name)
             if entry is None or self._clock() - entry.fetched_at >= self._ttl:
-                entry = self._fetch(name, entry)
-                self._entries[name] = entry
+                entry = self._entries[name] = self._fetch(name, entry)
             return entry.value
+        finally:
+            lock.release()
 
     def known_values(self) -> list[str]:
         """Every secret value currently held, so error reports can be scrubbed of them."""
         values = [self._source.get(env_variable(name)) for name in SECRET_NAMES]
-        values += [entry.value for entry in self._entries.values()]
+        values += [entry.value for entry in list(self._entries.values())]
         return [value for value in values if value]
+
+    def _lock_for(self, name: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(name, threading.Lock())
 
     def _fetch(self, name: str, previous: _Entry | None) -> _Entry:
         secret = secret_id(self._environment_type, self._environment, name)
         now = self._clock()
         try:
-            if self._client is None:
-                self._client = self._client_factory()
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._client_factory()
             response = self._client.get_secret_value(SecretId=secret)
         except Exception as error:  # botocore raises many kinds; none may crash the service
             code = getattr(error, "response", {}).get("Error", {}).get("Code", type(error).__name__)

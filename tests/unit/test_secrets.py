@@ -12,6 +12,7 @@ from service.secrets import (
     secret_id,
 )
 from tests.support.clock import Clock
+from tests.support.waiting import wait_until
 
 ENV_TYPE, ENV = "production", "aiproxy.example.org"
 
@@ -132,3 +133,33 @@ def test_known_values_lists_what_is_held(aws):
     secrets = store({"HONEYBADGER_API_KEY": "hb-env"})
     secrets.get(OPENAI_API_KEY)
     assert sorted(secrets.known_values()) == ["hb-env", "sk-held"]
+
+
+def test_a_slow_refresh_does_not_hold_up_other_requests():
+    import threading
+
+    class SlowClient:
+        def __init__(self) -> None:
+            self.release = threading.Event()
+            self.calls = 0
+
+        def get_secret_value(self, SecretId):
+            self.calls += 1
+            if self.calls > 1:  # the refresh hangs until the test lets it go
+                self.release.wait(10)
+            return {"SecretString": f"sk-value-{self.calls}"}
+
+    client = SlowClient()
+    clock = Clock()
+    secrets = store(clock=clock, client_factory=lambda: client)
+    assert secrets.get(OPENAI_API_KEY) == "sk-value-1"
+    clock.now += 301
+    refresher = threading.Thread(target=secrets.get, args=(OPENAI_API_KEY,))
+    refresher.start()
+    wait_until(lambda: client.calls == 2, timeout=10)
+    # While the refresh waits on AWS, other callers get the cached value at once.
+    assert secrets.get(OPENAI_API_KEY) == "sk-value-1"
+    client.release.set()
+    refresher.join(10)
+    assert secrets.get(OPENAI_API_KEY) == "sk-value-2"
+    assert client.calls == 2
