@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from service import openapi, runtime
 from service.auth import install_auth
@@ -15,6 +17,19 @@ from service.secrets import HONEYBADGER_API_KEY, SecretStore
 from service.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+
+
+class _JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with bodies kept in the order they were built (rubric rows, errors), and
+    nesting too deep for Python's parser treated as invalid JSON (a 400), not a crash (a 500)."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def create_app(settings: Settings | None = None, secrets: SecretStore | None = None) -> Flask:
@@ -29,8 +44,8 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     )
 
     app = Flask(__name__)
+    app.json = _JSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # keep bodies in the order they were built (rubric rows, errors)
     runtime.attach(app, runtime.Runtime(settings=settings, secrets=secrets))
 
     install_request_id(app)

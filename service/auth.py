@@ -213,16 +213,17 @@ class ClientKeys:
                         "The client key store %s is now missing or empty; refusing every request", source
                     )
                 return self._store
+            if raw == self._rejected_raw:
+                return self._store  # still the value already refused: do not parse it per request
             try:
                 store = parse_key_store(raw, self._default_limits)
             except ValueError as error:
-                if raw != self._rejected_raw:
-                    self._rejected_raw = raw
-                    log.error(
-                        "The client key store in %s is not valid (%s); keeping the last valid one",
-                        source,
-                        error,
-                    )
+                self._rejected_raw = raw
+                log.error(
+                    "The client key store in %s is not valid (%s); keeping the last valid one",
+                    source,
+                    error,
+                )
                 return self._store
             self._raw, self._store, self._lost = raw, store, False
             log.info("Client key store reloaded from %s: %d client(s)", source, len(store.clients))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from service.auth import CLIENT_NAME, KEY_PREFIX, RESERVED_NAMES, hash_key, parse_key_store
 from service.limits import Limits
-from service.settings import SETTINGS
+from service.settings import load_settings
 
 KEY_BYTES = 32  # 256 bits of randomness
 
@@ -28,10 +28,9 @@ def new_key() -> str:
 
 
 def _default_limits() -> Limits:
-    defaults = {
-        setting.attr: int(setting.default) for setting in SETTINGS if setting.attr.startswith("default_")
-    }
-    return Limits(defaults["default_rpm"], defaults["default_max_concurrent"])
+    """The limits the proxy applies to entries without their own (configured settings included)."""
+    settings = load_settings()
+    return Limits(settings.default_rpm, settings.default_max_concurrent)
 
 
 def _client_name(value: str) -> str:

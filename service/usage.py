@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import g, has_request_context
+from flask import g, has_request_context, request
 
 log = logging.getLogger("service.usage")
 
@@ -85,15 +85,16 @@ class StreamUsage:
 class UsageRecord:
     """What one proxied request used; `emit()` writes it. Made while the request is handled."""
 
-    route: str
     model: str | None
     stream: bool = False
+    route: str = "-"  # the matched URL rule of the request, filled in when made inside one
     request_id: str = "-"
     client: str = "anonymous"
     started: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
         if has_request_context():
+            self.route = request.url_rule.rule if request.url_rule else request.path
             self.request_id = g.get("request_id", self.request_id)
             self.client = g.get("client", self.client)
             self.started = g.get("started", self.started)

@@ -216,6 +216,8 @@ class BedrockClient:
                 connect_timeout=settings.upstream_connect_timeout,
                 read_timeout=settings.upstream_timeout,
                 retries=settings.upstream_retries,
+                # As many connections as the worker holds requests, like the upstream client's pool.
+                max_pool_connections=settings.worker_connections,
             )
 
         return cls(factory, settings.upstream_timeout)

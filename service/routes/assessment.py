@@ -138,7 +138,7 @@ def _examples(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ApiError(
                 400, "'examples' is not valid JSON; send an array of [code, answer] pairs.", param="examples"
             ) from None

@@ -12,23 +12,21 @@ import logging
 import time
 from collections.abc import Iterator
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 
 from service.bedrock import BedrockStream, bedrock_client
 from service.errors import ApiError, error_body
+from service.routes import STREAM_HEADERS
 from service.usage import UsageRecord
 
 log = logging.getLogger(__name__)
-
-# As for relayed streams: no caching, no buffering by a proxy in front.
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def chat_completion(body: dict) -> Response:
     """Serve `body` (whose `model` is `bedrock/...`, aliases already resolved) with Bedrock."""
     model = body["model"]
     streamed = body.get("stream") is True
-    record = UsageRecord(route=_route(), model=model, stream=streamed)
+    record = UsageRecord(model=model, stream=streamed)
     client = bedrock_client()
     started = time.perf_counter()
     try:
@@ -43,12 +41,15 @@ def chat_completion(body: dict) -> Response:
     if not streamed:
         record.emit(200, upstream_seconds=time.perf_counter() - started, usage=answer["usage"])
         return jsonify(answer)
-    return Response(
+    response = Response(
         _events(stream, record, started),
         status=200,
         content_type="text/event-stream; charset=utf-8",
         headers=STREAM_HEADERS,
     )
+    # Also when the events generator never starts (closing twice is harmless).
+    response.call_on_close(stream.close)
+    return response
 
 
 def _events(stream: BedrockStream, record: UsageRecord, started: float) -> Iterator[bytes]:
@@ -75,7 +76,3 @@ def _events(stream: BedrockStream, record: UsageRecord, started: float) -> Itera
     finally:
         stream.close()
         record.emit(200, upstream_seconds=time.perf_counter() - started, usage=stream.usage, error=problem)
-
-
-def _route() -> str:
-    return request.url_rule.rule if request.url_rule else request.path

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from service import model_routing, runtime
 from service.errors import ApiError, error_body, error_response
-from service.routes import bedrock_chat
+from service.routes import STREAM_HEADERS, bedrock_chat
 from service.upstream import UpstreamError, UpstreamStream, upstream_client
 from service.usage import StreamUsage, UsageRecord, normalise_usage, usage_in
 
@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 _FORWARDED_REQUEST_HEADERS = ("OpenAI-Beta",)
 # Upstream answer headers worth relaying to the client.
 _RELAYED_PREFIXES = ("x-ratelimit-", "openai-", "retry-after")
-# Streams must reach the client as they are written: no caching, no buffering by a proxy in front.
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # The OpenAI-compatible POST routes that are relayed as they are.
 RELAYED_POSTS = ("/embeddings", "/responses", "/completions", "/moderations")
 STREAMABLE = ("/chat/completions", "/completions", "/responses")
@@ -42,38 +40,29 @@ _ERROR_CODES = {
 }
 
 
-# --- provider choice ---------------------------------------------------------------------------
-
-
-def chat_provider(model: object) -> str:
-    """Which provider serves a chat for `model`: the one place the gateway decides it.
-
-    `model_routing.provider_of` says "bedrock" for `bedrock/...` models and "openai" (the
-    OpenAI-compatible upstream at OPENAI_BASE_URL) for everything else.
-    """
-    return model_routing.provider_of(model) if isinstance(model, str) else model_routing.OPENAI
-
-
 # --- routes --------------------------------------------------------------------------------------
 
 
 @blueprint.post("/v1/chat/completions")
 def chat_completions() -> Response:
     raw, body = _json_object_body()
-    model = body.get("model")
-    if isinstance(model, str) and model in runtime.settings().model_aliases:
-        # An alias (AIPROXY_MODEL_ALIASES): the provider gets the full model name.
-        body["model"] = model_routing.resolve(model, runtime.settings().model_aliases)
-        raw = json.dumps(body).encode()
-    provider = chat_provider(body.get("model"))
-    if provider == model_routing.OPENAI:
-        return _relay_post("/chat/completions", raw, body)
-    return bedrock_chat.chat_completion(body)  # Amazon Bedrock: `bedrock/...` models
+    raw, body = _resolve_alias(raw, body)
+    # The one place the gateway picks a provider: Amazon Bedrock serves `bedrock/...` models,
+    # the OpenAI-compatible upstream at OPENAI_BASE_URL everything else.
+    if model_routing.is_bedrock(body.get("model")):
+        return bedrock_chat.chat_completion(body)
+    return _relay_post("/chat/completions", raw, body)
 
 
 def _make_post_route(path: str):
     def relay() -> Response:
-        raw, body = _json_object_body()
+        raw, body = _resolve_alias(*_json_object_body())
+        if model_routing.is_bedrock(body.get("model")):
+            raise ApiError(
+                400,
+                f"Amazon Bedrock models serve /v1/chat/completions only, not /v1{path}.",
+                param="model",
+            )
         return _relay_post(path, raw, body)
 
     relay.__name__ = "relay_" + path.strip("/").replace("/", "_")
@@ -91,8 +80,10 @@ def list_models() -> Response:
     listed = model_routing.listed_models(settings.model_aliases, settings.bedrock_models)
     if listed and response.status_code == 200:
         # The configured Bedrock models and aliases, next to the upstream's own.
-        merged = model_routing.with_listed_models(response.get_json(silent=True), listed)
-        response.set_data(json.dumps(merged))
+        upstream = response.get_json(silent=True)
+        merged = model_routing.with_listed_models(upstream, listed)
+        if merged is not upstream:  # an OpenAI list object came back: show ours next to it
+            response.set_data(json.dumps(merged))
     elif listed and _error_code(response) == _ERROR_CODES["no_key"]:
         return jsonify({"object": "list", "data": listed})  # Bedrock only: no upstream key is needed
     return response
@@ -104,6 +95,9 @@ def get_model(model_id: str) -> Response:
     for model in model_routing.listed_models(settings.model_aliases, settings.bedrock_models):
         if model["id"] == model_id:
             return jsonify(model)
+    if any(segment in ("", ".", "..") for segment in model_id.split("/")):
+        # Dot segments would let the path climb out of /models to other upstream endpoints.
+        raise ApiError(404, f"No model {model_id!r}.", param="model", code="model_not_found")
     return _relay_get("/models/" + quote(model_id, safe="/:@"), model=model_id)
 
 
@@ -113,7 +107,7 @@ def get_model(model_id: str) -> Response:
 @blueprint.get("/openai/models")
 def legacy_models() -> Response:
     """The upstream's models as a bare list (the `data` array)."""
-    record = UsageRecord(route=_route(), model=None)
+    record = UsageRecord(model=None)
     started = time.perf_counter()
     try:
         models = upstream_client().list_models()
@@ -134,7 +128,7 @@ def legacy_test_openai() -> Response:
     api_key = params.get("api-key") or None
     if api_key is not None and not isinstance(api_key, str):
         raise ApiError(400, "The parameter 'api-key' must be a string.", param="api-key")
-    record = UsageRecord(route=_route(), model=model)
+    record = UsageRecord(model=model)
     body = {"model": model, "messages": [{"role": "user", "content": "Hello world"}]}
     started = time.perf_counter()
     try:
@@ -166,7 +160,7 @@ def _relay_get(path: str, model: str | None) -> Response:
 
 
 def _relay(method: str, path: str, raw: bytes | None, model: str | None) -> Response:
-    record = UsageRecord(route=_route(), model=model)
+    record = UsageRecord(model=model)
     client = upstream_client()
     query = request.query_string.decode("latin-1")
     started = time.perf_counter()
@@ -184,7 +178,7 @@ def _relay(method: str, path: str, raw: bytes | None, model: str | None) -> Resp
 
 
 def _relay_stream(path: str, raw: bytes, model: str | None) -> Response:
-    record = UsageRecord(route=_route(), model=model, stream=True)
+    record = UsageRecord(model=model, stream=True)
     started = time.perf_counter()
     try:
         # Opening may retry: nothing has reached the client yet.
@@ -198,6 +192,7 @@ def _relay_stream(path: str, raw: bytes, model: str | None) -> Response:
         content_type=stream.headers.get("content-type", "text/event-stream"),
         headers=STREAM_HEADERS,
     )
+    response.call_on_close(stream.close)  # also when the generator never starts; closing twice is fine
     _copy_relayed_headers(stream.headers, response)
     return response
 
@@ -242,8 +237,20 @@ def _json_object_body() -> tuple[bytes, dict]:
         ) from None
     except ValueError:  # bytes that are not UTF-8 (or UTF-16/32) text
         raise ApiError(400, "The request body is not valid JSON (it is not UTF-8 text).") from None
+    except RecursionError:
+        raise ApiError(400, "The request body is nested too deeply to be read as JSON.") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"The request body must be a JSON object, not {_json_kind(body)}.")
+    return raw, body
+
+
+def _resolve_alias(raw: bytes, body: dict) -> tuple[bytes, dict]:
+    """Replace an alias (AIPROXY_MODEL_ALIASES) by the full model name the provider knows."""
+    aliases = runtime.settings().model_aliases
+    model = body.get("model")
+    if isinstance(model, str) and model in aliases:
+        body["model"] = model_routing.resolve(model, aliases)
+        raw = json.dumps(body).encode()
     return raw, body
 
 
@@ -257,10 +264,11 @@ def _parameters() -> dict:
     """Parameters from the query string, a form, or a JSON object body (later ones win)."""
     params: dict = dict(request.args)
     params.update(request.form)
-    if request.is_json:
+    if request.is_json and request.get_data():
         data = request.get_json(silent=True)
-        if isinstance(data, dict):
-            params.update(data)
+        if not isinstance(data, dict):
+            raise ApiError(400, "The request body must be a JSON object of parameters.")
+        params.update(data)
     return params
 
 
@@ -277,10 +285,6 @@ def _copy_relayed_headers(upstream_headers, response: Response) -> None:
             response.headers[name] = value
         elif lowered == "x-request-id":
             response.headers["X-Upstream-Request-Id"] = value  # ours stays in X-Request-Id
-
-
-def _route() -> str:
-    return request.url_rule.rule if request.url_rule else request.path
 
 
 def _status_of(error: UpstreamError) -> int:

@@ -291,3 +291,47 @@ def test_legacy_test_openai_with_a_rejected_key(fake_openai):
     response = client.get("/test/openai?api-key=sk-wrong-key-123")
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "invalid_api_key"
+
+
+# --- hostile or odd input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/embeddings", "/test/openai", "/assessment"])
+def test_json_nested_too_deeply_is_a_400_not_a_crash(client, fake_openai, route):
+    response = client.post(route, data=b"[" * 50_000, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["type"] == "invalid_request_error"
+    assert fake_openai.requests == []
+
+
+@pytest.mark.parametrize("model_id", ["../files", "gpt-4o/../../files", "a//b", "./x"])
+def test_model_ids_cannot_climb_out_of_models(client, fake_openai, model_id):
+    response = client.get(f"/v1/models/{model_id}")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "model_not_found"
+    assert fake_openai.requests == []
+
+
+def test_aliases_apply_to_every_relayed_route(fake_openai):
+    aliases = json.dumps({"small": "text-embedding-3-small"})
+    client = gateway_app(fake_openai.url, AIPROXY_MODEL_ALIASES=aliases).test_client()
+    response = client.post("/v1/embeddings", json={"model": "small", "input": "hello"})
+    assert response.status_code == 200
+    assert fake_openai.requests[-1].body["model"] == "text-embedding-3-small"
+
+
+def test_bedrock_models_are_refused_outside_chat_completions(client, fake_openai):
+    response = client.post("/v1/embeddings", json={"model": "bedrock/amazon.titan-embed", "input": "x"})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["param"] == "model"
+    assert "/v1/chat/completions only" in error["message"]
+    assert fake_openai.requests == []
+
+
+def test_model_list_that_is_not_json_is_relayed_as_it_came(fake_openai):
+    client = gateway_app(fake_openai.url, AIPROXY_BEDROCK_MODELS="amazon.nova-lite-v1:0").test_client()
+    fake_openai.enqueue(Fail(200, raw=b"plain text models"), path="/models")
+    response = client.get("/v1/models")
+    assert response.status_code == 200
+    assert response.get_data() == b"plain text models"
