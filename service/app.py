@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     register_error_handlers(app)
     install_honeybadger(
         app,
-        secrets.get(HONEYBADGER_API_KEY),
+        lambda: secrets.get(HONEYBADGER_API_KEY),
+        rotates=secrets.uses_aws,
         endpoint=settings.honeybadger_endpoint,
         environment=settings.environment_type or "local",
         known_secrets=secrets.known_values,

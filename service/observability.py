@@ -142,18 +142,25 @@ class HoneybadgerLogHandler(logging.Handler):
 
 def install_honeybadger(
     app: Flask,
-    api_key: str | None,
+    api_key: Callable[[], str | None],
     *,
+    rotates: bool,
     endpoint: str,
     environment: str,
     known_secrets: Callable[[], Iterable[str]],
     force_sync: bool = False,
 ) -> HoneybadgerLogHandler | None:
-    """Turn on reporting when there is a key; return the log handler (None when off)."""
+    """Report to Honeybadger whenever `api_key()` gives a key; return the log handler.
+
+    The key is looked up at each report, so a key set or rotated in Secrets Manager takes effect
+    without a restart (`rotates`: the key comes from there). Returns None, and installs nothing,
+    when there is no key and none can appear.
+    """
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "aiproxy-honeybadger"]:
         root.removeHandler(old)  # an app built earlier in this process (tests) must not report
-    if not api_key:
+    first_key = api_key()
+    if not first_key and not rotates:
         return None
     from honeybadger import honeybadger
     from honeybadger.contrib.flask import FlaskHoneybadger
@@ -167,7 +174,7 @@ def install_honeybadger(
         return notice
 
     app.config.update(
-        HONEYBADGER_API_KEY=api_key,
+        HONEYBADGER_API_KEY=first_key or "",
         HONEYBADGER_ENDPOINT=endpoint,
         # Honeybadger drops reports from "development"/"test" unless told otherwise; this service
         # reports wherever a key was given.
@@ -179,7 +186,16 @@ def install_honeybadger(
     # report_exceptions=False: exceptions arrive through the log handler below (see its docstring).
     FlaskHoneybadger(app, report_exceptions=False, reset_context_after_request=True)
     honeybadger.configure(before_notify=before_notify)
-    handler = HoneybadgerLogHandler(honeybadger.notify)
+
+    def notify(**report: Any) -> None:
+        key = api_key()
+        if not key:
+            return  # no key (yet): nothing is sent
+        if key != honeybadger.config.api_key:
+            honeybadger.configure(api_key=key)  # set or rotated since the last report
+        honeybadger.notify(**report)
+
+    handler = HoneybadgerLogHandler(notify)
     handler.addFilter(RequestContextFilter())
     handler.set_name("aiproxy-honeybadger")
     root.addHandler(handler)

@@ -119,3 +119,34 @@ def test_without_a_key_nothing_is_sent(catcher):
         client.get(route)
     time.sleep(0.3)
     assert catcher.notices == []
+
+
+def test_a_key_set_or_rotated_in_secrets_manager_takes_effect_without_a_restart(catcher, aws):
+    from service.secrets import SecretStore, secret_id
+    from tests.support.clock import Clock
+
+    env_type, env = "development", "aiproxy-dev-x.example.org"
+    name = secret_id(env_type, env, "honeybadger_api_key")
+    aws.create_secret(Name=name)  # created empty, as the CDK stack does
+    clock = Clock()
+    secrets = SecretStore({}, env_type, env, ttl=300, clock=clock)
+    app = make_app(
+        secrets=secrets,
+        ENVIRONMENT_TYPE=env_type,
+        ENVIRONMENT=env,
+        HONEYBADGER_ENDPOINT=catcher.url,
+        HONEYBADGER_FORCE_SYNC="1",
+    )
+    client = app.test_client()
+    client.get("/test/error")
+    assert catcher.notices == []  # no key yet: nothing is sent
+
+    aws.put_secret_value(SecretId=name, SecretString="hbp_first_key_0001")
+    clock.now += 301
+    client.get("/test/error")
+    catcher.wait_for(1)
+    aws.put_secret_value(SecretId=name, SecretString="hbp_rotated_key_0002")
+    clock.now += 301
+    client.get("/test/critical")
+    catcher.wait_for(2)
+    assert catcher.api_keys == ["hbp_first_key_0001", "hbp_rotated_key_0002"]
