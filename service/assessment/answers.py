@@ -162,7 +162,7 @@ def _first_json_value(text: str) -> Any:
     stripped = text.strip()
     try:
         return json.loads(stripped)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting too deep for the parser is not JSON we can use
         pass
     decoder = json.JSONDecoder()
     for tries, match in enumerate(re.finditer(r"[\[{]", text)):
@@ -170,7 +170,7 @@ def _first_json_value(text: str) -> Any:
             break
         try:
             value, _ = decoder.raw_decode(text, match.start())
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(value, list | dict) and value:
             return value

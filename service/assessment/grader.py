@@ -94,7 +94,7 @@ def assess(request: AssessmentRequest, complete: Callable[[dict], dict], *, agen
         "messages": build_messages(request.prompt, rubric.text, examples, code),
         "n": request.num_responses,
     }
-    response = _complete(complete, body)
+    response = _complete(complete, body, caller_key=bool(request.api_key))
     texts = _choice_texts(response)
 
     valid: list[list[dict[str, str]]] = []
@@ -183,18 +183,18 @@ def _check(request: AssessmentRequest) -> Rubric:
     return rubric
 
 
-def _complete(complete: Callable[[dict], dict], body: dict) -> dict:
+def _complete(complete: Callable[[dict], dict], body: dict, *, caller_key: bool) -> dict:
     """Call the provider, turning its failures into the statuses of SPEC section 7."""
     try:
         response = complete(body)
     except UpstreamError as error:
-        raise _mapped(error) from error
+        raise _mapped(error, caller_key=caller_key) from error
     if not isinstance(response, dict):
         raise AssessmentError(502, "The model's provider sent an answer that is not a JSON object.")
     return response
 
 
-def _mapped(error: UpstreamError) -> AssessmentError:
+def _mapped(error: UpstreamError, *, caller_key: bool) -> AssessmentError:
     if error.kind == "no_key":
         # The client's message names OPENAI_API_KEY (and the secret's id when deployed).
         return AssessmentError(503, f"{error.message} Or send 'api-key' with the request.", param="api-key")
@@ -204,6 +204,9 @@ def _mapped(error: UpstreamError) -> AssessmentError:
         return AssessmentError(
             429, f"The model's provider is rate limiting: {error.message}", retry_after=error.retry_after
         )
+    if error.kind == "http" and error.status in (401, 403) and not caller_key:
+        # The proxy's own credentials were refused: the operator's problem, not the caller's.
+        return AssessmentError(502, f"The model's provider refused this proxy's credentials: {error.message}")
     if error.kind == "http" and error.status is not None and 400 <= error.status < 500:
         return AssessmentError(400, f"The model's provider rejected the request: {error.message}")
     if error.kind == "http":

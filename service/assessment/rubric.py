@@ -30,9 +30,10 @@ class Rubric:
 
 
 def parse_rubric(text: str) -> Rubric:
+    text = text.lstrip("\ufeff")  # the byte-order mark spreadsheets write: not part of the rubric
     try:
         # newline="": the csv module handles \r, \r\n and newlines inside quoted cells itself.
-        rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline="")))
+        rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as error:
         raise RubricError(f"The rubric is not readable CSV ({error}).") from None
     rows = [row for row in rows if any(cell.strip() for cell in row)]

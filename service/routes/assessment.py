@@ -8,9 +8,10 @@ section 7.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -46,16 +47,6 @@ def test_assessment_blank() -> Response:
 
 
 def _grade(assessment_request: AssessmentRequest) -> Response:
-    complete, agent = _provider(assessment_request)
-    try:
-        return jsonify(assess(assessment_request, complete, agent=agent))
-    except AssessmentError as error:
-        headers = {"Retry-After": error.retry_after} if error.status == 429 and error.retry_after else None
-        raise ApiError(error.status, error.message, param=error.param, headers=headers) from None
-
-
-def _provider(assessment_request: AssessmentRequest) -> tuple[Callable[[dict], dict], str]:
-    """The `complete` callable that serves the request's model, and the provider's name."""
     provider = grading_provider(
         assessment_request.model,
         runtime.settings().model_aliases,
@@ -63,7 +54,13 @@ def _provider(assessment_request: AssessmentRequest) -> tuple[Callable[[dict], d
         bedrock=bedrock.bedrock_client,
         api_key=assessment_request.api_key,
     )
-    return provider.complete, provider.agent
+    # An alias is graded, and reported in metadata.request, as the model it stands for.
+    assessment_request = dataclasses.replace(assessment_request, model=provider.model)
+    try:
+        return jsonify(assess(assessment_request, provider.complete, agent=provider.agent))
+    except AssessmentError as error:
+        headers = {"Retry-After": error.retry_after} if error.status == 429 and error.retry_after else None
+        raise ApiError(error.status, error.message, param=error.param, headers=headers) from None
 
 
 # --- reading the request -----------------------------------------------------------------------
@@ -190,7 +187,7 @@ def _number(fields: Mapping[str, Any], name: str, default: float) -> float:
         raise ApiError(400, f"'{name}' must be a number.", param=name)
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(400, f"'{name}' must be a number.", param=name) from None
     if not math.isfinite(number):
         raise ApiError(400, f"'{name}' must be a finite number.", param=name)

@@ -267,7 +267,8 @@ def test_only_post_is_allowed(client):
     ("failure", "status", "text"),
     [
         (Fail(404, "The model 'gpt-nope' does not exist", code="model_not_found"), 400, "gpt-nope"),
-        (Fail(401, "Incorrect API key provided: sk-wrong"), 400, "Incorrect API key provided"),
+        # The configured key refused: the proxy's fault (502), not the caller's (see the next test).
+        (Fail(401, "Incorrect API key provided: sk-wrong"), 502, "refused this proxy's credentials"),
         (Fail(500, "Upstream exploded"), 502, "Upstream exploded"),
         (Fail(502, "Bad gateway upstream"), 502, "Bad gateway upstream"),
     ],
@@ -276,6 +277,31 @@ def test_upstream_errors_are_mapped(client, fake_openai, failure, status, text):
     fake_openai.enqueue(failure)
     error = assert_error(client.post("/assessment", data=fields()), status)
     assert text in error["message"]
+
+
+def test_a_refused_caller_supplied_key_is_the_callers_400(client, fake_openai):
+    fake_openai.enqueue(Fail(401, "Incorrect API key provided: sk-caller"))
+    error = assert_error(client.post("/assessment", data=fields(**{"api-key": "sk-caller-own-key"})), 400)
+    assert "Incorrect API key provided" in error["message"]
+    assert fake_openai.requests[-1].headers["authorization"] == "Bearer sk-caller-own-key"
+
+
+def test_an_alias_is_graded_and_reported_as_the_model_it_stands_for(fake_openai):
+    app = make_app(
+        OPENAI_BASE_URL=fake_openai.url,
+        OPENAI_API_KEY="sk-provider",
+        AIPROXY_MODEL_ALIASES=json.dumps({"fast": "gpt-4o-mini"}),
+    )
+    fake_openai.enqueue(Reply([tsv_answer(*NONE)]))
+    response = app.test_client().post("/assessment", data=fields(model="fast"))
+    assert response.status_code == 200
+    assert response.get_json()["metadata"]["request"]["model"] == "gpt-4o-mini"
+    assert fake_openai.requests[-1].body["model"] == "gpt-4o-mini"
+
+
+def test_a_temperature_too_large_for_a_float_is_a_400(client, fake_openai):
+    assert_error(client.post("/assessment", json=fields(temperature=10**400)), 400, "temperature")
+    assert fake_openai.requests == []
 
 
 def test_upstream_429_is_a_429_with_retry_after(client, fake_openai):

@@ -329,3 +329,9 @@ def test_every_problem_of_an_answer_is_reported_at_once():
     assert "missing key concept 'User Input'" in message
     assert "unexpected key concept 'Loops'" in message
     assert "grade 'Great' of 'Variables'" in message
+
+
+def test_json_nested_too_deeply_is_an_unusable_answer_not_a_crash():
+    # A student's program can steer what the model writes; this must end as a 502, not a 500.
+    with pytest.raises(AnswerError):
+        parse("Here is my grading:\n" + "[" * 100_000)

@@ -183,7 +183,8 @@ def test_upstream_without_choices_is_a_502(fake_openai):
             400,
             "The model 'gpt-9' does not exist",
         ),
-        (Fail(401, "Incorrect API key provided"), 400, "Incorrect API key provided"),
+        # The proxy's own key refused: the operator's fault, a gateway error, not the caller's 400.
+        (Fail(401, "Incorrect API key provided"), 502, "refused this proxy's credentials"),
         (Fail(500, "The server had an error"), 502, "The server had an error"),
         (Fail(503, "Overloaded"), 502, "Overloaded"),
     ],

@@ -22,7 +22,8 @@ def test_key_concept_column_anywhere_any_case_with_bom_and_blank_lines():
     text += 'look,"Events, Input",some\n'
     rubric = parse_rubric(text)
     assert rubric.key_concepts == ("Loops", "Events, Input")
-    assert rubric.text == text  # sent to the model unchanged
+    # Sent to the model as given, less the byte-order mark a spreadsheet's CSV export starts with.
+    assert rubric.text == text.removeprefix("\ufeff")
 
 
 def test_canonical_matches_ignoring_case_and_surrounding_white_space():
