@@ -91,7 +91,8 @@ class Compute(Construct):
             "Service",
             cluster=self.cluster,
             task_definition=self.task_definition,
-            desired_count=size.min_tasks,
+            # No desired count: CloudFormation would set it back on every deploy, undoing a
+            # scale-out; autoscaling's min_capacity (service_stack.py) keeps the floor.
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             assign_public_ip=False,
             circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),

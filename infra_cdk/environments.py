@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -67,6 +67,10 @@ class EnvironmentTypeSettings:
     # Production keeps its secrets and logs when its stack is deleted; branch environments,
     # which are torn down routinely, do not leave them behind.
     retain_data: bool
+    # NAT gateways of the environment's own VPC (each holds an Elastic IP; the default quota is
+    # 5 per region). Production has one per AZ, so tasks keep their egress when an AZ fails;
+    # the others share one, so several branch environments fit in an account.
+    nat_gateways: int
 
 
 ENVIRONMENT_TYPE_SETTINGS: dict[str, EnvironmentTypeSettings] = {
@@ -74,16 +78,19 @@ ENVIRONMENT_TYPE_SETTINGS: dict[str, EnvironmentTypeSettings] = {
         size=TaskSize(cpu=256, memory_mib=512, min_tasks=1, max_tasks=2),
         log_retention_days=7,
         retain_data=False,
+        nat_gateways=1,
     ),
     "test": EnvironmentTypeSettings(
         size=TaskSize(cpu=256, memory_mib=512, min_tasks=1, max_tasks=2),
         log_retention_days=30,
         retain_data=False,
+        nat_gateways=1,
     ),
     "production": EnvironmentTypeSettings(
         size=TaskSize(cpu=512, memory_mib=1024, min_tasks=2, max_tasks=6),
         log_retention_days=365,
         retain_data=True,
+        nat_gateways=2,
     ),
 }
 
@@ -126,6 +133,7 @@ class ServiceEnvironment:
     size: TaskSize
     log_retention_days: int
     retain_data: bool
+    nat_gateways: int
 
     @property
     def dns_name(self) -> str:
@@ -177,11 +185,53 @@ def validate_pipeline_type(environment_type: str) -> str:
     return environment_type
 
 
-def _environment(config: AppConfig, environment_type: str, branch: str, subdomain: str) -> ServiceEnvironment:
-    settings = ENVIRONMENT_TYPE_SETTINGS[environment_type]
-    size = replace(settings.size, **config.size_overrides)
+# Fargate's task sizes: CPU units -> the memory sizes (MiB) allowed with them (Linux tasks).
+FARGATE_MEMORY_MIB: dict[int, Sequence[int]] = {
+    256: (512, 1024, 2048),
+    512: range(1024, 4096 + 1, 1024),
+    1024: range(2048, 8192 + 1, 1024),
+    2048: range(4096, 16384 + 1, 1024),
+    4096: range(8192, 30720 + 1, 1024),
+    8192: range(16384, 61440 + 1, 4096),
+    16384: range(32768, 122880 + 1, 8192),
+}
+# Production runs a task in each of its two availability zones, at the least.
+PRODUCTION_MIN_TASKS = 2
+
+
+def _describe(memory: Sequence[int]) -> str:
+    if isinstance(memory, range):
+        return f"{memory.start} to {memory[-1]} in steps of {memory.step}"
+    return ", ".join(str(m) for m in memory)
+
+
+def validate_size(size: TaskSize, environment_type: str) -> TaskSize:
+    """Return `size` if Fargate can run it for `environment_type`, else raise a clear error."""
+    if size.cpu not in FARGATE_MEMORY_MIB:
+        raise ConfigurationError(
+            f"task_cpu={size.cpu} is not a Fargate CPU size; use one of "
+            f"{', '.join(str(cpu) for cpu in FARGATE_MEMORY_MIB)}"
+        )
+    memory = FARGATE_MEMORY_MIB[size.cpu]
+    if size.memory_mib not in memory:
+        raise ConfigurationError(
+            f"task_memory_mib={size.memory_mib} does not go with task_cpu={size.cpu} on Fargate; "
+            f"with {size.cpu} CPU units use {_describe(memory)} MiB"
+        )
     if size.min_tasks > size.max_tasks:
         raise ConfigurationError(f"min_tasks {size.min_tasks} is above max_tasks {size.max_tasks}")
+    if environment_type == "production" and size.min_tasks < PRODUCTION_MIN_TASKS:
+        raise ConfigurationError(
+            f"min_tasks={size.min_tasks} is too few for production, which runs at least "
+            f"{PRODUCTION_MIN_TASKS} tasks (one per availability zone); use min_tasks={PRODUCTION_MIN_TASKS} "
+            "or more"
+        )
+    return size
+
+
+def _environment(config: AppConfig, environment_type: str, branch: str, subdomain: str) -> ServiceEnvironment:
+    settings = ENVIRONMENT_TYPE_SETTINGS[environment_type]
+    size = validate_size(replace(settings.size, **config.size_overrides), environment_type)
     return ServiceEnvironment(
         environment_type=environment_type,
         branch=branch,
@@ -190,6 +240,7 @@ def _environment(config: AppConfig, environment_type: str, branch: str, subdomai
         size=size,
         log_retention_days=settings.log_retention_days,
         retain_data=settings.retain_data,
+        nat_gateways=settings.nat_gateways,
     )
 
 

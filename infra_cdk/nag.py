@@ -48,16 +48,16 @@ BUILD_KEY_REASON = (
     "customer-managed KMS key per branch pipeline would restrict no reader further."
 )
 READ_ONLY_REASON = (
-    "Actions without resource-level permissions or read-only ones CDK Pipelines needs: describe "
-    "the stacks it updates, list buckets, and follow the builds it starts."
+    "Read-only actions that CDK Pipelines' generated roles allow on any resource: describe "
+    "stacks (the ones it updates), list buckets' objects, and follow the state of builds."
 )
-# Actions a generated statement may allow on "*" and still be acknowledged.
-UNSCOPED_ACTIONS = {
+# Actions a generated statement may allow on "*" and still be acknowledged. Starting and
+# stopping builds is not among them: pipeline_stack.ScopeAssetBuilds narrows CDK Pipelines'
+# grant of those to the asset projects, and any other such grant on "*" is reported.
+READ_ONLY_ACTIONS = {
     "cloudformation:DescribeStacks",
     "s3:ListBucket",
     "codebuild:BatchGetBuilds",
-    "codebuild:StartBuild",
-    "codebuild:StopBuild",
 }
 
 
@@ -109,13 +109,13 @@ def generated_grant_findings(document: dict[str, Any], bucket_logical_id: str | 
                 statement.get("Condition")
             ):
                 findings[finding] = BOOTSTRAP_ROLES_REASON
-            elif resource == "*" and set(actions) <= UNSCOPED_ACTIONS:
+            elif resource == "*" and set(actions) <= READ_ONLY_ACTIONS:
                 findings.setdefault(finding, READ_ONLY_REASON)
     # A `*` finding is one per policy: acknowledge it only if every unscoped statement qualifies.
     for statement in document.get("Statement", []):
         if (
             "*" in _as_list(statement.get("Resource", []))
-            and not set(_as_list(statement.get("Action", []))) <= UNSCOPED_ACTIONS
+            and not set(_as_list(statement.get("Action", []))) <= READ_ONLY_ACTIONS
         ):
             findings.pop("AwsSolutions-IAM5[Resource::*]", None)
     return findings

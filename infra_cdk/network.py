@@ -19,6 +19,7 @@ class Network(Construct):
         construct_id: str,
         *,
         availability_zones: tuple[str, ...],
+        nat_gateways: int,
         existing_vpc: ExistingVpc | None = None,
         flow_log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
@@ -40,9 +41,10 @@ class Network(Construct):
             self,
             "Vpc",
             availability_zones=list(availability_zones),
-            # One NAT gateway per AZ: tasks in either AZ keep reaching the LLM provider when
-            # the other AZ fails.
-            nat_gateways=len(availability_zones),
+            # Per environment type (environments.py): one per AZ in production, so tasks in
+            # either AZ keep reaching the LLM provider when the other AZ fails; one shared
+            # elsewhere, since each holds one of the region's few Elastic IPs.
+            nat_gateways=min(nat_gateways, len(availability_zones)),
             subnet_configuration=[
                 ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
                 ec2.SubnetConfiguration(

@@ -17,12 +17,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Aspects, Duration, Environment, RemovalPolicy, Stack, Stage, pipelines
+import jsii
+from aws_cdk import (
+    AspectPriority,
+    Aspects,
+    Duration,
+    Environment,
+    IAspect,
+    RemovalPolicy,
+    Stack,
+    Stage,
+    pipelines,
+)
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codestarnotifications as notifications
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from infra_cdk.environments import Deployment, ServiceEnvironment
 from infra_cdk.nag import AcknowledgeGeneratedGrants, acknowledge
@@ -44,6 +56,50 @@ NOTIFIED_EVENTS = (
 _PYTHON_BUILD_SPEC = codebuild.BuildSpec.from_object(
     {"phases": {"install": {"runtime-versions": PYTHON_RUNTIME}}}
 )
+
+
+BUILD_ACTIONS = {"codebuild:BatchGetBuilds", "codebuild:StartBuild", "codebuild:StopBuild"}
+
+
+@jsii.implements(IAspect)
+class ScopeAssetBuilds:
+    """Aspect: narrow the asset-publishing roles' build grant from every project to their own.
+
+    CDK Pipelines lets each asset role (the service role of the asset projects) start, stop and
+    follow builds of any CodeBuild project ("*"); starting another project would run it with
+    that project's role. The pipeline starts the asset builds with its own action role, so the
+    asset role needs this at most on the projects that run as it. An aspect, so it sees the
+    finished policy; it rewrites the policy resource's document (cdk-nag reads that, not overrides).
+    """
+
+    def __init__(self, pipeline: pipelines.CodePipeline) -> None:
+        self._pipeline = pipeline
+
+    def _projects_of_role(self, stack: Stack) -> dict[str, list[Any]]:
+        projects: dict[str, list[Any]] = {}
+        for node in self._pipeline.node.find_all():
+            if isinstance(node, codebuild.CfnProject) and "/Assets/" in node.node.path:
+                role = stack.resolve(node.service_role)["Fn::GetAtt"][0]
+                projects.setdefault(role, []).append(node.attr_arn)
+        return projects
+
+    def visit(self, node: IConstruct) -> None:
+        if not (isinstance(node, iam.CfnPolicy) and "/Assets/" in node.node.path):
+            return
+        stack = Stack.of(node)
+        projects_of_role = self._projects_of_role(stack)
+        projects = [
+            arn for role in stack.resolve(node.roles) for arn in projects_of_role.get(role["Ref"], [])
+        ]
+        document = stack.resolve(node.policy_document)
+        changed = False
+        for statement in document["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if statement.get("Resource") == "*" and set(actions) <= BUILD_ACTIONS and projects:
+                statement["Resource"] = [stack.resolve(arn) for arn in projects]
+                changed = True
+        if changed:
+            node.policy_document = document
 
 
 class ServiceStage(Stage):
@@ -177,6 +233,7 @@ class PipelineStack(Stack):
             connection_arn=config.codestar_connection_arn,
         )
         # Explain the wildcards of the roles CDK Pipelines and CodeBuild generate (nag.py).
+        Aspects.of(self.pipeline).add(ScopeAssetBuilds(self.pipeline), priority=AspectPriority.MUTATING)
         Aspects.of(self.pipeline).add(AcknowledgeGeneratedGrants(self.artifact_bucket))
         Aspects.of(self.pull_request_build).add(AcknowledgeGeneratedGrants())
 

@@ -33,7 +33,7 @@ def connection_actions(connection_arn: str) -> list[str]:
 
 
 class PullRequestBuild(Construct):
-    """Exposes `project` (the CodeBuild project) and `log_group`."""
+    """Exposes `project` (the CodeBuild project), `connection_policy` and `log_group`."""
 
     def __init__(
         self,
@@ -86,9 +86,18 @@ class PullRequestBuild(Construct):
         self.project.node.default_child.add_property_override(
             "Source.Auth", {"Type": "CODECONNECTIONS", "Resource": connection_arn}
         )
-        self.project.add_to_role_policy(
-            iam.PolicyStatement(actions=connection_actions(connection_arn), resources=[connection_arn])
+        # CodeBuild checks that the role may use the connection when it creates the project and
+        # its webhook, so the grant is a policy of its own that the project waits for (in the
+        # role's default policy it could arrive after the project).
+        self.connection_policy = iam.Policy(
+            self,
+            "ConnectionPolicy",
+            statements=[
+                iam.PolicyStatement(actions=connection_actions(connection_arn), resources=[connection_arn])
+            ],
+            roles=[self.project.role],
         )
+        self.project.node.default_child.add_resource_dependency(self.connection_policy.node.default_child)
         acknowledge(
             self.project,
             "AwsSolutions-CB4",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
@@ -16,17 +17,31 @@ from infra_cdk.ingress import Ingress
 from infra_cdk.monitoring import Monitoring
 from infra_cdk.network import Network
 from infra_cdk.secrets import ServiceSecrets
+from service.settings import SETTINGS
+
+
+def setting_default(name: str) -> str:
+    """The default of the service's setting `name` (service/settings.py), as written there."""
+    (setting,) = [s for s in SETTINGS if s.env == name]
+    return setting.default
+
 
 # The ALB closes a connection idle for this long; it must outlast the longest request (an
 # assessment waits up to AIPROXY_UPSTREAM_TIMEOUT, 300 s by default, per upstream call) and stay
 # below the server's keep-alive (AIPROXY_KEEPALIVE, 620 s) so the ALB never reuses a connection
 # the server has just closed. A test checks these three stay in that order.
 ALB_IDLE_TIMEOUT = Duration.seconds(600)
-# On a scale-in or deployment the ALB first drains a task for this long, then ECS sends SIGTERM
-# and the server gives in-flight requests AIPROXY_GRACEFUL_TIMEOUT (30 s) to finish; ECS waits
-# STOP_TIMEOUT before it kills the container.
-DEREGISTRATION_DELAY = Duration.seconds(60)
-STOP_TIMEOUT = Duration.seconds(45)
+# On a scale-in or deployment the ALB first drains a task: it sends no new requests and lets the
+# ones in flight finish for up to this long (it ends sooner when none are left). Only then does
+# ECS send SIGTERM, so the delay must outlast the longest request: an assessment waiting the
+# upstream timeout. The server then gives what is left AIPROXY_GRACEFUL_TIMEOUT to finish, and
+# ECS waits STOP_TIMEOUT (longer) before it kills the container. Both derive from the service's
+# own setting defaults, so raising them there moves these too.
+DRAIN_MARGIN_SECONDS = 10
+DEREGISTRATION_DELAY = Duration.seconds(
+    math.ceil(float(setting_default("AIPROXY_UPSTREAM_TIMEOUT"))) + DRAIN_MARGIN_SECONDS
+)
+STOP_TIMEOUT = Duration.seconds(int(setting_default("AIPROXY_GRACEFUL_TIMEOUT")) + 15)
 CPU_TARGET_PERCENT = 60
 REQUESTS_PER_TASK_PER_MINUTE = 600
 
@@ -51,12 +66,17 @@ class ServiceStack(Stack):
         zones_key = f"availability-zones:account={self.account}:region={self.region}"
         self.node.set_context(zones_key, list(config.zones))
         self.service_environment = environment
-        removal_policy = RemovalPolicy.RETAIN if environment.retain_data else RemovalPolicy.DESTROY
+        # RetainExceptOnCreate: kept when the stack is deleted or a resource replaced, but
+        # deleted when the first create rolls back, so a retry does not fail on its names.
+        removal_policy = (
+            RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE if environment.retain_data else RemovalPolicy.DESTROY
+        )
 
         self.network = Network(
             self,
             "Network",
             availability_zones=config.zones,
+            nat_gateways=environment.nat_gateways,
             existing_vpc=config.existing_vpc,
             removal_policy=removal_policy,
         )

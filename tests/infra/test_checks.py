@@ -15,7 +15,7 @@ from cfnlint.api import ManualArgs, lint_file
 from infra_cdk import snapshots
 from infra_cdk.app import add_checks, add_service_stacks
 from infra_cdk.environments import AppConfig, Deployment, ExistingVpc
-from infra_cdk.nag import generated_grant_findings
+from infra_cdk.nag import READ_ONLY_ACTIONS, READ_ONLY_REASON, generated_grant_findings
 
 # cfn-lint 1.58 reports its informational I1022 ("Prefer using Fn::Sub over Fn::Join"), which it
 # otherwise skips for CDK templates, as an E3703 error inside CodePipeline action configurations
@@ -177,3 +177,53 @@ def test_only_known_generated_wildcards_are_acknowledged():
     }
     assert "AwsSolutions-IAM5[Resource::arn:aws:s3:::someone-elses-bucket/*]" not in findings
     assert "AwsSolutions-IAM5[Resource::*]" not in findings
+
+
+def test_starting_builds_anywhere_is_not_acknowledged_as_read_only():
+    # Starting and stopping builds is neither read-only nor unscopable (pipeline_stack narrows
+    # CDK Pipelines' grant of it): on "*" it stays a finding for a person to look at.
+    start_builds_anywhere = {
+        "Statement": [
+            {
+                "Action": ["codebuild:BatchGetBuilds", "codebuild:StartBuild", "codebuild:StopBuild"],
+                "Resource": "*",
+            },
+            {"Action": "cloudformation:DescribeStacks", "Resource": "*"},
+        ]
+    }
+    assert generated_grant_findings(start_builds_anywhere, None) == {}
+    read_only = {
+        "Statement": [{"Action": ["cloudformation:DescribeStacks", "s3:ListBucket"], "Resource": "*"}]
+    }
+    assert generated_grant_findings(read_only, None) == {"AwsSolutions-IAM5[Resource::*]": READ_ONLY_REASON}
+
+
+def test_read_only_acknowledgment_sits_only_on_read_only_policies(synth_dir, template_paths):
+    # In the real pipelines the read-only `*` acknowledgment is on the self-mutation roles only,
+    # and no policy of a pipeline stack allows more than read-only actions on `*`.
+    acknowledged = {
+        path
+        for path, rules in acknowledgments(synth_dir).items()
+        # Metadata keys read e.g. `Annotation::AwsSolutions-IAM5[Resource::*]`.
+        if any(
+            k.endswith("AwsSolutions-IAM5[Resource::*]") and v == READ_ONLY_REASON for k, v in rules.items()
+        )
+    }
+    assert acknowledged and all("/Pipeline/UpdatePipeline/SelfMutation/" in path for path in acknowledged)
+    pipeline_stacks = {
+        stack: path for stack, path in template_paths.items() if stack.startswith("aiproxy-cicd")
+    }
+    for stack, path in pipeline_stacks.items():
+        if "/" in stack:  # a stage's service stack (its ecr:GetAuthorizationToken has its own reason)
+            continue
+        for resource in json.loads(path.read_text())["Resources"].values():
+            if resource["Type"] != "AWS::IAM::Policy":
+                continue
+            for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                if statement["Resource"] == "*":
+                    actions = (
+                        statement["Action"]
+                        if isinstance(statement["Action"], list)
+                        else [statement["Action"]]
+                    )
+                    assert set(actions) <= READ_ONLY_ACTIONS, (stack, statement)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from infra_cdk.environments import (
+    ENVIRONMENT_TYPE_SETTINGS,
     AppConfig,
     ConfigurationError,
     ExistingVpc,
@@ -173,6 +174,67 @@ def test_bad_sizes_are_refused():
         config_from_context(context(task_cpu="big"))
     with pytest.raises(ConfigurationError, match="min_tasks 5 is above max_tasks 2"):
         deployment_from_context(context(environment_type="development", branch="b", min_tasks="5"))
+
+
+def test_nat_gateways_per_environment_type():
+    # Each NAT gateway holds an Elastic IP (5 per region by default): only production gets one per AZ.
+    assert {t: s.nat_gateways for t, s in ENVIRONMENT_TYPE_SETTINGS.items()} == {
+        "development": 1,
+        "test": 1,
+        "production": 2,
+    }
+    test, production = service_environments(AppConfig(), "production", "main")
+    (development,) = service_environments(AppConfig(), "development", "b1")
+    assert (test.nat_gateways, production.nat_gateways, development.nat_gateways) == (1, 2, 1)
+
+
+def test_production_refuses_fewer_than_two_tasks():
+    with pytest.raises(ConfigurationError, match="min_tasks=1 is too few for production"):
+        deployment_from_context(context(environment_type="production", branch="main", min_tasks="1"))
+    # The same override is fine for a development environment.
+    (environment,) = deployment_from_context(
+        context(environment_type="development", branch="b1", min_tasks="1")
+    ).environments
+    assert environment.size.min_tasks == 1
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "message"),
+    [
+        ("256", "4096", "with 256 CPU units use 512, 1024, 2048 MiB"),
+        ("256", "1536", "task_memory_mib=1536 does not go with task_cpu=256"),
+        ("512", "512", "with 512 CPU units use 1024 to 4096 in steps of 1024 MiB"),
+        ("1024", "2500", "with 1024 CPU units use 2048 to 8192 in steps of 1024 MiB"),
+        ("2048", "2048", "with 2048 CPU units use 4096 to 16384 in steps of 1024 MiB"),
+        ("4096", "32768", "with 4096 CPU units use 8192 to 30720 in steps of 1024 MiB"),
+        ("8192", "17408", "with 8192 CPU units use 16384 to 61440 in steps of 4096 MiB"),
+        ("16384", "36864", "with 16384 CPU units use 32768 to 122880 in steps of 8192 MiB"),
+        ("300", "1024", "task_cpu=300 is not a Fargate CPU size; use one of 256, 512, 1024"),
+    ],
+)
+def test_task_size_must_be_a_fargate_size(cpu, memory, message):
+    with pytest.raises(ConfigurationError, match=message):
+        deployment_from_context(
+            context(environment_type="development", branch="b1", task_cpu=cpu, task_memory_mib=memory)
+        )
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory"),
+    [
+        ("256", "512"),
+        ("256", "2048"),
+        ("512", "3072"),
+        ("2048", "16384"),
+        ("8192", "20480"),
+        ("16384", "122880"),
+    ],
+)
+def test_fargate_sizes_are_accepted(cpu, memory):
+    (environment,) = deployment_from_context(
+        context(environment_type="development", branch="b1", task_cpu=cpu, task_memory_mib=memory)
+    ).environments
+    assert (environment.size.cpu, environment.size.memory_mib) == (int(cpu), int(memory))
 
 
 def test_cdk_app_refuses_a_bad_branch_with_one_line():

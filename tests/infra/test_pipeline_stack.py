@@ -235,6 +235,62 @@ def test_pull_request_check_has_no_deploy_rights_and_no_secrets(templates):
 
 
 @pytest.mark.parametrize("stack", PIPELINES)
+def test_asset_roles_start_only_their_own_asset_builds(templates, stack):
+    # CDK Pipelines grants its asset roles StartBuild/StopBuild on "*"; narrowed to the asset
+    # projects that run as each role (the pipeline starts them with its own action role).
+    template = templates[stack]
+    projects_of_role: dict[str, list[dict]] = {}
+    for project_id, found in template.find_resources("AWS::CodeBuild::Project").items():
+        if project_id.startswith("PipelineAssets"):
+            role = found["Properties"]["ServiceRole"]["Fn::GetAtt"][0]
+            projects_of_role.setdefault(role, []).append({"Fn::GetAtt": [project_id, "Arn"]})
+    assert len(projects_of_role) == 2  # Docker image and file assets
+    for role, projects in projects_of_role.items():
+        build_statements = [
+            s for s in role_statements(template, role) if "codebuild:StartBuild" in actions_of([s])
+        ]
+        assert build_statements == [
+            {
+                "Action": ["codebuild:BatchGetBuilds", "codebuild:StartBuild", "codebuild:StopBuild"],
+                "Effect": "Allow",
+                "Resource": projects,
+            }
+        ]
+
+
+@pytest.mark.parametrize("stack", PIPELINES)
+def test_pull_request_project_is_created_after_its_connection_grant(templates, stack):
+    # CodeBuild checks the role's access to the connection when it creates the project and its
+    # webhook: the grant is a policy of its own, and the project waits for it.
+    template = templates[stack]
+    project_id, pull_request = pull_request_project(template)
+    role = pull_request["Properties"]["ServiceRole"]["Fn::GetAtt"][0]
+    connection_policies = {
+        policy_id: policy
+        for policy_id, policy in template.find_resources(
+            "AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role}]}}
+        ).items()
+        if "codeconnections:UseConnection" in json.dumps(policy)
+    }
+    assert len(connection_policies) == 1
+    ((policy_id, policy),) = connection_policies.items()
+    assert policy["Properties"]["PolicyDocument"]["Statement"] == [
+        {
+            "Action": [
+                "codeconnections:GetConnection",
+                "codeconnections:GetConnectionToken",
+                "codeconnections:UseConnection",
+            ],
+            "Effect": "Allow",
+            "Resource": CONFIG.codestar_connection_arn,
+        }
+    ]
+    assert policy_id in pull_request["DependsOn"]
+    # ... and the policy does not wait for the project (no cycle).
+    assert project_id not in json.dumps(policy)
+
+
+@pytest.mark.parametrize("stack", PIPELINES)
 def test_notifications_of_started_failed_and_succeeded_go_to_the_topic(templates, stack):
     template = templates[stack]
     (topic_id,) = template.find_resources("AWS::SNS::Topic")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from infra_cdk.environments import AppConfig
+from infra_cdk import snapshots
+from infra_cdk.app import build
+from infra_cdk.environments import AppConfig, Deployment
 from service.secrets import SECRET_NAMES, SecretStore, secret_id
 from service.settings import SETTINGS
 
@@ -20,6 +23,8 @@ ENVIRONMENTS = {
     "aiproxy": ("production", "aiproxy.example.org", 2, 6, 365),
     DEV: ("development", "aiproxy-dev-example-branch.example.org", 1, 2, 7),
 }
+# stack -> NAT gateways (each with an Elastic IP) of its own VPC
+NAT_GATEWAYS = {"aiproxy-test": 1, "aiproxy": 2, DEV: 1}
 SETTING_DEFAULTS = {s.env: s.default for s in SETTINGS}
 
 
@@ -39,8 +44,51 @@ def only(template: Template, resource_type: str, props: dict | None = None) -> t
     return next(iter(found.items()))
 
 
-def test_stack_names_follow_the_environment_table(template_paths):
-    assert set(ENVIRONMENTS) <= set(template_paths)
+def deployed_stack_names(outdir: Path) -> dict[str, str]:
+    """Stack path in the app -> the CloudFormation stack name `cdk deploy` (or the pipeline)
+    creates, from the cloud assembly manifests: `stackName`, else the artifact id."""
+    names: dict[str, str] = {}
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    for artifact_id, artifact in manifest["artifacts"].items():
+        properties = artifact.get("properties", {})
+        if artifact["type"] == "aws:cloudformation:stack":
+            names[artifact.get("displayName", artifact_id)] = properties.get("stackName", artifact_id)
+        elif artifact["type"] == "cdk:cloud-assembly":
+            names.update(deployed_stack_names(outdir / properties["directoryName"]))
+    return names
+
+
+@pytest.fixture(scope="module")
+def other_branch_stack_names(tmp_path_factory) -> dict[str, str]:
+    # The examples cover main and a development branch; SPEC section 8 also names a production
+    # pipeline of another branch. Synthesized here without the cdk-nag checks (names only).
+    outdir = tmp_path_factory.mktemp("production-b1")
+    app = cdk.App(outdir=str(outdir), context=snapshots.cdk_json_context(), analytics_reporting=False)
+    build(app, Deployment(environment_type="production", branch="b1", config=CONFIG))
+    app.synth()
+    return deployed_stack_names(outdir)
+
+
+def test_deployed_stack_names_follow_spec_section_8(synth_dir, other_branch_stack_names):
+    # Each environment is a stack of its own for `cdk deploy` and a stage stack of the pipeline;
+    # both must create the CloudFormation stack SPEC section 8 names.
+    assert deployed_stack_names(synth_dir) == {
+        "aiproxy-test": "aiproxy-test",
+        "aiproxy": "aiproxy",
+        "aiproxy-cicd": "aiproxy-cicd",
+        "aiproxy-cicd/Test/aiproxy-test": "aiproxy-test",
+        "aiproxy-cicd/Production/aiproxy": "aiproxy",
+        DEV: DEV,
+        "aiproxy-cicd-dev-example-branch": "aiproxy-cicd-dev-example-branch",
+        f"aiproxy-cicd-dev-example-branch/Development/{DEV}": DEV,
+    }
+    assert other_branch_stack_names == {
+        "aiproxy-test-b1": "aiproxy-test-b1",
+        "aiproxy-b1": "aiproxy-b1",
+        "aiproxy-cicd-b1": "aiproxy-cicd-b1",
+        "aiproxy-cicd-b1/Test/aiproxy-test-b1": "aiproxy-test-b1",
+        "aiproxy-cicd-b1/Production/aiproxy-b1": "aiproxy-b1",
+    }
 
 
 @pytest.mark.parametrize("stack", ENVIRONMENTS)
@@ -137,7 +185,7 @@ def test_idle_timeout_outlasts_the_longest_request_and_stays_below_keepalive(tem
 @pytest.mark.parametrize("stack", ENVIRONMENTS)
 def test_fargate_service_runs_in_private_subnets_with_rollback(templates, stack):
     template = templates[stack]
-    minimum = ENVIRONMENTS[stack][2]
+    minimum, maximum = ENVIRONMENTS[stack][2:4]
     private_subnets = template.find_resources(
         "AWS::EC2::Subnet",
         {"Properties": {"Tags": Match.array_with([{"Key": "aws-cdk:subnet-type", "Value": "Private"}])}},
@@ -145,7 +193,10 @@ def test_fargate_service_runs_in_private_subnets_with_rollback(templates, stack)
     _, service = only(template, "AWS::ECS::Service")
     props = service["Properties"]
     assert props["LaunchType"] == "FARGATE"
-    assert props["DesiredCount"] == minimum
+    # No DesiredCount: a deploy leaves a scaled-out service at its size; autoscaling keeps the floor.
+    assert "DesiredCount" not in props
+    _, target = only(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert (target["Properties"]["MinCapacity"], target["Properties"]["MaxCapacity"]) == (minimum, maximum)
     network = props["NetworkConfiguration"]["AwsvpcConfiguration"]
     assert network["AssignPublicIp"] == "DISABLED"
     assert sorted(s["Ref"] for s in network["Subnets"]) == sorted(private_subnets)
@@ -156,10 +207,12 @@ def test_fargate_service_runs_in_private_subnets_with_rollback(templates, stack)
 
 def test_production_runs_at_least_two_tasks(templates):
     template = templates["aiproxy"]
-    _, service = only(template, "AWS::ECS::Service")
+    service_id, _ = only(template, "AWS::ECS::Service")
     _, target = only(template, "AWS::ApplicationAutoScaling::ScalableTarget")
-    assert service["Properties"]["DesiredCount"] >= 2
     assert target["Properties"]["MinCapacity"] >= 2
+    # The scalable target is the service's task count.
+    assert target["Properties"]["ScalableDimension"] == "ecs:service:DesiredCount"
+    assert {"Fn::GetAtt": [service_id, "Name"]} in target["Properties"]["ResourceId"]["Fn::Join"][1]
 
 
 def test_tasks_accept_traffic_only_from_the_load_balancer(templates):
@@ -187,17 +240,22 @@ def test_tasks_accept_traffic_only_from_the_load_balancer(templates):
     ]
 
 
-def test_health_check_on_root_and_draining_covers_graceful_shutdown(templates):
-    template = templates["aiproxy"]
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_health_check_on_root_and_draining_lets_the_longest_request_finish(templates, stack):
+    template = templates[stack]
     _, group = only(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
     props = group["Properties"]
     assert props["HealthCheckPath"] == "/"
     assert props["Matcher"] == {"HttpCode": "200"}
     assert props["TargetType"] == "ip"
     assert props["Port"] == 80
-    graceful = int(SETTING_DEFAULTS["AIPROXY_GRACEFUL_TIMEOUT"])
+    # The ALB drains a task before ECS sends SIGTERM: the drain must outlast an assessment
+    # waiting the full upstream timeout, or deploys and scale-ins cut such requests off.
     attributes = {a["Key"]: a["Value"] for a in props["TargetGroupAttributes"]}
-    assert int(attributes["deregistration_delay.timeout_seconds"]) >= graceful
+    upstream = float(SETTING_DEFAULTS["AIPROXY_UPSTREAM_TIMEOUT"])
+    assert int(attributes["deregistration_delay.timeout_seconds"]) >= upstream
+    # After SIGTERM the server finishes what is left within its graceful timeout, before ECS kills it.
+    graceful = int(SETTING_DEFAULTS["AIPROXY_GRACEFUL_TIMEOUT"])
     _, task = only(template, "AWS::ECS::TaskDefinition")
     assert task["Properties"]["ContainerDefinitions"][0]["StopTimeout"] > graceful
 
@@ -294,11 +352,20 @@ def test_secrets_are_created_empty_with_the_names_the_service_reads(templates, s
 
 
 def test_production_keeps_its_secrets_and_logs_when_the_stack_is_deleted(templates):
-    for stack, policy in (("aiproxy", "Retain"), (DEV, "Delete")):
+    # RetainExceptOnCreate: production keeps them on delete and replacement, but a first create
+    # that rolls back deletes them, so the retry does not fail on "already exists".
+    for stack, deletion, replacement in (
+        ("aiproxy", "RetainExceptOnCreate", "Retain"),
+        ("aiproxy-test", "Delete", "Delete"),
+        (DEV, "Delete", "Delete"),
+    ):
         template = templates[stack]
         for resource_type in ("AWS::SecretsManager::Secret", "AWS::Logs::LogGroup"):
-            for resource in template.find_resources(resource_type).values():
-                assert resource["DeletionPolicy"] == policy, (stack, resource_type)
+            found = template.find_resources(resource_type)
+            assert found
+            for resource in found.values():
+                assert resource["DeletionPolicy"] == deletion, (stack, resource_type)
+                assert resource["UpdateReplacePolicy"] == replacement, (stack, resource_type)
 
 
 @pytest.mark.parametrize("stack", ENVIRONMENTS)
@@ -385,8 +452,24 @@ def test_own_vpc_spans_two_configured_zones(templates):
         s["Properties"]["AvailabilityZone"] for s in template.find_resources("AWS::EC2::Subnet").values()
     }
     assert zones == set(CONFIG.zones) == {"us-east-1a", "us-east-1b"}
-    template.resource_count_is("AWS::EC2::NatGateway", 2)
     template.has_resource_properties("AWS::EC2::FlowLog", {"ResourceType": "VPC", "TrafficType": "REJECT"})
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_nat_gateways_per_environment_type(templates, stack):
+    # Each NAT gateway holds an Elastic IP (5 per region by default): production one per AZ,
+    # the other types one, shared by both AZs' private subnets.
+    template = templates[stack]
+    nat_gateways = NAT_GATEWAYS[stack]
+    template.resource_count_is("AWS::EC2::NatGateway", nat_gateways)
+    template.resource_count_is("AWS::EC2::EIP", nat_gateways)
+    private_routes = [
+        route["Properties"]
+        for route in template.find_resources("AWS::EC2::Route").values()
+        if "NatGatewayId" in route["Properties"]
+    ]
+    assert len(private_routes) == 2  # every private subnet has its way out
+    assert len({json.dumps(r["NatGatewayId"]) for r in private_routes}) == nat_gateways
 
 
 def test_no_physical_names_on_cluster_balancer_or_target_group(templates):
