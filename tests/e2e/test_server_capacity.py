@@ -29,7 +29,9 @@ def one_worker(**extra: str) -> dict[str, str]:
 
 
 def test_one_worker_holds_200_slow_requests_and_fast_ones_do_not_queue():
-    with proxy_with_fake_openai(one_worker(), delay=3.0) as (fake, server):
+    # 6 s upstream delay: room for all 200 to arrive (threads start slowly on a busy CI machine)
+    # before the first of them is answered.
+    with proxy_with_fake_openai(one_worker(), delay=6.0) as (fake, server):
         finished: list[int] = []
         with ThreadPoolExecutor(max_workers=SLOW) as pool:
             futures = [
