@@ -14,13 +14,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from service import bedrock, runtime
 from service.assessment.grader import AssessmentError, AssessmentRequest, assess
 from service.assessment.providers import grading_provider
 from service.assessment.samples import sample
 from service.errors import ApiError
+from service.routes.fields import request_fields
 from service.upstream import upstream_client
 
 blueprint = Blueprint("assessment", __name__)
@@ -32,18 +33,18 @@ MAX_STUDENT_ID = 200
 
 @blueprint.post("/assessment")
 def assessment() -> Response:
-    fields = _fields()
+    fields = request_fields(uploads=True)
     return _grade(_request(fields, code=_required_text(fields, "code", allow_empty=True)))
 
 
 @blueprint.route("/test/assessment", methods=["GET", "POST"])
 def test_assessment() -> Response:
-    return _grade(_request(_fields(), code=sample().code, from_sample=True))
+    return _grade(_request(request_fields(uploads=True), code=sample().code, from_sample=True))
 
 
 @blueprint.route("/test/assessment/blank", methods=["GET", "POST"])
 def test_assessment_blank() -> Response:
-    return _grade(_request(_fields(), code="", from_sample=True))
+    return _grade(_request(request_fields(uploads=True), code="", from_sample=True))
 
 
 def _grade(assessment_request: AssessmentRequest) -> Response:
@@ -64,26 +65,6 @@ def _grade(assessment_request: AssessmentRequest) -> Response:
 
 
 # --- reading the request -----------------------------------------------------------------------
-
-
-def _fields() -> dict[str, Any]:
-    """Every field the client sent: query string, then form or multipart, then a JSON body."""
-    fields: dict[str, Any] = dict(request.args.items())
-    if request.is_json:
-        body = request.get_json(silent=True)
-        if body is None and request.get_data():
-            raise ApiError(400, "The request body is not valid JSON.")
-        if body is not None and not isinstance(body, dict):
-            raise ApiError(400, "The JSON body must be an object with the assessment's fields.")
-        fields.update(body or {})
-        return fields
-    fields.update(request.form.items())
-    for name, upload in request.files.items():
-        try:
-            fields[name] = upload.read().decode("utf-8")
-        except UnicodeDecodeError:
-            raise ApiError(400, f"The uploaded '{name}' is not UTF-8 text.", param=name) from None
-    return fields
 
 
 def _request(fields: Mapping[str, Any], *, code: str, from_sample: bool = False) -> AssessmentRequest:

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from service import model_routing, runtime
 from service.errors import ApiError, error_body, error_response
 from service.routes import STREAM_HEADERS, bedrock_chat
+from service.routes.fields import request_fields
 from service.upstream import UpstreamError, UpstreamStream, upstream_client
 from service.usage import StreamUsage, UsageRecord, normalise_usage, usage_in
 
@@ -121,7 +122,7 @@ def legacy_models() -> Response:
 @blueprint.route("/test/openai", methods=["GET", "POST"])
 def legacy_test_openai() -> Response:
     """A tiny "Hello world" chat; parameters `model` and `api-key` (a provider key to use)."""
-    params = _parameters()
+    params = request_fields()
     model = params.get("model") or runtime.settings().assessment_model
     if not isinstance(model, str):
         raise ApiError(400, "The parameter 'model' must be a string.", param="model")
@@ -258,18 +259,6 @@ def _json_kind(value: object) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )
-
-
-def _parameters() -> dict:
-    """Parameters from the query string, a form, or a JSON object body (later ones win)."""
-    params: dict = dict(request.args)
-    params.update(request.form)
-    if request.is_json and request.get_data():
-        data = request.get_json(silent=True)
-        if not isinstance(data, dict):
-            raise ApiError(400, "The request body must be a JSON object of parameters.")
-        params.update(data)
-    return params
 
 
 def _forwarded_headers() -> dict[str, str]:
