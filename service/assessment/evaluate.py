@@ -27,6 +27,7 @@ from service.assessment.evaluation.provider import provider_for
 from service.assessment.evaluation.report import decimal, percent, write_outputs
 from service.assessment.evaluation.runner import Parameters, grade_all
 from service.assessment.evaluation.summary import build_summary
+from service.assessment.grader import MAX_RESPONSES, MAX_TEMPERATURE
 from service.settings import SettingsError, load_settings
 
 DEFAULT_OUTPUT = Path("evaluation-output")
@@ -154,10 +155,14 @@ def choose_parameters(args: argparse.Namespace, dataset: Dataset, default_model:
         num_responses=int(pick(args.num_responses, "num-responses", 1)),
         remove_comments=bool(pick(args.remove_comments, "remove-comments", False)),
     )
-    if not 0 <= parameters.temperature <= 2:
-        raise UsageError(f"--temperature {parameters.temperature:g}: use a number from 0 to 2.")
-    if not 1 <= parameters.num_responses <= 10:
-        raise UsageError(f"--num-responses {parameters.num_responses}: use a whole number from 1 to 10.")
+    if not 0 <= parameters.temperature <= MAX_TEMPERATURE:
+        raise UsageError(
+            f"--temperature {parameters.temperature:g}: use a number from 0 to {MAX_TEMPERATURE:g}."
+        )
+    if not 1 <= parameters.num_responses <= MAX_RESPONSES:
+        raise UsageError(
+            f"--num-responses {parameters.num_responses}: use a whole number from 1 to {MAX_RESPONSES}."
+        )
     return parameters
 
 

@@ -29,14 +29,19 @@ class Rubric:
         return next((k for k in self.key_concepts if concept_key(k) == wanted), None)
 
 
+def csv_rows(text: str) -> list[list[str]]:
+    """The non-blank rows of CSV `text` (a leading byte-order mark ignored); raises csv.Error."""
+    # newline="": the csv module handles \r, \r\n and newlines inside quoted cells itself.
+    rows = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    return [row for row in rows if any(cell.strip() for cell in row)]
+
+
 def parse_rubric(text: str) -> Rubric:
     text = text.lstrip("\ufeff")  # the byte-order mark spreadsheets write: not part of the rubric
     try:
-        # newline="": the csv module handles \r, \r\n and newlines inside quoted cells itself.
-        rows = list(csv.reader(io.StringIO(text, newline="")))
+        rows = csv_rows(text)
     except csv.Error as error:
         raise RubricError(f"The rubric is not readable CSV ({error}).") from None
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
         raise RubricError("The rubric is empty; send CSV with a header row and one row per key concept.")
     header = [concept_key(cell) for cell in rows[0]]

@@ -15,8 +15,6 @@ Every problem raises `DatasetError` with a message that names the file (and row)
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -24,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from service.assessment.answers import CONVINCING_EVIDENCE, EXTENSIVE_EVIDENCE, GRADES
-from service.assessment.rubric import RubricError, concept_key, parse_rubric
+from service.assessment.grader import MAX_RESPONSES, MAX_TEMPERATURE
+from service.assessment.rubric import Rubric, RubricError, concept_key, csv_rows, parse_rubric
 
 # GRADES runs from best to worst; that order is the scale of the quadratic-weighted kappa.
 PASSING_GRADES = frozenset({EXTENSIVE_EVIDENCE, CONVINCING_EVIDENCE})
@@ -35,8 +34,8 @@ _GRADE_SPELLINGS = {concept_key(g): g for g in GRADES} | {concept_key(g.split()[
 STUDENT_COLUMN = "student"
 PARAMS = {
     "model": "a model name",
-    "temperature": "a number from 0 to 2",
-    "num-responses": "a whole number from 1 to 10",
+    "temperature": f"a number from 0 to {MAX_TEMPERATURE:g}",
+    "num-responses": f"a whole number from 1 to {MAX_RESPONSES}",
     "remove-comments": "true or false",
 }
 
@@ -108,7 +107,7 @@ def load_dataset(folder: str | Path) -> Dataset:
     except RubricError as error:
         raise DatasetError(f"rubric.csv: {error}") from None
 
-    labels = _load_labels(root, rubric.key_concepts)
+    labels = _load_labels(root, rubric)
     programs, unlabelled = _load_programs(root, labels)
     return Dataset(
         root=root,
@@ -123,9 +122,10 @@ def load_dataset(folder: str | Path) -> Dataset:
     )
 
 
-def _load_labels(root: Path, key_concepts: tuple[str, ...]) -> dict[str, dict[str, str]]:
+def _load_labels(root: Path, rubric: Rubric) -> dict[str, dict[str, str]]:
+    key_concepts = rubric.key_concepts
     text = _read_text(root / "labels.csv", root)
-    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    rows = csv_rows(text)
     if not rows:
         raise DatasetError("labels.csv is empty; it needs a header row (student, then each key concept).")
     header = [" ".join(cell.split()) for cell in rows[0]]
@@ -134,7 +134,7 @@ def _load_labels(root: Path, key_concepts: tuple[str, ...]) -> dict[str, dict[st
 
     columns: list[str] = []  # the rubric's spelling of each grade column, in labels.csv order
     for name in header[1:]:
-        canonical = next((k for k in key_concepts if concept_key(k) == concept_key(name)), None)
+        canonical = rubric.canonical(name)
         if canonical is None:
             raise DatasetError(
                 f"labels.csv: column '{name}' is not a key concept of rubric.csv ({', '.join(key_concepts)})."
@@ -241,5 +241,5 @@ def _valid_param(name: str, value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     if name == "temperature":
-        return math.isfinite(value) and 0 <= value <= 2
-    return float(value).is_integer() and 1 <= value <= 10  # num-responses
+        return math.isfinite(value) and 0 <= value <= MAX_TEMPERATURE
+    return float(value).is_integer() and 1 <= value <= MAX_RESPONSES  # num-responses

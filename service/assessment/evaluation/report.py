@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from service.assessment.answers import GRADES
+from service.assessment.rubric import csv_rows
+
 _TEMPLATES = Path(__file__).with_name("templates")
-SHORT_GRADES = {  # column and row headings of the confusion matrices
-    "Extensive Evidence": "Extensive",
-    "Convincing Evidence": "Convincing",
-    "Limited Evidence": "Limited",
-    "No Evidence": "No",
-}
+# Column and row headings of the confusion matrices: "Extensive", "Convincing", ...
+SHORT_GRADES = {grade: grade.removesuffix(" Evidence") for grade in GRADES}
 
 
 def percent(value: float | None) -> str:
@@ -41,8 +38,7 @@ def heat(count: int, largest: int, diagonal: bool) -> str:
 
 
 def rubric_table(text: str) -> list[list[str]]:
-    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
-    return [row for row in rows if any(cell.strip() for cell in row)]
+    return csv_rows(text)
 
 
 def render_html(summary: dict[str, Any]) -> str:
