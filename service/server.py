@@ -10,6 +10,7 @@ import sys
 
 from gunicorn import glogging
 
+from service import response_write
 from service.logformat import RequestContextFilter, make_formatter
 from service.settings import SettingsError, load_settings
 
@@ -25,6 +26,8 @@ _APP_LOAD_ERROR = 4
 
 
 def post_fork(server, worker):  # gunicorn hook, in each new worker before it builds the app
+    if not response_write.install():
+        worker.log.warning("Answers go out in two sends: service.response_write does not know this gunicorn")
     load_wsgi = worker.load_wsgi
 
     def load_wsgi_or_stop():
