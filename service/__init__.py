@@ -1,7 +1,7 @@
 """AI Proxy: an OpenAI-compatible LLM gateway with rubric assessment. `create_app()` builds it.
 
 The gunicorn master imports `service.settings` and `service.logformat` to read its configuration
-and never serves a request, so this package's import stays light: Flask, urllib3 and the routes
+and never serves a request, so this package's import stays light: Flask, the HTTP clients and the routes
 load in the workers only (the master stays about 10 MiB smaller).
 """
 

@@ -60,15 +60,19 @@ def install_request_id(app: Flask) -> None:
 
     @app.after_request
     def _send_request_id(response: Response) -> Response:
-        response.headers[REQUEST_ID_HEADER] = current_request_id()
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        access_log.info(
-            "%s %s %s",
-            request.method,
-            request.path,
-            response.status_code,
-            extra={"duration_ms": round(elapsed * 1000, 1)},
-        )
+        request_id = current_request_id()
+        response.headers[REQUEST_ID_HEADER] = request_id
+        line = (request.method, request.path, response.status_code)
+        context = {"request_id": request_id, "client": g.get("client", "anonymous")}
+        started = g.get("started") or time.perf_counter()
+
+        def log_access() -> None:
+            duration = round((time.perf_counter() - started) * 1000, 1)
+            access_log.info("%s %s %s", *line, extra={**context, "duration_ms": duration})
+
+        # Written once the answer has gone out (the server closes it then): the client does not
+        # wait for the proxy's log line, and the duration includes sending the answer.
+        response.call_on_close(log_access)
         return response
 
 

@@ -14,8 +14,8 @@ exponential backoff and jitter, honouring `Retry-After`. A stream is retried onl
 (before the first byte reaches the client), never afterwards. Read timeouts are not retried: the
 caller has already waited the whole timeout once.
 
-One urllib3 PoolManager per process is shared by every request (gevent makes its blocking calls
-cooperative), and it keeps up to AIPROXY_WORKER_CONNECTIONS connections open to the upstream.
+Connections are pooled per process (`service.http_pool`, on gevent sockets), up to
+AIPROXY_WORKER_CONNECTIONS open to the upstream at once.
 """
 
 from __future__ import annotations
@@ -23,29 +23,24 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    MaxRetryError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
+from service.http_pool import Answer, OriginPool, TransportError
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 _FILTERED = b"[FILTERED]"
-_READ_SIZE = 65536
 _RATE_LIMIT_HEADERS = ("retry-after", "x-ratelimit")
 _EXTENSION = "aiproxy.upstream"
+# What an HTTP header value may hold (no CR, LF or other control characters).
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 class UpstreamError(Exception):
@@ -95,11 +90,11 @@ class UpstreamStream:
     request go away (a client that disconnects stops the generation it asked for).
     """
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, started: float, timeout: float) -> None:
-        self._response = response
+    def __init__(self, answer: Answer, started: float, timeout: float) -> None:
+        self._answer = answer
         self._timeout = timeout
-        self.status = response.status
-        self.headers = response.headers
+        self.status = answer.status
+        self.headers = answer.headers
         self.started = started
         self.opened = time.perf_counter()  # when the upstream's headers arrived
         self.finished: float | None = None
@@ -112,14 +107,13 @@ class UpstreamStream:
         each generator layer would add to every waiting greenlet's saved stack.
         """
         try:
-            chunk = self._response.read1(_READ_SIZE)
-        except ReadTimeoutError:
+            chunk = self._answer.read_available()
+        except TransportError as error:
             self.finished = time.perf_counter()
-            raise UpstreamError(
-                "timeout", f"The upstream sent nothing for {self._timeout:g} seconds mid-stream."
-            ) from None
-        except (ProtocolError, HTTPError, OSError):
-            self.finished = time.perf_counter()
+            if error.kind == "timeout":
+                raise UpstreamError(
+                    "timeout", f"The upstream sent nothing for {self._timeout:g} seconds mid-stream."
+                ) from None
             raise UpstreamError("unreachable", "The upstream closed the stream before its end.") from None
         if not chunk:
             self.complete = True
@@ -131,30 +125,16 @@ class UpstreamStream:
             yield chunk
 
     def close(self) -> None:
+        """Fully read: the connection goes back to the pool. Unread data left: the connection is
+        closed, which is what tells the upstream to stop (closing twice is fine)."""
         if self.finished is None:
             self.finished = time.perf_counter()
-        if self.complete:
-            self._response.release_conn()  # fully read: the connection can be reused
-        else:
-            # Unread data left: closing the socket is what tells the upstream to stop.
-            self._response.close()
-            self._response.release_conn()
+        self._answer.close()
 
 
-def _is_read_timeout(error: BaseException) -> bool:
-    if isinstance(error, MaxRetryError):
-        error = error.reason or error
-    return isinstance(error, ReadTimeoutError)
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, MaxRetryError) and error.reason is not None:
-        error = error.reason
-    if isinstance(error, NewConnectionError):
-        return "connection refused or no route to the host"
-    text = str(error)
-    # urllib3 puts the object's repr in front; the part after the colon is the useful bit.
-    return text.split(": ", 1)[-1][:200] or type(error).__name__
+def usable_key(key: str) -> bool:
+    """Whether `key` can go into an Authorization header: one word of printable ASCII."""
+    return key.isascii() and key.isprintable() and " " not in key
 
 
 def upstream_message(body: bytes | None, status: int) -> str:
@@ -225,13 +205,12 @@ class UpstreamClient:
         self.backoff = backoff
         self.backoff_max = backoff_max
         self._sleep = sleep
-        self._timeout = urllib3.Timeout(connect=connect_timeout, read=timeout)
-        # block=False: a burst beyond pool_size opens extra connections instead of waiting.
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False, retries=False)
-        # Every request goes to one host: keep its pool at hand rather than have the manager
-        # parse the URL and look the pool up each time (a measurable share of a request's CPU).
-        self._host_pool = self._pool.connection_from_url(self.base_url)
-        self._base_path = (urllib3.util.parse_url(self.base_url).path or "").rstrip("/")
+        # Every request of a worker can hold one upstream connection at once (streams for long),
+        # so the pool allows that many; more would wait for a free one.
+        self._pool = OriginPool(
+            self.base_url, connect_timeout=connect_timeout, read_timeout=timeout, size=pool_size
+        )
+        self._base_path = urlsplit(self.base_url).path.rstrip("/")
 
     # --- the calls routes make -------------------------------------------------------------
 
@@ -259,15 +238,11 @@ class UpstreamClient:
         Raises `UpstreamError` for anything else; an http error carries the upstream's status,
         body (with the provider key blanked out) and message.
         """
-        response, started, attempts, key = self._open(
-            method, path, body=body, query=query, api_key=api_key, headers=headers, preload_content=True
+        answer, data, started, attempts, key = self._open(
+            method, path, body=body, query=query, api_key=api_key, headers=headers, read_body=True
         )
         return UpstreamResponse(
-            response.status,
-            response.headers,
-            self.redact(response.data, key),
-            time.perf_counter() - started,
-            attempts,
+            answer.status, answer.headers, self.redact(data, key), time.perf_counter() - started, attempts
         )
 
     def stream(
@@ -281,10 +256,10 @@ class UpstreamClient:
         headers: Mapping[str, str] | None = None,
     ) -> UpstreamStream:
         """Open a streaming request. Retries while opening only; nothing has been relayed yet."""
-        response, started, _, _ = self._open(
-            method, path, body=body, query=query, api_key=api_key, headers=headers, preload_content=False
+        answer, _, started, _, _ = self._open(
+            method, path, body=body, query=query, api_key=api_key, headers=headers, read_body=False
         )
-        return UpstreamStream(response, started, self.timeout)
+        return UpstreamStream(answer, started, self.timeout)
 
     def _open(
         self,
@@ -295,52 +270,35 @@ class UpstreamClient:
         query: str,
         api_key: str | None,
         headers: Mapping[str, str] | None,
-        preload_content: bool,
-    ) -> tuple[urllib3.BaseHTTPResponse, float, int, str]:
+        read_body: bool,
+    ) -> tuple[Answer, bytes, float, int, str]:
         """Send the request until a 2xx/3xx answer opens, retrying what may be retried.
 
-        Returns the answer, when the first attempt started, the number of attempts and the
-        provider key used. With `preload_content=False` the body is left unread for the caller;
-        an error answer's body is still read here and its connection released.
+        Returns the answer, its body (b"" unless `read_body`: then it is left for the caller),
+        when the first attempt started, the number of attempts and the provider key used. An
+        error answer's body is always read here.
         """
         key = self.provider_key(api_key)
-        url = self._url(path, query)
+        target = self._url(path, query)
         request_headers = self._headers(key, headers)
         started = time.perf_counter()
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = self._host_pool.urlopen(
-                    method,
-                    url,
-                    body=body,
-                    headers=request_headers,
-                    timeout=self._timeout,
-                    retries=False,
-                    redirect=False,
-                    preload_content=preload_content,
-                )
-            except Exception as error:
+                answer = self._pool.request(method, target, request_headers, body)
+                data = answer.read() if read_body or answer.status >= 400 else b""
+            except TransportError as error:
                 failure = self._connection_error(error)
                 # A read timeout is not retried: the caller has already waited the whole timeout.
-                if not _is_read_timeout(error) and self._wait_before_retry(attempt, None, failure):
+                if error.kind != "timeout" and self._wait_before_retry(attempt, None, failure):
                     continue
                 raise failure from None
-            if response.status < 400:
-                return response, started, attempt, key
-            if preload_content:
-                data = response.data
-            else:
-                try:
-                    data = response.read()
-                except (HTTPError, OSError):
-                    data = b""
-                finally:
-                    response.release_conn()
-            failure = self._http_error(response.status, response.headers, data, key)
-            if response.status in RETRYABLE_STATUSES and self._wait_before_retry(
-                attempt, parse_retry_after(response.headers), failure
+            if answer.status < 400:
+                return answer, data, started, attempt, key
+            failure = self._http_error(answer.status, answer.headers, data, key)
+            if answer.status in RETRYABLE_STATUSES and self._wait_before_retry(
+                attempt, parse_retry_after(answer.headers), failure
             ):
                 continue
             raise failure
@@ -352,6 +310,11 @@ class UpstreamClient:
         key = api_key or self._key_provider()
         if not key:
             raise UpstreamError("no_key", self._missing_key_message)
+        if not usable_key(key):
+            whose = "sent with the request" if api_key else "configured"
+            raise UpstreamError(
+                "no_key", f"The provider key {whose} has spaces or control characters; it cannot be sent."
+            )
         return key
 
     def redact(self, data: bytes, key: str | None) -> bytes:
@@ -375,7 +338,8 @@ class UpstreamClient:
             "User-Agent": "aiproxy",
         }
         if extra:
-            headers.update(extra)
+            # A value with CR or LF would let a caller add headers (or requests) of its own.
+            headers.update((name, value) for name, value in extra.items() if _HEADER_VALUE.fullmatch(value))
         headers["Authorization"] = f"Bearer {key}"  # last: nothing the caller passes replaces it
         return headers
 
@@ -402,19 +366,16 @@ class UpstreamClient:
             headers={k: v for k, v in headers.items() if k.lower().startswith(_RATE_LIMIT_HEADERS)},
         )
 
-    def _connection_error(self, error: Exception) -> UpstreamError:
-        reason = error.reason if isinstance(error, MaxRetryError) and error.reason else error
-        if isinstance(reason, NewConnectionError):  # a subclass of ConnectTimeoutError in urllib3
-            return UpstreamError("unreachable", f"Could not reach the upstream ({_reason(reason)}).")
-        if isinstance(reason, ConnectTimeoutError):
+    def _connection_error(self, error: TransportError) -> UpstreamError:
+        if error.kind == "connect_timeout":
             return UpstreamError(
                 "timeout", f"Could not connect to the upstream within {self.connect_timeout:g} seconds."
             )
-        if isinstance(reason, ReadTimeoutError):
+        if error.kind == "timeout":
             return UpstreamError("timeout", f"The upstream did not answer within {self.timeout:g} seconds.")
-        if isinstance(reason, (HTTPError, OSError)):
-            return UpstreamError("unreachable", f"Could not reach the upstream ({_reason(reason)}).")
-        raise error  # a bug, not a network failure: let it surface
+        if error.kind == "connect":
+            return UpstreamError("unreachable", f"Could not reach the upstream ({error.reason}).")
+        return UpstreamError("unreachable", f"The upstream broke the connection ({error.reason}).")
 
     def _wait_before_retry(self, attempt: int, retry_after: float | None, failure: UpstreamError) -> bool:
         """Sleep before retry number `attempt` and return True, or False when out of retries."""

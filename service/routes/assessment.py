@@ -21,7 +21,7 @@ from service.assessment.grader import AssessmentError, AssessmentRequest, assess
 from service.assessment.providers import grading_provider
 from service.assessment.samples import sample
 from service.errors import ApiError
-from service.routes.fields import request_fields
+from service.routes.fields import provider_key_field, request_fields
 from service.upstream import upstream_client
 
 blueprint = Blueprint("assessment", __name__)
@@ -81,7 +81,7 @@ def _request(fields: Mapping[str, Any], *, code: str, from_sample: bool = False)
         rubric=rubric,
         examples=examples,
         model=_optional_text(fields, "model") or settings.assessment_model,
-        api_key=_optional_text(fields, "api-key") or None,
+        api_key=provider_key_field(fields),
         remove_comments=_flag(fields, "remove-comments"),
         num_responses=_whole_number(fields, "num-responses", 1),
         temperature=_number(fields, "temperature", 0.2),

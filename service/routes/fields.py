@@ -11,6 +11,7 @@ from typing import Any
 from flask import request
 
 from service.errors import ApiError
+from service.upstream import usable_key
 
 
 def request_fields(*, uploads: bool = False) -> dict[str, Any]:
@@ -33,3 +34,17 @@ def request_fields(*, uploads: bool = False) -> dict[str, Any]:
             except UnicodeDecodeError:
                 raise ApiError(400, f"The uploaded '{name}' is not UTF-8 text.", param=name) from None
     return fields
+
+
+def provider_key_field(fields: dict[str, Any]) -> str | None:
+    """The optional 'api-key' field (a provider key the caller brings), or None when absent."""
+    value = fields.get("api-key")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, "'api-key' must be text.", param="api-key")
+    value = value.strip()
+    if value and not usable_key(value):
+        # Never echo the value: it is a secret, sent perhaps by mistake.
+        raise ApiError(400, "'api-key' must be one word of printable ASCII characters.", param="api-key")
+    return value or None

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from service import model_routing, runtime
 from service.errors import ApiError, error_body, error_response
 from service.routes import STREAM_HEADERS, bedrock_chat
-from service.routes.fields import request_fields
+from service.routes.fields import provider_key_field, request_fields
 from service.upstream import UpstreamError, UpstreamStream, upstream_client
 from service.usage import StreamUsage, UsageRecord, normalise_usage, usage_in
 
@@ -126,9 +126,7 @@ def legacy_test_openai() -> Response:
     model = params.get("model") or runtime.settings().assessment_model
     if not isinstance(model, str):
         raise ApiError(400, "The parameter 'model' must be a string.", param="model")
-    api_key = params.get("api-key") or None
-    if api_key is not None and not isinstance(api_key, str):
-        raise ApiError(400, "The parameter 'api-key' must be a string.", param="api-key")
+    api_key = provider_key_field(params)
     record = UsageRecord(model=model)
     body = {"model": model, "messages": [{"role": "user", "content": "Hello world"}]}
     started = time.perf_counter()
@@ -170,9 +168,12 @@ def _relay(method: str, path: str, raw: bytes | None, model: str | None) -> Resp
     except UpstreamError as error:
         record.emit(_status_of(error), upstream_seconds=time.perf_counter() - started, error=error.kind)
         return _error_response(error)
-    record.emit(answer.status, upstream_seconds=answer.latency, usage=usage_in(answer.body))
     response = Response(
         answer.body, status=answer.status, content_type=answer.headers.get("content-type", "application/json")
+    )
+    # Recorded once the answer has gone out: reading the usage and logging it is not the client's wait.
+    response.call_on_close(
+        lambda: record.emit(answer.status, upstream_seconds=answer.latency, usage=usage_in(answer.body))
     )
     _copy_relayed_headers(answer.headers, response)
     return response

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import threading
 from collections.abc import Collection
 from typing import Any, Generic, Self, TypeVar
@@ -28,9 +29,10 @@ Recorded = TypeVar("Recorded")  # how a fake records a request
 class FakeServer(Generic[Recorded]):
     thread_name = "fake-server"
 
-    def __init__(self, *, port: int = 0, record: bool = True) -> None:
+    def __init__(self, *, port: int = 0, record: bool = True, tls: ssl.SSLContext | None = None) -> None:
         self.port = port
         self.record = record
+        self.tls = tls  # serve HTTPS with this server context
         self.requests: list[Recorded] = []
         self.disconnects: list[Recorded] = []  # requests whose client went away before the end
         self.active = 0  # requests being answered right now
@@ -43,7 +45,7 @@ class FakeServer(Generic[Recorded]):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def wait_for_disconnect(self, count: int = 1, timeout: float = 10.0) -> bool:
         with self._disconnected:
@@ -103,7 +105,7 @@ class FakeServer(Generic[Recorded]):
         # fake notices (and records) a disconnect even while it is pausing between chunks.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096, ssl_context=self.tls)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class Recorded:
     headers: dict[str, str]  # lower-case names
     body: Any  # parsed JSON, or None when the body was empty or not JSON
     raw: bytes
+    peer: Any = None  # the client's (host, port): one per connection
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -119,8 +121,9 @@ class FakeOpenAI(FakeServer[Recorded]):
         api_key: str | None = None,
         port: int = 0,
         record: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(port=port, record=record)
+        super().__init__(port=port, record=record, tls=tls)
         self.delay = delay
         self.stream_pause = stream_pause
         self.stream_chunks = stream_chunks
@@ -165,6 +168,7 @@ class FakeOpenAI(FakeServer[Recorded]):
             {k.lower(): v for k, v in request.headers.items()},
             body,
             raw,
+            request.transport.get_extra_info("peername") if request.transport else None,
         )
 
     async def _answer(self, request: web.Request, recorded: Recorded) -> web.StreamResponse:

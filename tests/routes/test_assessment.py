@@ -286,6 +286,14 @@ def test_a_refused_caller_supplied_key_is_the_callers_400(client, fake_openai):
     assert fake_openai.requests[-1].headers["authorization"] == "Bearer sk-caller-own-key"
 
 
+def test_a_caller_key_no_header_can_carry_is_a_400_that_does_not_echo_it(client, fake_openai):
+    response = client.post("/assessment", data=fields(**{"api-key": "sk-caller\nkey"}))
+    error = assert_error(response, 400)
+    assert error["param"] == "api-key"
+    assert "sk-caller" not in response.get_data(as_text=True)
+    assert fake_openai.requests == []
+
+
 def test_an_alias_is_graded_and_reported_as_the_model_it_stands_for(fake_openai):
     app = make_app(
         OPENAI_BASE_URL=fake_openai.url,

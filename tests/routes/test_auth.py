@@ -102,9 +102,9 @@ def test_log_lines_name_the_client_and_never_the_key():
     logs = io.StringIO()
     configure_logging("INFO", "json", stream=logs)
     client = app.test_client()
-    client.get("/test/error", headers={**bearer(WEB_KEY), "X-Request-Id": "req-web"})
-    client.get("/test", headers={**bearer(WRONG_KEY), "X-Request-Id": "req-wrong"})
-    client.get("/test", headers={"X-Request-Id": "req-none"})
+    client.get("/test/error", headers={**bearer(WEB_KEY), "X-Request-Id": "req-web"}, buffered=True)
+    client.get("/test", headers={**bearer(WRONG_KEY), "X-Request-Id": "req-wrong"}, buffered=True)
+    client.get("/test", headers={"X-Request-Id": "req-none"}, buffered=True)
     lines = [json.loads(line) for line in logs.getvalue().splitlines()]
     by_request = {
         rid: [line for line in lines if line["request_id"] == rid] for rid in ("req-web", "req-wrong")

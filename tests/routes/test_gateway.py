@@ -230,7 +230,8 @@ def test_an_upstream_that_echoes_the_provider_key_never_shows_it(client, fake_op
 def test_one_usage_record_with_tokens_per_request(client, fake_openai, caplog):
     caplog.set_level(logging.INFO)
     fake_openai.enqueue(Reply(usage={"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33}))
-    client.post("/v1/chat/completions", json=CHAT, headers={"X-Request-Id": "req-123"})
+    # buffered: read and closed like a server does; the record is written once the answer went out.
+    client.post("/v1/chat/completions", json=CHAT, headers={"X-Request-Id": "req-123"}, buffered=True)
     (record,) = usage_records(caplog)
     assert record.request_id == "req-123"
     assert record.client == "anonymous"
@@ -283,6 +284,15 @@ def test_legacy_test_openai_takes_model_and_api_key(client, fake_openai):
     assert sent.headers["authorization"] == "Bearer sk-callers-own"
     client.post("/test/openai", json={"model": "gpt-4.1"})
     assert fake_openai.requests[-1].body["model"] == "gpt-4.1"
+
+
+def test_legacy_test_openai_refuses_a_key_no_header_can_carry_without_echoing_it(client, fake_openai):
+    response = client.post("/test/openai", data={"api-key": "sk-one two\r\nX-Injected: 1"})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["param"] == "api-key"
+    assert "sk-one" not in response.get_data(as_text=True)
+    assert fake_openai.requests == []
 
 
 def test_legacy_test_openai_with_a_rejected_key(fake_openai):

@@ -30,7 +30,7 @@ def captured():
 
 def test_json_lines_carry_the_request_id_and_client(captured):
     app, buffer = captured(LOG_FORMAT="json")
-    response = app.test_client().get("/test/error", headers={"X-Request-Id": "req-42"})
+    response = app.test_client().get("/test/error", headers={"X-Request-Id": "req-42"}, buffered=True)
     assert response.headers["X-Request-Id"] == "req-42"
     lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
     mine = [line for line in lines if line["request_id"] == "req-42"]
@@ -45,12 +45,25 @@ def test_json_lines_carry_the_request_id_and_client(captured):
 
 def test_text_lines_carry_the_request_id(captured):
     app, buffer = captured(LOG_FORMAT="text")
-    app.test_client().get("/test/critical", headers={"X-Request-Id": "abc-1"})
+    app.test_client().get("/test/critical", headers={"X-Request-Id": "abc-1"}, buffered=True)
     lines = buffer.getvalue().splitlines()
     assert any("CRITICAL [abc-1 anonymous] service.routes.status: Test critical" in line for line in lines)
     assert any(
         "[abc-1 anonymous] service.access: GET /test/critical 200 duration_ms=" in line for line in lines
     )
+
+
+def test_the_access_line_is_written_once_the_answer_has_gone_out(captured):
+    # The server closes an answer after sending it; until then the client is not kept waiting
+    # for the proxy's own log line.
+    app, buffer = captured(LOG_FORMAT="json")
+    response = app.test_client().get("/test", headers={"X-Request-Id": "req-late"})
+    assert response.status_code == 200
+    assert "req-late" not in buffer.getvalue()
+    response.close()
+    (access,) = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert access["message"] == "GET /test 200"
+    assert (access["request_id"], access["client"]) == ("req-late", "anonymous")
 
 
 def test_request_id_is_generated_when_absent_or_unsafe(client):
