@@ -12,16 +12,20 @@ workers) gets a pool per thread. `OriginPool` hides that.
 
 from __future__ import annotations
 
+import select
 import socket
 import weakref
 from collections.abc import Iterator, Mapping
 
 import gevent
+import gevent.monkey
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
 from geventhttpclient.url import URL
 
 _BLOCK_SIZE = 65536
+# The operating system's poll, also under gevent's monkey-patching.
+_poll = gevent.monkey.get_original("select", "poll")
 
 
 class TransportError(Exception):
@@ -39,7 +43,8 @@ def _reason(error: BaseException) -> str:
 
 
 class _Connecting:
-    """What both pool classes add: TCP_NODELAY, and connect failures told apart from later ones."""
+    """What both pool classes add: TCP_NODELAY, connect failures told apart from later ones, and
+    a cheaper check of an idle connection before it is reused."""
 
     def after_connect(self, sock: socket.socket) -> None:
         # Small writes (a stream's chunks, a short answer) go out at once, not after an ACK.
@@ -52,6 +57,16 @@ class _Connecting:
             raise TransportError("connect_timeout", _reason(error)) from None
         except OSError as error:  # refused, no route, DNS, TLS handshake and certificate errors
             raise TransportError("connect", _reason(error)) from None
+
+    def _is_socket_alive(self, sock: socket.socket | None) -> bool:
+        # An idle keep-alive connection has nothing to read; the upstream's close makes it
+        # readable. geventhttpclient asks gevent's select, which also yields to the event loop:
+        # one needless trip through it for every reused connection. The plain poll does not.
+        if sock is None or sock.fileno() < 0:
+            return False
+        poller = _poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
 
 
 class _Pool(_Connecting, ConnectionPool):
