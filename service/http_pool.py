@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 import gevent
 import gevent.monkey
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
-from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
+from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
 from geventhttpclient.url import URL
 
 _BLOCK_SIZE = 65536
@@ -136,6 +136,14 @@ class Answer:
 def _read_error(error: BaseException) -> TransportError:
     if isinstance(error, TimeoutError):
         return TransportError("timeout", "no data within the read timeout")
+    if isinstance(error, HTTPConnectionClosed):
+        return TransportError("broken", "it closed the connection without an answer")
+    if isinstance(error, HTTPParseError):
+        # The parser's own text is a tuple of internals; "Incomplete response." is its one plain one.
+        text = str(error)
+        return TransportError(
+            "broken", "the answer ended early" if "Incomplete" in text else "not an HTTP answer"
+        )
     return TransportError("broken", _reason(error))
 
 

@@ -268,6 +268,48 @@ def test_a_connection_the_upstream_closed_while_idle_is_replaced_without_a_retry
         listener.close()
 
 
+def raw_upstream(answer: bytes) -> str:
+    """A server that reads one request, sends `answer` as it is and closes; its base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener, listener.accept()[0] as connection:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += connection.recv(65536)
+            connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+
+
+BROKEN_ANSWERS = {
+    "body shorter than its length": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+    "chunked body cut off": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    "not HTTP": b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    "closed without a byte": b"",
+}
+
+
+@pytest.mark.parametrize("answer", BROKEN_ANSWERS.values(), ids=BROKEN_ANSWERS.keys())
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "stream"])
+def test_a_broken_answer_is_unreachable_at_once_never_a_hang(answer, streamed):
+    client = make_client(raw_upstream(answer), retries=0, timeout=10)
+    started = time.monotonic()
+    with pytest.raises(UpstreamError) as caught:
+        if streamed:
+            stream = client.stream("POST", "/chat/completions", body=b"{}")
+            try:
+                b"".join(stream)
+            finally:
+                stream.close()
+        else:
+            client.chat_completion(CHAT)
+    assert caught.value.kind == "unreachable"
+    assert "(" not in caught.value.message.split("(", 1)[-1]  # a plain reason, no parser internals
+    assert time.monotonic() - started < 2
+
+
 def test_real_threads_share_one_client(fake_openai):
     # The accuracy lab grades with worker threads (no gevent monkey-patching): each thread gets
     # connections of its own from the same client.
