@@ -274,9 +274,9 @@ class UpstreamClient:
     ) -> tuple[Answer, bytes, float, int, str]:
         """Send the request until a 2xx/3xx answer opens, retrying what may be retried.
 
-        Returns the answer, its body (b"" unless `read_body`: then it is left for the caller),
-        when the first attempt started, the number of attempts and the provider key used. An
-        error answer's body is always read here.
+        Returns the answer, its body (read with `read_body`; otherwise b"", the body left unread
+        for the caller), when the first attempt started, the number of attempts and the provider
+        key used. An error answer's body is always read here.
         """
         key = self.provider_key(api_key)
         target = self._url(path, query)
