@@ -15,7 +15,7 @@ from __future__ import annotations
 import select
 import socket
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import gevent
 import gevent.monkey
@@ -94,7 +94,7 @@ class Answer:
         try:
             return self._response.read()
         except (OSError, HTTPParseError) as error:
-            raise _read_error(error) from None
+            raise _transport_error(error) from None
 
     def read_available(self) -> bytes:
         """The body bytes that have arrived (waiting for some if none have); b"" at the end.
@@ -115,7 +115,7 @@ class Answer:
                     raise TransportError("broken", "the connection closed before the end")
         except (OSError, HTTPParseError) as error:
             self.close()
-            raise _read_error(error) from None
+            raise _transport_error(error) from None
         except TransportError:
             self.close()
             raise
@@ -123,17 +123,14 @@ class Answer:
         buffer.clear()
         return chunk
 
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self.read_available():
-            yield chunk
-
     def close(self) -> None:
         """Give the connection back when the answer was read to its end, else close it (which is
         how the upstream learns that nobody is listening any more)."""
         self._response.release()
 
 
-def _read_error(error: BaseException) -> TransportError:
+def _transport_error(error: BaseException) -> TransportError:
+    """What a failed send or read means, in words fit for the caller's error message."""
     if isinstance(error, TimeoutError):
         return TransportError("timeout", "no data within the read timeout")
     if isinstance(error, HTTPConnectionClosed):
@@ -191,7 +188,7 @@ class OriginPool:
             sock.sendall(data)
         except OSError as error:
             pool.release_socket(sock)
-            raise _read_error(error) from None
+            raise _transport_error(error) from None
         except BaseException:
             pool.release_socket(sock)
             raise
@@ -199,5 +196,5 @@ class OriginPool:
             # The response hands the socket back to the pool (or closes it) itself.
             response = HTTPSocketPoolResponse(sock, pool, block_size=_BLOCK_SIZE, method=method)
         except (OSError, HTTPParseError) as error:
-            raise _read_error(error) from None
+            raise _transport_error(error) from None
         return Answer(response)
