@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 
+from service.idle_log import IdleWriteHandler, idle_scheduler
 from service.logformat import RequestContextFilter, make_formatter
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -35,13 +36,20 @@ def current_request_id() -> str:
 
 
 def configure_logging(level: str, log_format: str, stream: Any = None) -> logging.Handler:
-    """Send every log record to one stdout handler with the chosen level and format."""
-    handler = logging.StreamHandler(stream or sys.stdout)
+    """Send every log record to one stdout handler with the chosen level and format.
+
+    Under gevent (the server's workers) lines below WARNING are written while the worker waits
+    for I/O rather than in a request's path (`service.idle_log`); elsewhere each line at once.
+    """
+    schedule = idle_scheduler()
+    stream = stream or sys.stdout
+    handler = IdleWriteHandler(stream, schedule) if schedule else logging.StreamHandler(stream)
     handler.setFormatter(make_formatter(log_format))
     handler.addFilter(RequestContextFilter())
     handler.set_name("aiproxy")
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "aiproxy"]:
+        old.flush()
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
