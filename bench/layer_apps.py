@@ -1,0 +1,102 @@
+"""The stand-ins `python -m bench.layers` measures: the proxy's stack, one layer at a time.
+
+Each relays `POST .../chat/completions` to the fake upstream at UPSTREAM_URL (an environment
+variable) and answers with the upstream's body:
+
+- `python -m bench.layer_apps --port N`: a plain byte relay on a gevent server, no HTTP at all
+  (the cost of any proxy process here: two more socket hops);
+- `plain_app`: gunicorn's gevent worker and a WSGI app that relays over one plain socket;
+- `pool_app`: the same app through the proxy's upstream pool (`service.http_pool`);
+- `flask_app`: a one-route Flask app through that pool.
+
+The gunicorn apps send their answers as the proxy does (`service.response_write`). None of them
+authenticates, validates, logs or retries: they are floors, not proxies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+
+from service import response_write
+from service.http_pool import OriginPool
+
+UPSTREAM_URL = os.environ.get("UPSTREAM_URL", "http://127.0.0.1:9/v1")
+_host_port, _, _base = UPSTREAM_URL.split("//", 1)[1].partition("/")
+_HOST, _PORT = _host_port.rsplit(":", 1)
+_TARGET = "/" + (_base + "/" if _base else "") + "chat/completions"
+_JSON = [("Content-Type", "application/json")]
+
+response_write.install()  # imported in the gunicorn worker: answers in one send, as the proxy's
+
+
+_plain: socket.socket | None = None
+
+
+def plain_app(environ, start_response):
+    """One kept-alive socket, so one client at a time; the fake's answers arrive in one piece."""
+    global _plain
+    body = environ["wsgi.input"].read()
+    if _plain is None:  # gunicorn's worker has monkey-patched socket: this one is gevent's
+        _plain = socket.create_connection((_HOST, int(_PORT)))
+        _plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    head = f"POST {_TARGET} HTTP/1.1\r\nHost: {_host_port}\r\nContent-Type: application/json\r\n"
+    _plain.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    answer = _plain.recv(65536).split(b"\r\n\r\n", 1)[1]
+    start_response("200 OK", [*_JSON, ("Content-Length", str(len(answer)))])
+    return [answer]
+
+
+_pool = OriginPool(UPSTREAM_URL, connect_timeout=10, read_timeout=60, size=100)
+
+
+def _pool_relay(body: bytes) -> bytes:
+    answer = _pool.request("POST", _TARGET, {"Content-Type": "application/json"}, body)
+    return answer.read()
+
+
+def pool_app(environ, start_response):
+    answer = _pool_relay(environ["wsgi.input"].read())
+    start_response("200 OK", [*_JSON, ("Content-Length", str(len(answer)))])
+    return [answer]
+
+
+def _flask_app():
+    from flask import Flask, Response, request
+
+    app = Flask(__name__)
+
+    @app.post("/v1/chat/completions")
+    def chat_completions() -> Response:
+        return Response(_pool_relay(request.get_data()), content_type="application/json")
+
+    return app
+
+
+flask_app = _flask_app()
+
+
+def _serve_relay(port: int) -> None:
+    from gevent import socket as gevent_socket
+    from gevent.server import StreamServer
+
+    def relay(client: socket.socket, _address) -> None:
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        upstream = gevent_socket.create_connection((_HOST, int(_PORT)))
+        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        prefix, target = b"POST /v1/chat/completions ", b"POST " + _TARGET.encode() + b" "
+        while data := client.recv(65536):  # one request per read: the load is one small request
+            upstream.sendall(data.replace(prefix, target, 1))
+            client.sendall(upstream.recv(65536))
+
+    server = StreamServer(("127.0.0.1", port), relay)
+    server.start()
+    print(f"ready http://127.0.0.1:{server.server_port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.layer_apps", description="the byte relay")
+    parser.add_argument("--port", type=int, required=True)
+    _serve_relay(parser.parse_args().port)

@@ -1,0 +1,129 @@
+"""`python -m bench.layers`: where the proxy's added latency goes, one layer of its stack at a time.
+
+The latency scenario of `python -m bench` (one client, the fake upstream answering after a fixed
+delay) is run against stand-ins that each add one layer of the proxy's stack (bench/layer_apps.py)
+and against the proxy itself, all with one server process. Rounds are interleaved so every
+target sees the same machine; each round measures the direct path too, and the table shows the
+median over rounds of p50(target) - p50(direct), and what each layer adds to the one before.
+
+    python -m bench.layers                       # 8 rounds of 300 requests, about two minutes
+    python -m bench.layers --rounds 3 --requests 100 --delay 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+from bench.load import percentile, run_load
+from bench.processes import fake_process, fake_upstream, free_port, proxy_server
+from tests.support.server import GUNICORN, ROOT, stop_process
+
+# (name, what it adds to the row above it)
+LAYERS = [
+    ("relay", "a second process and two more socket hops (bytes relayed, no HTTP)"),
+    ("gunicorn", "gunicorn's gevent worker: HTTP parsing, WSGI, the answer written"),
+    ("pool", "the upstream pool (service/http_pool.py): HTTP client, answer parsed"),
+    ("flask", "Flask: request context, routing, Request and Response objects"),
+    ("proxy", "the proxy's own work: auth, limits, request id, validation, usage, logs"),
+]
+_GUNICORN_APPS = {"gunicorn": "plain_app", "pool": "pool_app", "flask": "flask_app"}
+_BODY = json.dumps(
+    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Write one sentence about the sea."}]}
+).encode()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the layer's server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout} s")
+
+
+@contextmanager
+def _gunicorn(app: str) -> Iterator[str]:
+    port = free_port()
+    command = [GUNICORN, "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+    process = subprocess.Popen([*command, f"bench.layer_apps:{app}"], cwd=ROOT, start_new_session=True)
+    try:
+        _wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(process, timeout=15)
+
+
+def _target(stack: ExitStack, layer: str, upstream_url: str) -> str:
+    """Start `layer`'s server; return the URL the load goes to."""
+    if layer == "relay":
+        base = stack.enter_context(fake_process("bench.layer_apps", free_port()))
+    elif layer == "proxy":
+        base = stack.enter_context(proxy_server(upstream_url, 1)).url
+    else:
+        base = stack.enter_context(_gunicorn(_GUNICORN_APPS[layer]))
+    return base + "/v1/chat/completions"
+
+
+def measure_layers(rounds: int, requests: int, delay: float) -> dict[str, list[float]]:
+    """Added latency (seconds) of every layer in each round."""
+    added: dict[str, list[float]] = {name: [] for name, _ in LAYERS}
+    with fake_upstream(free_port(), delay=delay) as upstream_url, ExitStack() as stack:
+        os.environ["UPSTREAM_URL"] = upstream_url  # read by bench/layer_apps.py in its servers
+        targets = {name: _target(stack, name, upstream_url) for name, _ in LAYERS}
+        direct = upstream_url + "/chat/completions"
+        for url in [direct, *targets.values()]:
+            errors = run_load(url, _BODY, clients=1, count=50).errors
+            if errors:
+                raise RuntimeError(f"{url} failed while warming up: {dict(errors)}")
+        for number in range(rounds):
+            print(f"  round {number + 1} of {rounds}", file=sys.stderr, flush=True)
+            baseline = percentile(run_load(direct, _BODY, clients=1, count=requests).latencies, 0.5)
+            order = list(targets.items())
+            for name, url in order if number % 2 == 0 else reversed(order):
+                result = run_load(url, _BODY, clients=1, count=requests)
+                if result.errors:
+                    raise RuntimeError(f"{name}: {dict(result.errors)}")
+                added[name].append(percentile(result.latencies, 0.5) - baseline)
+    return added
+
+
+def table(added: dict[str, list[float]]) -> str:
+    lines = ["| layer | added p50 ms (median of rounds) | this layer ms | what it adds |", "|---" * 4 + "|"]
+    previous = 0.0
+    for name, description in LAYERS:
+        median = statistics.median(added[name])
+        lines.append(f"| {name} | {median * 1000:.2f} | {(median - previous) * 1000:+.2f} | {description} |")
+        previous = median
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.layers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds")
+    parser.add_argument("--requests", type=int, default=300, help="requests per target and round")
+    parser.add_argument("--delay", type=float, default=0.01, help="the fake upstream's delay (s)")
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
+    added = measure_layers(args.rounds, args.requests, args.delay)
+    print()
+    print(f"One client, upstream delay {args.delay * 1000:g} ms, {args.rounds} rounds of {args.requests}:")
+    print(table(added))
+    print(f"Load average (1 min) before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
