@@ -35,6 +35,11 @@ def current_request_id() -> str:
     return g.get("request_id", "-") if has_request_context() else "-"
 
 
+def current_route() -> str:
+    """The URL rule the current request matched (its path when none did); call inside a request."""
+    return request.url_rule.rule if request.url_rule else request.path
+
+
 def configure_logging(level: str, log_format: str, stream: Any = None) -> logging.Handler:
     """Send every log record to one stdout handler with the chosen level and format.
 
@@ -136,7 +141,7 @@ class HoneybadgerLogHandler(logging.Handler):
                 "level": record.levelname,
             }
             if has_request_context():
-                context["route"] = request.url_rule.rule if request.url_rule else request.path
+                context["route"] = current_route()
                 context["method"] = request.method
             exception = record.exc_info[1] if record.exc_info else None
             if exception is not None:

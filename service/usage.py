@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import g, has_request_context, request
+from flask import g, has_request_context
+
+from service.observability import current_route
 
 log = logging.getLogger("service.usage")
 
@@ -94,7 +96,7 @@ class UsageRecord:
 
     def __post_init__(self) -> None:
         if has_request_context():
-            self.route = request.url_rule.rule if request.url_rule else request.path
+            self.route = current_route()
             self.request_id = g.get("request_id", self.request_id)
             self.client = g.get("client", self.client)
             self.started = g.get("started", self.started)
