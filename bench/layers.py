@@ -15,17 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 
 from bench.load import percentile, run_load
 from bench.processes import fake_process, fake_upstream, free_port, proxy_server
-from tests.support.server import GUNICORN, ROOT, stop_process
+from tests.support.server import GUNICORN, RunningServer, running_server
 
 # (name, what it adds to the row above it)
 LAYERS = [
@@ -41,39 +37,21 @@ _BODY = json.dumps(
 ).encode()
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the layer's server exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listened on port {port} within {timeout} s")
-
-
-@contextmanager
-def _gunicorn(app: str) -> Iterator[str]:
+def _gunicorn(app: str, upstream_url: str) -> AbstractContextManager[RunningServer]:
     port = free_port()
     command = [GUNICORN, "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
-    process = subprocess.Popen([*command, f"bench.layer_apps:{app}"], cwd=ROOT, start_new_session=True)
-    try:
-        _wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(process, timeout=15)
+    settings = {"PORT": str(port), "UPSTREAM_URL": upstream_url}
+    return running_server(settings, command=[*command, f"bench.layer_apps:{app}"])
 
 
 def _target(stack: ExitStack, layer: str, upstream_url: str) -> str:
     """Start `layer`'s server; return the URL the load goes to."""
     if layer == "relay":
-        base = stack.enter_context(fake_process("bench.layer_apps", free_port()))
+        base = stack.enter_context(fake_process("bench.layer_apps", free_port(), upstream=upstream_url))
     elif layer == "proxy":
         base = stack.enter_context(proxy_server(upstream_url, 1)).url
     else:
-        base = stack.enter_context(_gunicorn(_GUNICORN_APPS[layer]))
+        base = stack.enter_context(_gunicorn(_GUNICORN_APPS[layer], upstream_url)).url
     return base + "/v1/chat/completions"
 
 
@@ -81,7 +59,6 @@ def measure_layers(rounds: int, requests: int, delay: float) -> dict[str, list[f
     """Added latency (seconds) of every layer in each round."""
     added: dict[str, list[float]] = {name: [] for name, _ in LAYERS}
     with fake_upstream(free_port(), delay=delay) as upstream_url, ExitStack() as stack:
-        os.environ["UPSTREAM_URL"] = upstream_url  # read by bench/layer_apps.py in its servers
         targets = {name: _target(stack, name, upstream_url) for name, _ in LAYERS}
         direct = upstream_url + "/chat/completions"
         for url in [direct, *targets.values()]:
