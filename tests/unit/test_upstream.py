@@ -230,6 +230,15 @@ def test_the_connection_is_kept_and_reused(fake_openai):
     assert len({request.peer for request in fake_openai.requests}) == 1
 
 
+def read_request_head(connection: socket.socket) -> tuple[bytes, bytes]:
+    """Read until the end of a request's head; the head and whatever body came with it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
 def test_a_connection_the_upstream_closed_while_idle_is_replaced_without_a_retry():
     # A raw server that promises keep-alive, then closes each connection once it has answered:
     # what an upstream (or a load balancer in front of it) does to connections left idle.
@@ -240,10 +249,7 @@ def test_a_connection_the_upstream_closed_while_idle_is_replaced_without_a_retry
         for _ in range(2):
             connection, _ = listener.accept()
             with connection:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += connection.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
+                head, body = read_request_head(connection)
                 length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
                 while len(body) < length:
                     body += connection.recv(65536)
@@ -274,9 +280,7 @@ def raw_upstream(answer: bytes) -> str:
 
     def serve() -> None:
         with listener, listener.accept()[0] as connection:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += connection.recv(65536)
+            read_request_head(connection)
             connection.sendall(answer)
 
     threading.Thread(target=serve, daemon=True).start()
@@ -357,19 +361,23 @@ def certificate_authority():
     return trustme.CA()
 
 
+@pytest.fixture
+def ca_trusted(certificate_authority, tmp_path, monkeypatch):
+    """The test CA added the way an operator adds a private one: SSL_CERT_FILE."""
+    bundle = tmp_path / "ca.pem"
+    certificate_authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    return certificate_authority
+
+
 def tls_upstream(ca: trustme.CA, name: str) -> FakeOpenAI:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(name).configure_cert(context)
     return FakeOpenAI(tls=context)
 
 
-def test_an_https_upstream_is_trusted_through_the_system_trust_store(
-    certificate_authority, tmp_path, monkeypatch
-):
-    bundle = tmp_path / "ca.pem"
-    certificate_authority.cert_pem.write_to_path(str(bundle))
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # how an operator adds a private CA
-    with tls_upstream(certificate_authority, "127.0.0.1") as upstream:
+def test_an_https_upstream_is_trusted_through_the_system_trust_store(ca_trusted):
+    with tls_upstream(ca_trusted, "127.0.0.1") as upstream:
         assert upstream.url.startswith("https://")
         answer = make_client(upstream.url).chat_completion(CHAT)
         assert answer["object"] == "chat.completion"
@@ -385,14 +393,9 @@ def test_an_https_upstream_with_an_untrusted_certificate_is_refused(certificate_
     assert upstream.requests == []
 
 
-def test_an_https_upstream_whose_certificate_names_another_host_is_refused(
-    certificate_authority, tmp_path, monkeypatch
-):
-    bundle = tmp_path / "ca.pem"
-    certificate_authority.cert_pem.write_to_path(str(bundle))
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+def test_an_https_upstream_whose_certificate_names_another_host_is_refused(ca_trusted):
     with (
-        tls_upstream(certificate_authority, "api.example.com") as upstream,
+        tls_upstream(ca_trusted, "api.example.com") as upstream,
         pytest.raises(UpstreamError) as caught,
     ):
         make_client(upstream.url, retries=0).chat_completion(CHAT)
