@@ -76,7 +76,8 @@ def _nag_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _as_list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
+    """A policy statement's Action or Resource as a list (CloudFormation allows a single value)."""
     return value if isinstance(value, list) else [value]
 
 
@@ -89,8 +90,8 @@ def generated_grant_findings(document: dict[str, Any], bucket_logical_id: str | 
     bucket = f"<{bucket_logical_id}.Arn>" if bucket_logical_id else None
     findings: dict[str, str] = {}
     for statement in document.get("Statement", []):
-        actions = [str(a) for a in _as_list(statement.get("Action", []))]
-        resources = [_nag_text(r) for r in _as_list(statement.get("Resource", []))]
+        actions = [str(a) for a in as_list(statement.get("Action", []))]
+        resources = [_nag_text(r) for r in as_list(statement.get("Resource", []))]
         on_bucket = bool(bucket) and all(r in (bucket, f"{bucket}/*") for r in resources)
         for action in actions:
             if "*" in action and on_bucket and action.startswith("s3:"):
@@ -114,8 +115,8 @@ def generated_grant_findings(document: dict[str, Any], bucket_logical_id: str | 
     # A `*` finding is one per policy: acknowledge it only if every unscoped statement qualifies.
     for statement in document.get("Statement", []):
         if (
-            "*" in _as_list(statement.get("Resource", []))
-            and not set(_as_list(statement.get("Action", []))) <= READ_ONLY_ACTIONS
+            "*" in as_list(statement.get("Resource", []))
+            and not set(as_list(statement.get("Action", []))) <= READ_ONLY_ACTIONS
         ):
             findings.pop("AwsSolutions-IAM5[Resource::*]", None)
     return findings

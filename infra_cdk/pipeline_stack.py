@@ -37,7 +37,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct, IConstruct
 
 from infra_cdk.environments import Deployment, ServiceEnvironment
-from infra_cdk.nag import AcknowledgeGeneratedGrants, acknowledge
+from infra_cdk.nag import AcknowledgeGeneratedGrants, acknowledge, as_list
 from infra_cdk.pull_request_build import BUILD_IMAGE, PYTHON_RUNTIME, PullRequestBuild
 from infra_cdk.secrets import empty_secret
 from infra_cdk.service_stack import ServiceStack
@@ -94,8 +94,8 @@ class ScopeAssetBuilds:
         document = stack.resolve(node.policy_document)
         changed = False
         for statement in document["Statement"]:
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            if statement.get("Resource") == "*" and set(actions) <= BUILD_ACTIONS and projects:
+            actions = set(as_list(statement["Action"]))
+            if statement.get("Resource") == "*" and actions <= BUILD_ACTIONS and projects:
                 statement["Resource"] = [stack.resolve(arn) for arn in projects]
                 changed = True
         if changed:
