@@ -37,6 +37,7 @@ class Scenario:
     stream_pause: float = 0.0
     duration: float | None = None  # seconds of load, or
     count: int | None = None  # requests per client
+    rounds: int = 1  # count only: interleave direct and proxy in this many rounds (bench.load.measure)
     bedrock: bool = False  # a `bedrock/` model against the fake Bedrock runtime (bench/bedrock.py)
 
 
@@ -50,6 +51,7 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             stream=False,
             delay=args.delay,
             count=args.requests,
+            rounds=args.rounds,
         ),
         Scenario(
             "throughput",
@@ -81,6 +83,7 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             stream=False,
             delay=0.01,
             count=args.requests,
+            rounds=args.rounds,
             bedrock=True,
         ),
         Scenario(
@@ -90,6 +93,7 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             stream=True,
             delay=0.01,
             count=max(1, args.requests // 5),
+            rounds=args.rounds,
             bedrock=True,
         ),
     ]
@@ -111,7 +115,6 @@ def ms(seconds: float | None) -> str:
 
 
 def run_scenario(scenario: Scenario, proxy_url: str, upstream_port: int) -> dict[str, LoadResult]:
-    results = {}
     with fake_upstream(
         upstream_port,
         delay=scenario.delay,
@@ -120,13 +123,10 @@ def run_scenario(scenario: Scenario, proxy_url: str, upstream_port: int) -> dict
     ) as upstream_url:
         body = body_for(scenario)
         targets = {
-            "direct": upstream_url + "/chat/completions",
-            "proxy": proxy_url + "/v1/chat/completions",
+            "direct": (upstream_url + "/chat/completions", body, scenario.stream),
+            "proxy": (proxy_url + "/v1/chat/completions", body, scenario.stream),
         }
-        warm_body = body_for(Scenario("warm", "", 1, False))
-        for path, url in targets.items():
-            results[path] = measure(scenario, path, url, body, stream=scenario.stream, warm_body=warm_body)
-    return results
+        return measure(scenario, targets, warm_body=body_for(Scenario("warm", "", 1, False)))
 
 
 def table(rows: list[tuple[Scenario, dict[str, LoadResult]]], rss: float) -> str:
@@ -207,10 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per timed run")
     parser.add_argument("--requests", type=int, default=500, help="requests in the latency scenario")
     parser.add_argument("--delay", type=float, default=0.01, help="upstream delay (s), latency scenario")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="one-client scenarios: alternate direct and proxy in N rounds"
+    )
     parser.add_argument("--streams", type=int, default=1000, help="concurrent streams in 'streams'")
     parser.add_argument("--stream-seconds", type=float, default=10.0, help="length of each long stream")
     parser.add_argument("--workers", type=int, default=2, help="proxy server processes (AIPROXY_WORKERS)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     chosen = [s for s in scenarios(args) if not args.scenario or s.name in args.scenario]
 
     upstream_port = free_port()

@@ -50,10 +50,11 @@ def targets(fake_url: str, proxy_url: str, stream: bool) -> dict[str, tuple[str,
 
 
 def run_scenario(scenario: Any, proxy_url: str, port: int) -> dict[str, LoadResult]:
-    """Run `scenario`'s load straight at a fake Bedrock on `port`, then through the proxy."""
-    results = {}
+    """Run `scenario`'s load straight at a fake Bedrock on `port` and through the proxy."""
     with fake_bedrock(port, delay=scenario.delay, stream_pause=scenario.stream_pause) as fake_url:
-        for path, (url, body) in targets(fake_url, proxy_url, scenario.stream).items():
-            # Only the proxy's answer is Server-Sent Events ending with [DONE].
-            results[path] = measure(scenario, path, url, body, stream=scenario.stream and path == "proxy")
-    return results
+        paths = targets(fake_url, proxy_url, scenario.stream)
+        # Only the proxy's answer is Server-Sent Events ending with [DONE].
+        return measure(
+            scenario,
+            {path: (url, body, scenario.stream and path == "proxy") for path, (url, body) in paths.items()},
+        )

@@ -32,6 +32,13 @@ class LoadResult:
     def error_count(self) -> int:
         return sum(self.errors.values())
 
+    def add(self, other: LoadResult) -> None:
+        """Count `other`'s requests, errors and time as part of this result."""
+        self.latencies += other.latencies
+        self.first_bytes += other.first_bytes
+        self.errors.update(other.errors)
+        self.elapsed += other.elapsed
+
 
 def percentile(values: list[float], share: float) -> float | None:
     if not values:
@@ -105,12 +112,35 @@ def run_load(
 
 
 def measure(
-    scenario: Any, path: str, url: str, body: bytes, *, stream: bool, warm_body: bytes | None = None
-) -> LoadResult:
-    """Warm `url` up (open connections, fill pools, drop any to a previous fake), then run
-    `scenario`'s load (its clients, and its duration or request count) at it."""
-    run_load(url, warm_body or body, clients=min(scenario.clients, 50), count=3)
-    print(f"  {scenario.name}: {path} ...", file=sys.stderr, flush=True)
-    return run_load(
-        url, body, clients=scenario.clients, stream=stream, duration=scenario.duration, count=scenario.count
-    )
+    scenario: Any, targets: dict[str, tuple[str, bytes, bool]], *, warm_body: bytes | None = None
+) -> dict[str, LoadResult]:
+    """Run `scenario`'s load (its clients, and its duration or request count) at every target
+    (path name -> URL, body, whether the answer streams); return each path's result.
+
+    Every target is warmed up first (connections opened, pools filled, any to a previous fake
+    dropped). A scenario with `rounds` > 1 splits its requests into that many rounds and
+    alternates the targets within them (direct, proxy; then proxy, direct; ...), so a drift of
+    the machine's speed during the run falls on every path alike instead of on whichever ran
+    while the machine was slower.
+    """
+    for url, body, _ in targets.values():
+        run_load(url, warm_body or body, clients=min(scenario.clients, 50), count=3)
+    rounds = min(scenario.rounds, scenario.count or 1)
+    results = {path: LoadResult() for path in targets}
+    order = list(targets)
+    for number in range(rounds):
+        count = None if scenario.count is None else _share(scenario.count, rounds, number)
+        for path in order if number % 2 == 0 else reversed(order):
+            url, body, stream = targets[path]
+            which = f" (round {number + 1} of {rounds})" if rounds > 1 else ""
+            print(f"  {scenario.name}: {path}{which} ...", file=sys.stderr, flush=True)
+            load = run_load(
+                url, body, clients=scenario.clients, stream=stream, duration=scenario.duration, count=count
+            )
+            results[path].add(load)
+    return results
+
+
+def _share(total: int, rounds: int, number: int) -> int:
+    """Round `number`'s part of `total` requests split over `rounds` (they add up to `total`)."""
+    return total // rounds + (1 if number < total % rounds else 0)
