@@ -19,11 +19,12 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench import bedrock
 from bench.load import LoadResult, measure, percentile
-from bench.processes import current_rss_mib, fake_upstream, free_port, peak_rss_mib, proxy_server
+from bench.processes import cpu_seconds, current_rss_mib, fake_upstream, free_port, peak_rss_mib, proxy_server
 
 
 @dataclass
@@ -114,7 +115,9 @@ def ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f}"
 
 
-def run_scenario(scenario: Scenario, proxy_url: str, upstream_port: int) -> dict[str, LoadResult]:
+def run_scenario(
+    scenario: Scenario, proxy_url: str, proxy_cpu: Callable[[], float], upstream_port: int
+) -> dict[str, LoadResult]:
     with fake_upstream(
         upstream_port,
         delay=scenario.delay,
@@ -126,15 +129,20 @@ def run_scenario(scenario: Scenario, proxy_url: str, upstream_port: int) -> dict
             "direct": (upstream_url + "/chat/completions", body, scenario.stream),
             "proxy": (proxy_url + "/v1/chat/completions", body, scenario.stream),
         }
-        return measure(scenario, targets, warm_body=body_for(Scenario("warm", "", 1, False)))
+        warm_body = body_for(Scenario("warm", "", 1, False))
+        return measure(scenario, targets, warm_body=warm_body, cpu_clocks={"proxy": proxy_cpu})
+
+
+def cpu_ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f}"
 
 
 def table(rows: list[tuple[Scenario, dict[str, LoadResult]]], rss: float) -> str:
     header = (
         "| scenario | path | clients | requests | req/s | p50 ms | p95 ms | p99 ms | added p50 ms "
-        "| first byte p50 ms | first byte p99 ms | errors |"
+        "| first byte p50 ms | first byte p99 ms | errors | proxy CPU ms/req |"
     )
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 13]
     for scenario, results in rows:
         direct = results.get("direct")
         for path, result in results.items():
@@ -149,9 +157,14 @@ def table(rows: list[tuple[Scenario, dict[str, LoadResult]]], rss: float) -> str
                 f"| {scenario.name} | {path} | {scenario.clients} | {result.done} | {result.rate:.0f} "
                 f"| {ms(percentile(result.latencies, 0.5))} | {ms(percentile(result.latencies, 0.95))} "
                 f"| {ms(percentile(result.latencies, 0.99))} | {ms(added)} "
-                f"| {ms(percentile(first_bytes, 0.5))} | {ms(percentile(first_bytes, 0.99))} | {errors} |"
+                f"| {ms(percentile(first_bytes, 0.5))} | {ms(percentile(first_bytes, 0.99))} | {errors} "
+                f"| {cpu_ms(result.cpu_per_request)} |"
             )
     lines.append("")
+    lines.append(
+        "proxy CPU ms/req: user + system CPU time of the gunicorn master and workers during the"
+        " proxy runs, per request sent"
+    )
     lines.append(f"Proxy peak RSS (gunicorn master + workers, sum of VmHWM): {rss:.0f} MiB")
     return "\n".join(lines)
 
@@ -232,12 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     with proxy_server(upstream_url, args.workers, extra=bedrock.proxy_settings(bedrock_port)) as proxy:
         idle_rss = current_rss_mib(proxy.process.pid)
+
+        def proxy_cpu() -> float:
+            return cpu_seconds(proxy.process.pid)
+
         for scenario in chosen:
             print(f"{scenario.name}: {scenario.description}", file=sys.stderr, flush=True)
             if scenario.bedrock:
-                rows.append((scenario, bedrock.run_scenario(scenario, proxy.url, bedrock_port)))
+                rows.append((scenario, bedrock.run_scenario(scenario, proxy.url, proxy_cpu, bedrock_port)))
             else:
-                rows.append((scenario, run_scenario(scenario, proxy.url, upstream_port)))
+                rows.append((scenario, run_scenario(scenario, proxy.url, proxy_cpu, upstream_port)))
             peaks[scenario.name] = peak_rss_mib(proxy.process.pid)
         rss = peak_rss_mib(proxy.process.pid)
         problems = log_problems(proxy.log())

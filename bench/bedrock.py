@@ -9,6 +9,7 @@ model to the proxy, which translates it, signs and sends it with boto3, and tran
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -49,12 +50,16 @@ def targets(fake_url: str, proxy_url: str, stream: bool) -> dict[str, tuple[str,
     }
 
 
-def run_scenario(scenario: Any, proxy_url: str, port: int) -> dict[str, LoadResult]:
-    """Run `scenario`'s load straight at a fake Bedrock on `port` and through the proxy."""
+def run_scenario(
+    scenario: Any, proxy_url: str, proxy_cpu: Callable[[], float], port: int
+) -> dict[str, LoadResult]:
+    """Run `scenario`'s load straight at a fake Bedrock on `port` and through the proxy (whose
+    CPU seconds so far `proxy_cpu` reads)."""
     with fake_bedrock(port, delay=scenario.delay, stream_pause=scenario.stream_pause) as fake_url:
         paths = targets(fake_url, proxy_url, scenario.stream)
         # Only the proxy's answer is Server-Sent Events ending with [DONE].
         return measure(
             scenario,
             {path: (url, body, scenario.stream and path == "proxy") for path, (url, body) in paths.items()},
+            cpu_clocks={"proxy": proxy_cpu},
         )

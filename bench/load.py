@@ -7,6 +7,7 @@ import collections
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +20,17 @@ class LoadResult:
     first_bytes: list[float] = field(default_factory=list)  # seconds to the first body byte
     errors: collections.Counter = field(default_factory=collections.Counter)
     elapsed: float = 0.0
+    server_cpu: float | None = None  # CPU seconds the server under test spent on these requests
 
     @property
     def done(self) -> int:
         return len(self.latencies)
+
+    @property
+    def cpu_per_request(self) -> float | None:
+        """The server's CPU seconds per request sent (errors included), when it was measured."""
+        sent = self.done + self.error_count
+        return None if self.server_cpu is None or not sent else self.server_cpu / sent
 
     @property
     def rate(self) -> float:
@@ -38,6 +46,8 @@ class LoadResult:
         self.first_bytes += other.first_bytes
         self.errors.update(other.errors)
         self.elapsed += other.elapsed
+        if other.server_cpu is not None:
+            self.server_cpu = (self.server_cpu or 0.0) + other.server_cpu
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -112,10 +122,18 @@ def run_load(
 
 
 def measure(
-    scenario: Any, targets: dict[str, tuple[str, bytes, bool]], *, warm_body: bytes | None = None
+    scenario: Any,
+    targets: dict[str, tuple[str, bytes, bool]],
+    *,
+    warm_body: bytes | None = None,
+    cpu_clocks: dict[str, Callable[[], float]] | None = None,
 ) -> dict[str, LoadResult]:
     """Run `scenario`'s load (its clients, and its duration or request count) at every target
     (path name -> URL, body, whether the answer streams); return each path's result.
+
+    `cpu_clocks` gives, for some paths, a reading of the CPU seconds the server behind that path
+    has used so far: it is read before and after each of that path's runs (not the warm-ups), and
+    the difference is the result's `server_cpu`.
 
     Every target is warmed up first (connections opened, pools filled, any to a previous fake
     dropped). A scenario with `rounds` > 1 splits its requests into that many rounds and
@@ -134,9 +152,13 @@ def measure(
             url, body, stream = targets[path]
             which = f" (round {number + 1} of {rounds})" if rounds > 1 else ""
             print(f"  {scenario.name}: {path}{which} ...", file=sys.stderr, flush=True)
+            clock = (cpu_clocks or {}).get(path)
+            cpu_before = clock() if clock else 0.0
             load = run_load(
                 url, body, clients=scenario.clients, stream=stream, duration=scenario.duration, count=count
             )
+            if clock:
+                load.server_cpu = clock() - cpu_before
             results[path].add(load)
     return results
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -87,4 +88,21 @@ def current_rss_mib(pid: int) -> float:
     return sum(_status_kib(p, "VmRSS") for p in process_tree(pid)) / 1024
 
 
-__all__ = ["current_rss_mib", "fake_upstream", "free_port", "peak_rss_mib", "proxy_server"]
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time used so far by the server's process tree (all threads)."""
+    ticks = 0
+    for process in process_tree(pid):
+        try:
+            stat = Path(f"/proc/{process}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / _TICKS_PER_SECOND
+
+
+__all__ = ["cpu_seconds", "current_rss_mib", "fake_upstream", "free_port", "peak_rss_mib", "proxy_server"]

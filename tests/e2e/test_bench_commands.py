@@ -19,6 +19,10 @@ def test_bench_latency_scenario_prints_its_table_and_verdict():
     out = run("bench", "--scenario", "latency", "--requests", "20", "--workers", "1")
     rows = {m[1]: m[2] for m in re.finditer(r"^\| latency \| (direct|proxy) \| 1 \| (\d+) \|", out, re.M)}
     assert rows == {"direct": "20", "proxy": "20"}
+    # The last column: the proxy's CPU time per request, measured on the proxy's rows only.
+    cpu = dict(re.findall(r"^\| latency \| (direct|proxy) \|.* \| ([-\d.]+) \|$", out, re.M))
+    assert cpu["direct"] == "-"
+    assert 0 < float(cpu["proxy"]) < 100
     verdict = r"^(met   |MISSED)  added latency p50 under 2 ms for one client: \d+\.\d\d ms$"
     assert re.search(verdict, out, re.M)
 

@@ -83,3 +83,18 @@ def test_errors_of_every_round_are_counted(fake_openai):
     assert results["direct"].done == 4
     assert results["proxy"].done == 0
     assert results["proxy"].errors == {"HTTP 404": 4}
+
+
+def test_a_server_clock_is_read_around_its_own_paths_runs_only(fake_openai):
+    # The "clock" counts the requests the fake has answered: what it advances by is exactly what
+    # the proxy path's runs sent, not the warm-ups and not the direct runs between them.
+    results = measure(
+        Scenario(count=10, rounds=3),
+        targets(fake_openai),
+        cpu_clocks={"proxy": lambda: float(len(fake_openai.requests))},
+    )
+
+    assert results["proxy"].server_cpu == 10
+    assert results["proxy"].cpu_per_request == 1.0
+    assert results["direct"].server_cpu is None
+    assert results["direct"].cpu_per_request is None
