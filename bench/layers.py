@@ -4,7 +4,8 @@ The latency scenario of `python -m bench` (one client, the fake upstream answeri
 delay) is run against stand-ins that each add one layer of the proxy's stack (bench/layer_apps.py)
 and against the proxy itself, all with one server process. Rounds are interleaved so every
 target sees the same machine; each round measures the direct path too, and the table shows the
-median over rounds of p50(target) - p50(direct), and what each layer adds to the one before.
+median over rounds of p50(target) - p50(direct), and what each layer adds to the one before; and
+the same for the CPU time the layer's server processes spent per request (from /proc).
 
     python -m bench.layers                       # 8 rounds of 300 requests, about two minutes
     python -m bench.layers --rounds 3 --requests 100 --delay 0
@@ -18,9 +19,10 @@ import os
 import statistics
 import sys
 from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
 
 from bench.load import percentile, run_load
-from bench.processes import fake_process, fake_upstream, free_port, proxy_server
+from bench.processes import cpu_seconds, fake_upstream, free_port, proxy_server, started_process
 from tests.support.server import GUNICORN, RunningServer, running_server
 
 # (name, what it adds to the row above it)
@@ -44,24 +46,35 @@ def _gunicorn(app: str, upstream_url: str) -> AbstractContextManager[RunningServ
     return running_server(settings, command=[*command, f"bench.layer_apps:{app}"])
 
 
-def _target(stack: ExitStack, layer: str, upstream_url: str) -> str:
-    """Start `layer`'s server; return the URL the load goes to."""
+def _target(stack: ExitStack, layer: str, upstream_url: str) -> tuple[str, int]:
+    """Start `layer`'s server; return the URL the load goes to and the server's pid."""
     if layer == "relay":
-        base = stack.enter_context(fake_process("bench.layer_apps", free_port(), upstream=upstream_url))
-    elif layer == "proxy":
-        base = stack.enter_context(proxy_server(upstream_url, 1)).url
+        relay = stack.enter_context(started_process("bench.layer_apps", free_port(), upstream=upstream_url))
+        base, pid = relay.url, relay.pid
     else:
-        base = stack.enter_context(_gunicorn(_GUNICORN_APPS[layer], upstream_url)).url
-    return base + "/v1/chat/completions"
+        server = (
+            proxy_server(upstream_url, 1)
+            if layer == "proxy"
+            else _gunicorn(_GUNICORN_APPS[layer], upstream_url)
+        )
+        running = stack.enter_context(server)
+        base, pid = running.url, running.process.pid
+    return base + "/v1/chat/completions", pid
 
 
-def measure_layers(rounds: int, requests: int, delay: float) -> dict[str, list[float]]:
-    """Added latency (seconds) of every layer in each round."""
-    added: dict[str, list[float]] = {name: [] for name, _ in LAYERS}
+@dataclass
+class LayerFigures:
+    added: list[float] = field(default_factory=list)  # seconds, p50(layer) - p50(direct), per round
+    cpu: list[float] = field(default_factory=list)  # the server's CPU seconds per request, per round
+
+
+def measure_layers(rounds: int, requests: int, delay: float) -> dict[str, LayerFigures]:
+    """Added latency and CPU time per request of every layer, in each round."""
+    figures = {name: LayerFigures() for name, _ in LAYERS}
     with fake_upstream(free_port(), delay=delay) as upstream_url, ExitStack() as stack:
         targets = {name: _target(stack, name, upstream_url) for name, _ in LAYERS}
         direct = upstream_url + "/chat/completions"
-        for url in [direct, *targets.values()]:
+        for url in [direct, *(url for url, _ in targets.values())]:
             errors = run_load(url, _BODY, clients=1, count=50).errors
             if errors:
                 raise RuntimeError(f"{url} failed while warming up: {dict(errors)}")
@@ -69,21 +82,31 @@ def measure_layers(rounds: int, requests: int, delay: float) -> dict[str, list[f
             print(f"  round {number + 1} of {rounds}", file=sys.stderr, flush=True)
             baseline = percentile(run_load(direct, _BODY, clients=1, count=requests).latencies, 0.5)
             order = list(targets.items())
-            for name, url in order if number % 2 == 0 else reversed(order):
+            for name, (url, pid) in order if number % 2 == 0 else reversed(order):
+                cpu_before = cpu_seconds(pid)
                 result = run_load(url, _BODY, clients=1, count=requests)
                 if result.errors:
                     raise RuntimeError(f"{name}: {dict(result.errors)}")
-                added[name].append(percentile(result.latencies, 0.5) - baseline)
-    return added
+                figures[name].cpu.append((cpu_seconds(pid) - cpu_before) / requests)
+                figures[name].added.append(percentile(result.latencies, 0.5) - baseline)
+    return figures
 
 
-def table(added: dict[str, list[float]]) -> str:
-    lines = ["| layer | added p50 ms (median of rounds) | this layer ms | what it adds |", "|---" * 4 + "|"]
-    previous = 0.0
+def table(figures: dict[str, LayerFigures]) -> str:
+    lines = [
+        "| layer | added p50 ms (median of rounds) | this layer ms | CPU ms/req | this layer CPU ms "
+        "| what it adds |",
+        "|---" * 6 + "|",
+    ]
+    previous_added = previous_cpu = 0.0
     for name, description in LAYERS:
-        median = statistics.median(added[name])
-        lines.append(f"| {name} | {median * 1000:.2f} | {(median - previous) * 1000:+.2f} | {description} |")
-        previous = median
+        added = statistics.median(figures[name].added)
+        cpu = statistics.median(figures[name].cpu)
+        lines.append(
+            f"| {name} | {added * 1000:.2f} | {(added - previous_added) * 1000:+.2f} "
+            f"| {cpu * 1000:.2f} | {(cpu - previous_cpu) * 1000:+.2f} | {description} |"
+        )
+        previous_added, previous_cpu = added, cpu
     return "\n".join(lines)
 
 
@@ -94,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.01, help="the fake upstream's delay (s)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
-    added = measure_layers(args.rounds, args.requests, args.delay)
+    figures = measure_layers(args.rounds, args.requests, args.delay)
     print()
     print(f"One client, upstream delay {args.delay * 1000:g} ms, {args.rounds} rounds of {args.requests}:")
-    print(table(added))
+    print(table(figures))
+    print(
+        "CPU ms/req: user + system CPU time of the layer's server processes, per request (median of rounds)"
+    )
     print(f"Load average (1 min) before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}")
     return 0
 
