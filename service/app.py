@@ -1,4 +1,4 @@
-"""The app factory: settings, secrets, logging, hooks, error handlers and every blueprint."""
+"""The app factory: settings, secrets, logging, the request pipeline, error handlers and every route."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
-from service import openapi, runtime
-from service.auth import install_auth
+from service import openapi, relay, runtime
+from service.auth import client_gate
 from service.errors import register_error_handlers
-from service.observability import configure_logging, install_honeybadger, install_request_id
+from service.observability import configure_logging, install_honeybadger
+from service.pipeline import RequestPipeline
 from service.routes import assessment, gateway, status
 from service.secrets import HONEYBADGER_API_KEY, SecretStore
 from service.settings import Settings, load_settings
@@ -48,8 +49,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     runtime.attach(app, runtime.Runtime(settings=settings, secrets=secrets))
 
-    install_request_id(app)
-    install_auth(app, secrets, settings)  # after the request id: refusals are logged with it
+    gate = client_gate(app, secrets, settings)
     register_error_handlers(app)
     install_honeybadger(
         app,
@@ -63,4 +63,6 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
 
     for blueprint in (status.blueprint, gateway.blueprint, openapi.blueprint, assessment.blueprint):
         app.register_blueprint(blueprint)
+    # Request ids, client keys and limits, access lines; the relay routes bypass Flask.
+    app.wsgi_app = RequestPipeline(app, gate, relay.RELAY_ROUTES)
     return app

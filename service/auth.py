@@ -20,11 +20,11 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, g
 
 from service import limits
 from service.errors import ApiError
@@ -243,31 +243,28 @@ def presented_key(authorization: str) -> str:
     return value
 
 
-def _is_open_route() -> bool:
-    return request.path == "/" and request.method in ("GET", "HEAD")
+def is_open_route(method: str, path: str) -> bool:
+    return path == "/" and method in ("GET", "HEAD")
 
 
-def install_auth(app: Flask, secrets: SecretStore, settings: Settings) -> ClientKeys:
-    """Check the key store (stopping start-up when it must) and guard every route but `GET /`.
+class ClientGate:
+    """Admits each request (`service.pipeline` asks): its client key, then its client's limits."""
 
-    Register it after the request-id hook, so that refusals are logged with a request id.
-    """
-    keys = ClientKeys(secrets, settings)
-    keys.load_at_start(settings.environment_type)
-    limiter = limits.ClientLimiter()
-    app.extensions["aiproxy.client_keys"] = keys
-    app.extensions["aiproxy.limiter"] = limiter
+    def __init__(self, keys: ClientKeys, limiter: limits.ClientLimiter) -> None:
+        self.keys = keys
+        self.limiter = limiter
 
-    @app.before_request
-    def _authenticate() -> None:
-        if _is_open_route():
-            return
-        store = keys.current()
+    def admit(self, method: str, path: str, authorization: str) -> Callable[[], None] | None:
+        """Raise ApiError (401, 429, 503) to refuse; else note the client on `g` and return the
+        function that frees its in-flight slot (None when there is no client to count)."""
+        if is_open_route(method, path):
+            return None
+        store = self.keys.current()
         if store is None:
-            return  # running open (start-up said so)
-        if keys.lost:
+            return None  # running open (start-up said so)
+        if self.keys.lost:
             raise ApiError(503, "Client authentication is unavailable; try again later.")
-        key = presented_key(request.headers.get("Authorization", ""))
+        key = presented_key(authorization)
         client = store.authenticate(key) if 0 < len(key) <= _MAX_KEY_LENGTH else None
         if client is None:
             # The reason is for operators only; the client gets one answer for every case.
@@ -279,13 +276,19 @@ def install_auth(app: Flask, secrets: SecretStore, settings: Settings) -> Client
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        g.client = client.name
+        g.client = client.name  # from here on, log lines name the client
         try:
-            release = limiter.acquire(client.name, client.limits)
+            return self.limiter.acquire(client.name, client.limits)
         except limits.LimitExceeded as refusal:
             log.info("Refused a request over the client's limits: %s", refusal.message)
             raise
-        limits.hold_slot(release)
 
-    limits.install_release(app)
-    return keys
+
+def client_gate(app: Flask, secrets: SecretStore, settings: Settings) -> ClientGate:
+    """Check the key store (stopping start-up when it must); the gate every request but `GET /` passes."""
+    keys = ClientKeys(secrets, settings)
+    keys.load_at_start(settings.environment_type)
+    limiter = limits.ClientLimiter()
+    app.extensions["aiproxy.client_keys"] = keys
+    app.extensions["aiproxy.limiter"] = limiter
+    return ClientGate(keys, limiter)

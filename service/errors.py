@@ -97,10 +97,11 @@ class ApiError(Exception):
         )
 
 
+SERVER_ERROR_MESSAGE = "The server failed to handle this request; it has been reported."
 _MESSAGES = {
     404: "No route matches this URL.",
     413: "The request body is too large.",
-    500: "The server failed to handle this request; it has been reported.",
+    500: SERVER_ERROR_MESSAGE,
 }
 
 

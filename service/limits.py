@@ -6,7 +6,7 @@ requests admitted in the last 60 seconds, so no burst at a minute boundary doubl
 
 A request that is admitted holds one in-flight slot until its response is closed, which for a
 streamed answer is when the last chunk has been sent (or the client went away), not when the
-view function returned: the release is attached with `Response.call_on_close`.
+view function returned: the request pipeline (`service.pipeline`) frees it when it closes the answer.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from flask import Flask, Response, g
 
 from service.errors import ApiError
 
@@ -100,29 +98,3 @@ class ClientLimiter:
         with self._lock:
             usage = self._usage.get(client)
             return usage.in_flight if usage else 0
-
-
-_RELEASE = "_limits_release"
-
-
-def hold_slot(release: Callable[[], None]) -> None:
-    """Keep the current request's slot until its response is closed (see `install_release`)."""
-    setattr(g, _RELEASE, release)
-
-
-def install_release(app: Flask) -> None:
-    """Free each request's slot when its response is closed, streamed responses included."""
-
-    @app.after_request
-    def _release_on_close(response: Response) -> Response:
-        release = g.pop(_RELEASE, None)
-        if release is not None:
-            response.call_on_close(release)
-        return response
-
-    @app.teardown_request
-    def _release_if_no_response(error: BaseException | None) -> None:
-        # after_request did not run (an exception escaped response handling): free it now.
-        release = g.pop(_RELEASE, None)
-        if release is not None:
-            release()

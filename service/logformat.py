@@ -1,9 +1,10 @@
 """Log line formats: text for people, JSON (one object a line) for CloudWatch.
 
 Every line written while a request is handled carries its request id and client name, taken from
-`flask.g` by `RequestContextFilter`. JSON lines put extra fields (`extra={...}`) at the top level,
-which CloudWatch Logs Insights filters on directly. No Flask import at module level: the gunicorn
-master formats its own lines with these classes and never loads Flask.
+`flask.g` (where the request pipeline puts them) by `RequestContextFilter`. JSON lines put extra
+fields (`extra={...}`) at the top level, which CloudWatch Logs Insights filters on directly. No
+Flask import at module level: the gunicorn master formats its own lines with these classes and
+never loads Flask.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 def _request_context() -> tuple[str, str] | None:
     """(request_id, client) of the request being handled, or None outside one."""
     flask = sys.modules.get("flask")  # not loaded: there cannot be a request
-    if flask is None or not flask.has_request_context():
-        return None
-    return flask.g.get("request_id", "-"), flask.g.get("client", "anonymous")
+    if flask is None or not flask.has_app_context() or "request_id" not in flask.g:
+        return None  # the request pipeline (service.pipeline) sets the id on `g` first
+    return flask.g.request_id, flask.g.get("client", "anonymous")
 
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.

@@ -8,12 +8,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, g, has_app_context, has_request_context, request
 
 from service.idle_log import IdleWriteHandler, idle_scheduler
 from service.logformat import RequestContextFilter, make_formatter
@@ -27,17 +26,26 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _KEY_LIKE_PREFIXES = ("aip_", "sk-", "bearer")
 
 
-def _usable_request_id(sent: str) -> bool:
-    return bool(_VALID_REQUEST_ID.match(sent)) and not sent.lower().startswith(_KEY_LIKE_PREFIXES)
+def request_id_from(sent: str) -> str:
+    """The id of a request whose `X-Request-Id` header was `sent`: that, if usable, else a new one."""
+    usable = _VALID_REQUEST_ID.match(sent) and not sent.lower().startswith(_KEY_LIKE_PREFIXES)
+    return sent if usable else uuid.uuid4().hex
+
+
+def in_request() -> bool:
+    """Whether a request is being handled here (the pipeline's app context, `service.pipeline`)."""
+    return has_app_context() and "request_id" in g
 
 
 def current_request_id() -> str:
-    return g.get("request_id", "-") if has_request_context() else "-"
+    return g.request_id if in_request() else "-"
 
 
 def current_route() -> str:
-    """The URL rule the current request matched (its path when none did); call inside a request."""
-    return request.url_rule.rule if request.url_rule else request.path
+    """The URL rule the current request matched in Flask, else its path; call inside a request."""
+    if has_request_context() and request.url_rule:
+        return request.url_rule.rule
+    return g.path
 
 
 def configure_logging(level: str, log_format: str, stream: Any = None) -> logging.Handler:
@@ -62,34 +70,6 @@ def configure_logging(level: str, log_format: str, stream: Any = None) -> loggin
     # record (os.getpid is a system call, and every greenlet is a "thread" to logging).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     return handler
-
-
-def install_request_id(app: Flask) -> None:
-    """Give each request an id (the client's, when valid) and send it back as `X-Request-Id`."""
-    access_log = logging.getLogger("service.access")
-
-    @app.before_request
-    def _assign_request_id() -> None:
-        g.started = time.perf_counter()
-        sent = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = sent if _usable_request_id(sent) else uuid.uuid4().hex
-
-    @app.after_request
-    def _send_request_id(response: Response) -> Response:
-        request_id = current_request_id()
-        response.headers[REQUEST_ID_HEADER] = request_id
-        line = (request.method, request.path, response.status_code)
-        context = {"request_id": request_id, "client": g.get("client", "anonymous")}
-        started = g.get("started") or time.perf_counter()
-
-        def log_access() -> None:
-            duration = round((time.perf_counter() - started) * 1000, 1)
-            access_log.info("%s %s %s", *line, extra={**context, "duration_ms": duration})
-
-        # Written once the answer has gone out (the server closes it then): the client does not
-        # wait for the proxy's log line, and the duration includes sending the answer.
-        response.call_on_close(log_access)
-        return response
 
 
 # --- Honeybadger -------------------------------------------------------------------------------
@@ -140,9 +120,9 @@ class HoneybadgerLogHandler(logging.Handler):
                 "logger": record.name,
                 "level": record.levelname,
             }
-            if has_request_context():
+            if in_request():
                 context["route"] = current_route()
-                context["method"] = request.method
+                context["method"] = g.method
             exception = record.exc_info[1] if record.exc_info else None
             if exception is not None:
                 if getattr(exception, _REPORTED_MARK, False):

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import g, has_request_context
+from flask import g
 
-from service.observability import current_route
+from service.observability import current_route, in_request
 
 log = logging.getLogger("service.usage")
 
@@ -95,9 +95,9 @@ class UsageRecord:
     started: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
-        if has_request_context():
+        if in_request():
             self.route = current_route()
-            self.request_id = g.get("request_id", self.request_id)
+            self.request_id = g.request_id
             self.client = g.get("client", self.client)
             self.started = g.get("started", self.started)
 

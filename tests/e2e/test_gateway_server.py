@@ -16,7 +16,7 @@ KEY = "sk-provider-key-0123456789"
 
 @pytest.fixture(scope="module")
 def server_settings():
-    return {"OPENAI_API_KEY": KEY, "LOG_FORMAT": "json"}
+    return {"OPENAI_API_KEY": KEY, "LOG_FORMAT": "json", "AIPROXY_MAX_BODY_BYTES": "4096"}
 
 
 def open_stream(server, body: dict) -> http.client.HTTPResponse:
@@ -70,3 +70,32 @@ def test_usage_record_is_a_json_log_line(server, fake):
     assert record["status"] == 200
     assert record["total_tokens"] == record["prompt_tokens"] + record["completion_tokens"]
     assert KEY not in server.log()
+
+
+def post_chunked(server, path: str, pieces: list[bytes]) -> http.client.HTTPResponse:
+    """POST a body in chunked transfer encoding: no Content-Length for the proxy to check first."""
+    parts = urlsplit(server.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.request(
+        "POST",
+        path,
+        body=iter(pieces),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    return connection.getresponse()
+
+
+def test_a_chunked_body_is_relayed_whole_and_one_over_the_limit_is_413(server, fake):
+    body = json.dumps({"model": "text-embedding-3-small", "input": "y" * 3000}).encode()
+    response = post_chunked(server, "/v1/embeddings", [body[:1000], body[1000:2000], body[2000:]])
+    assert response.status == 200
+    assert json.loads(response.read())["object"] == "list"
+    assert fake.requests[-1].raw == body
+    sent = len(fake.requests)
+
+    too_large = json.dumps({"model": "text-embedding-3-small", "input": "y" * 5000}).encode()
+    response = post_chunked(server, "/v1/embeddings", [too_large[:2500], too_large[2500:]])
+    assert response.status == 413
+    assert json.loads(response.read())["error"]["message"] == "The request body is too large."
+    assert len(fake.requests) == sent

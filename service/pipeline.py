@@ -1,0 +1,93 @@
+"""What every request goes through, whichever part of the app serves it.
+
+`RequestPipeline` is WSGI middleware installed as the Flask app's `wsgi_app`, so the server and
+Flask's test client both go through it. For each request it:
+
+1. pushes an app context and puts the request's state on `g`: its id (`X-Request-Id` when the
+   client sent a short, plain one, else a new one), method, path, start time and, once admitted,
+   client. Log lines (`service.logformat`), usage records and Flask routes all read it there;
+2. admits the client (`service.auth.ClientGate`: key, then limits);
+3. hands the request to the relay routes (`service.relay.RELAY_ROUTES`, plain WSGI, the hot path)
+   or else to Flask;
+4. answers the proxy's own errors (`ApiError`) in the OpenAI error shape; an exception escaping a
+   relay route is logged (so reported to Honeybadger) and answered with a 500, as Flask does;
+5. adds `X-Request-Id` to the answer, and once the answer has been sent or abandoned frees the
+   client's in-flight slot and writes the access line (method, path, status, duration).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from flask import Flask, g
+from werkzeug.wsgi import ClosingIterator
+
+from service.auth import ClientGate
+from service.errors import SERVER_ERROR_MESSAGE, ApiError, error_response
+from service.observability import REQUEST_ID_HEADER, request_id_from
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("service.access")
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+class RequestPipeline:
+    def __init__(self, app: Flask, gate: ClientGate, routes: Mapping[str, WSGIApp]) -> None:
+        self._app = app
+        self._flask = app.wsgi_app
+        self._gate = gate
+        self._routes = routes
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO") or "/"
+        request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
+        status = "500"
+
+        def start(status_line: str, headers: list, exc_info: Any = None) -> Any:
+            nonlocal status
+            status = status_line.partition(" ")[0]
+            headers.append((REQUEST_ID_HEADER, request_id))
+            return start_response(status_line, headers, exc_info)
+
+        release = None
+        context = self._app.app_context()
+        context.push()  # Flask reuses it for the request context it pushes on top
+        try:
+            g.request_id, g.method, g.path, g.started = request_id, method, path, started
+            try:
+                release = self._gate.admit(method, path, environ.get("HTTP_AUTHORIZATION", ""))
+                route = self._routes.get(path)
+                answer = self._flask(environ, start) if route is None else self._relay(route, environ, start)
+            except ApiError as error:
+                answer = error.response()(environ, start)
+            client = g.get("client", "anonymous")
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        finally:
+            context.pop()
+
+        def log_access() -> None:
+            duration = round((time.perf_counter() - started) * 1000, 1)
+            context = {"request_id": request_id, "client": client, "duration_ms": duration}
+            access_log.info("%s %s %s", method, path, status, extra=context)
+
+        # Run once the answer has gone out (the server closes it then): the client does not wait
+        # for the access line, its duration includes sending, and a stream holds its slot to the end.
+        return ClosingIterator(answer, [release, log_access] if release else log_access)
+
+    def _relay(self, route: WSGIApp, environ: dict, start: Callable) -> Iterable[bytes]:
+        try:
+            return route(environ, start)
+        except ApiError:
+            raise
+        except Exception:
+            log.exception("Exception on %s [%s]", environ.get("PATH_INFO"), environ.get("REQUEST_METHOD"))
+            return error_response(500, SERVER_ERROR_MESSAGE)(environ, start)

@@ -1,0 +1,148 @@
+"""The request pipeline in front of every route (`service.pipeline`), seen at the relay routes it
+serves outside Flask: the same ids, keys, limits, errors, logs and reports as Flask's routes get."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from service import relay
+from service.auth import hash_key
+from service.observability import configure_logging
+from tests.fakes.honeybadger import HoneybadgerCatcher
+from tests.fakes.openai_upstream import Stream
+from tests.support.app import make_app
+
+PROVIDER_KEY = "sk-provider-key-pipeline-0001"
+CLIENT_KEY = "aip_pipeline-test-key-00000000000000000000001"
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}
+
+
+def keyed_app(upstream_url: str, max_concurrent: int = 5, **settings: str):
+    store = {"web": {"keys": [hash_key(CLIENT_KEY)], "max_concurrent": max_concurrent}}
+    return make_app(
+        OPENAI_BASE_URL=upstream_url,
+        OPENAI_API_KEY=PROVIDER_KEY,
+        AIPROXY_CLIENT_KEYS=json.dumps(store),
+        **settings,
+    )
+
+
+def authorised(request_id: str = "req-pipeline") -> dict[str, str]:
+    return {"Authorization": f"Bearer {CLIENT_KEY}", "X-Request-Id": request_id}
+
+
+@pytest.mark.parametrize("path", sorted(relay.RELAY_ROUTES))
+def test_a_relay_route_needs_a_client_key_before_anything_else(fake_openai, path):
+    client = keyed_app(fake_openai.url).test_client()
+    for method in ("post", "get"):
+        response = getattr(client, method)(path, json=CHAT)
+        assert response.status_code == 401
+        assert response.get_json()["error"]["code"] == "invalid_api_key"
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert fake_openai.requests == []
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete", "head", "options"])
+def test_other_methods_at_a_relay_route_are_json_405_naming_post(fake_openai, method):
+    client = keyed_app(fake_openai.url).test_client()
+    response = getattr(client, method)("/v1/chat/completions", headers=authorised("req-405"))
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.headers["X-Request-Id"] == "req-405"
+    if method != "head":
+        assert response.get_json()["error"]["type"] == "invalid_request_error"
+    assert fake_openai.requests == []
+
+
+def test_a_relay_body_over_the_limit_is_json_413_and_never_sent(fake_openai):
+    client = keyed_app(fake_openai.url, AIPROXY_MAX_BODY_BYTES="2048").test_client()
+    body = json.dumps({"model": "text-embedding-3-small", "input": "x" * 1990}).encode()
+    assert len(body) <= 2048
+    assert client.post("/v1/embeddings", data=body, headers=authorised()).status_code == 200
+    too_large = json.dumps({"model": "text-embedding-3-small", "input": "x" * 2100}).encode()
+    response = client.post("/v1/embeddings", data=too_large, headers=authorised())
+    assert response.status_code == 413
+    assert response.get_json()["error"]["message"] == "The request body is too large."
+    assert len(fake_openai.requests) == 1
+
+
+def test_every_line_of_a_relayed_request_names_its_id_and_client(fake_openai):
+    app = keyed_app(fake_openai.url)
+    logs = io.StringIO()
+    configure_logging("INFO", "json", stream=logs)
+    client = app.test_client()
+    response = client.post("/v1/chat/completions", json=CHAT, headers=authorised("req-lines"), buffered=True)
+    assert response.status_code == 200
+    assert response.headers["X-Request-Id"] == "req-lines"
+    assert fake_openai.requests[-1].headers["x-request-id"] == "req-lines"
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    mine = [line for line in lines if line["request_id"] == "req-lines"]
+    assert {line["logger"] for line in mine} == {"service.usage", "service.access"}
+    assert {line["client"] for line in mine} == {"web"}
+    [access] = [line for line in mine if line["logger"] == "service.access"]
+    assert access["message"] == "POST /v1/chat/completions 200"
+    assert access["duration_ms"] >= 0
+    [usage] = [line for line in mine if line["logger"] == "service.usage"]
+    assert (usage["route"], usage["status"]) == ("/v1/chat/completions", 200)
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+    assert CLIENT_KEY not in logs.getvalue() and PROVIDER_KEY not in logs.getvalue()
+
+
+def test_a_stream_holds_its_clients_slot_until_it_is_closed(fake_openai):
+    client = keyed_app(fake_openai.url, max_concurrent=1).test_client()
+    fake_openai.enqueue(Stream(contents=["Hel", "lo"]))
+    stream = client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=authorised())
+    assert stream.status_code == 200
+    refused = client.post("/v1/chat/completions", json=CHAT, headers=authorised(), buffered=True)
+    assert refused.status_code == 429
+    assert "1 requests in flight" in refused.get_json()["error"]["message"]
+    assert b"data: [DONE]" in b"".join(stream.response)
+    stream.close()
+    again = client.post("/v1/chat/completions", json=CHAT, headers=authorised(), buffered=True)
+    assert again.status_code == 200
+
+
+def test_an_exception_in_a_relay_route_is_a_reported_500_that_frees_the_slot(fake_openai, monkeypatch):
+    def broken_client():
+        raise RuntimeError("raised on purpose in a relay route")
+
+    monkeypatch.setattr(relay, "upstream_client", broken_client)
+    with HoneybadgerCatcher() as catcher:
+        app = keyed_app(
+            fake_openai.url,
+            max_concurrent=1,
+            HONEYBADGER_API_KEY="hbp_pipeline_test_key_0001",
+            HONEYBADGER_ENDPOINT=catcher.url,
+            HONEYBADGER_FORCE_SYNC="1",
+        )
+        client = app.test_client()
+        for number in range(2):  # the first one's slot is free again for the second
+            response = client.post(
+                "/v1/chat/completions", json=CHAT, headers=authorised(f"req-boom-{number}"), buffered=True
+            )
+            assert response.status_code == 500
+            assert response.headers["X-Request-Id"] == f"req-boom-{number}"
+            assert "reported" in response.get_json()["error"]["message"]
+            assert "on purpose" not in response.get_data(as_text=True)
+        first, _ = catcher.wait_for(2)
+    assert first["error"]["class"] == "RuntimeError"
+    context = first["request"]["context"]
+    assert (context["request_id"], context["client"]) == ("req-boom-0", "web")
+    assert (context["route"], context["method"]) == ("/v1/chat/completions", "POST")
+    for secret in (CLIENT_KEY, PROVIDER_KEY):
+        assert secret not in catcher.raw()
+
+
+def test_flask_routes_get_the_same_request_id_and_access_line(fake_openai, caplog):
+    client = keyed_app(fake_openai.url).test_client()
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        response = client.get("/v1/models", headers=authorised("req-flask"), buffered=True)
+    assert response.status_code == 200
+    assert response.headers["X-Request-Id"] == "req-flask"
+    [access] = [r for r in caplog.records if r.name == "service.access"]
+    assert access.getMessage() == "GET /v1/models 200"
+    assert (access.request_id, access.client) == ("req-flask", "web")
