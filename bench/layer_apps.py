@@ -7,7 +7,8 @@ body:
   HTTP at all (the cost of any proxy process here: two more socket hops);
 - `plain_app`: gunicorn's gevent worker and a WSGI app that relays over one plain socket;
 - `pool_app`: the same app through the proxy's upstream pool (`service.http_pool`);
-- `flask_app`: a one-route Flask app through that pool.
+- `flask_app`: a one-route Flask app through that pool (for comparison: the proxy serves its relay
+  routes outside Flask).
 
 The gunicorn apps find the upstream in the environment variable UPSTREAM_URL, answer `GET /` with
 200 as the proxy's health check does (the test servers wait for it), and send their answers as

@@ -4,8 +4,11 @@ The latency scenario of `python -m bench` (one client, the fake upstream answeri
 delay) is run against stand-ins that each add one layer of the proxy's stack (bench/layer_apps.py)
 and against the proxy itself, all with one server process. Rounds are interleaved so every
 target sees the same machine; each round measures the direct path too, and the table shows the
-median over rounds of p50(target) - p50(direct), and what each layer adds to the one before; and
-the same for the CPU time the layer's server processes spent per request (from /proc).
+median over rounds of p50(target) - p50(direct), and what each row adds to the one it is built
+on; and the same for the CPU time the row's server processes spent per request (from /proc).
+
+The `flask` row is not in the proxy's stack: it is what serving the relay routes through Flask
+would add on top of the pool, which is why they are served outside it (service/relay.py).
 
     python -m bench.layers                       # 8 rounds of 300 requests, about two minutes
     python -m bench.layers --rounds 3 --requests 100 --delay 0
@@ -25,13 +28,13 @@ from bench.load import percentile, run_load
 from bench.processes import cpu_seconds, fake_upstream, free_port, proxy_server, started_process
 from tests.support.server import GUNICORN, RunningServer, running_server
 
-# (name, what it adds to the row above it)
+# (name, the row it is built on, what it adds to that row)
 LAYERS = [
-    ("relay", "a second process and two more socket hops (bytes relayed, no HTTP)"),
-    ("gunicorn", "gunicorn's gevent worker: HTTP parsing, WSGI, the answer written"),
-    ("pool", "the upstream pool (service/http_pool.py): HTTP client, answer parsed"),
-    ("flask", "Flask: request context, routing, Request and Response objects"),
-    ("proxy", "the proxy's own work: auth, limits, request id, validation, usage, logs"),
+    ("relay", None, "a second process and two more socket hops (bytes relayed, no HTTP)"),
+    ("gunicorn", "relay", "gunicorn's gevent worker: HTTP parsing, WSGI, the answer written"),
+    ("pool", "gunicorn", "the upstream pool (service/http_pool.py): HTTP client, answer parsed"),
+    ("flask", "pool", "Flask: request context, routing, Request and Response objects (not in the proxy)"),
+    ("proxy", "pool", "the proxy: request pipeline (id, key, limits, access line), validation, usage"),
 ]
 _GUNICORN_APPS = {"gunicorn": "plain_app", "pool": "pool_app", "flask": "flask_app"}
 _BODY = json.dumps(
@@ -70,9 +73,9 @@ class LayerFigures:
 
 def measure_layers(rounds: int, requests: int, delay: float) -> dict[str, LayerFigures]:
     """Added latency and CPU time per request of every layer, in each round."""
-    figures = {name: LayerFigures() for name, _ in LAYERS}
+    figures = {name: LayerFigures() for name, _, _ in LAYERS}
     with fake_upstream(free_port(), delay=delay) as upstream_url, ExitStack() as stack:
-        targets = {name: _target(stack, name, upstream_url) for name, _ in LAYERS}
+        targets = {name: _target(stack, name, upstream_url) for name, _, _ in LAYERS}
         direct = upstream_url + "/chat/completions"
         for url in [direct, *(url for url, _ in targets.values())]:
             errors = run_load(url, _BODY, clients=1, count=50).errors
@@ -94,19 +97,19 @@ def measure_layers(rounds: int, requests: int, delay: float) -> dict[str, LayerF
 
 def table(figures: dict[str, LayerFigures]) -> str:
     lines = [
-        "| layer | added p50 ms (median of rounds) | this layer ms | CPU ms/req | this layer CPU ms "
+        "| layer | added p50 ms (median of rounds) | on | this layer ms | CPU ms/req | this layer CPU ms "
         "| what it adds |",
-        "|---" * 6 + "|",
+        "|---" * 7 + "|",
     ]
-    previous_added = previous_cpu = 0.0
-    for name, description in LAYERS:
+    for name, base, description in LAYERS:
         added = statistics.median(figures[name].added)
         cpu = statistics.median(figures[name].cpu)
+        base_added = statistics.median(figures[base].added) if base else 0.0
+        base_cpu = statistics.median(figures[base].cpu) if base else 0.0
         lines.append(
-            f"| {name} | {added * 1000:.2f} | {(added - previous_added) * 1000:+.2f} "
-            f"| {cpu * 1000:.2f} | {(cpu - previous_cpu) * 1000:+.2f} | {description} |"
+            f"| {name} | {added * 1000:.2f} | {base or '-'} | {(added - base_added) * 1000:+.2f} "
+            f"| {cpu * 1000:.2f} | {(cpu - base_cpu) * 1000:+.2f} | {description} |"
         )
-        previous_added, previous_cpu = added, cpu
     return "\n".join(lines)
 
 

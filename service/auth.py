@@ -1,4 +1,4 @@
-"""Client authentication: the key store, key lookup, and the hook that guards every route.
+"""Client authentication: the key store, key lookup, and the gate every request passes.
 
 The key store is the JSON secret `client_api_keys` (or AIPROXY_CLIENT_KEYS):
 
@@ -9,7 +9,8 @@ several keys at once, which is how a key is rotated without downtime. The store 
 the app's SecretStore, so a changed secret takes effect within AIPROXY_SECRETS_TTL seconds.
 
 Every route except `GET /` (the load balancer's health check) needs a key when a store is
-configured. Without a store the proxy runs open, which is refused in `test` and `production`.
+configured; the request pipeline (`service.pipeline`) asks `ClientGate` before any route runs.
+Without a store the proxy runs open, which is refused in `test` and `production`.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flask import Flask, g
+from flask import Flask
 from werkzeug.wsgi import ClosingIterator
 
 from service.auth import ClientGate
@@ -36,6 +36,8 @@ WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
 class RequestPipeline:
+    """The WSGI app the server calls: the steps above around Flask's `wsgi_app` and the relay routes."""
+
     def __init__(self, app: Flask, gate: ClientGate, routes: Mapping[str, WSGIApp]) -> None:
         self._app = app
         self._flask = app.wsgi_app
@@ -58,15 +60,16 @@ class RequestPipeline:
         release = None
         context = self._app.app_context()
         context.push()  # Flask reuses it for the request context it pushes on top
+        state = context.g  # what `flask.g` is while it is pushed
         try:
-            g.request_id, g.method, g.path, g.started = request_id, method, path, started
+            state.request_id, state.method, state.path, state.started = request_id, method, path, started
             try:
                 release = self._gate.admit(method, path, environ.get("HTTP_AUTHORIZATION", ""))
                 route = self._routes.get(path)
                 answer = self._flask(environ, start) if route is None else self._relay(route, environ, start)
             except ApiError as error:
                 answer = error.response()(environ, start)
-            client = g.get("client", "anonymous")
+            client = state.get("client", "anonymous")
         except BaseException:
             if release is not None:
                 release()
@@ -76,8 +79,8 @@ class RequestPipeline:
 
         def log_access() -> None:
             duration = round((time.perf_counter() - started) * 1000, 1)
-            context = {"request_id": request_id, "client": client, "duration_ms": duration}
-            access_log.info("%s %s %s", method, path, status, extra=context)
+            fields = {"request_id": request_id, "client": client, "duration_ms": duration}
+            access_log.info("%s %s %s", method, path, status, extra=fields)
 
         # Run once the answer has gone out (the server closes it then): the client does not wait
         # for the access line, its duration includes sending, and a stream holds its slot to the end.
