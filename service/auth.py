@@ -244,7 +244,7 @@ def presented_key(authorization: str) -> str:
     return value
 
 
-def is_open_route(method: str, path: str) -> bool:
+def _is_open_route(method: str, path: str) -> bool:
     return path == "/" and method in ("GET", "HEAD")
 
 
@@ -258,7 +258,7 @@ class ClientGate:
     def admit(self, method: str, path: str, authorization: str) -> Callable[[], None] | None:
         """Raise ApiError (401, 429, 503) to refuse; else note the client on `g` and return the
         function that frees its in-flight slot (None when there is no client to count)."""
-        if is_open_route(method, path):
+        if _is_open_route(method, path):
             return None
         store = self.keys.current()
         if store is None:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from flask import Flask
-from werkzeug.wsgi import ClosingIterator
 
 from service.auth import ClientGate
 from service.errors import SERVER_ERROR_MESSAGE, ApiError, error_response
@@ -47,7 +46,8 @@ class RequestPipeline:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
         method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO") or "/"
+        # As Flask shows it: WSGI servers hand the path over as Latin-1; clients send UTF-8.
+        path = (environ.get("PATH_INFO") or "/").encode("latin-1").decode("utf-8", "replace")
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         status = "500"
 
@@ -65,10 +65,14 @@ class RequestPipeline:
             state.request_id, state.method, state.path, state.started = request_id, method, path, started
             try:
                 release = self._gate.admit(method, path, environ.get("HTTP_AUTHORIZATION", ""))
-                route = self._routes.get(path)
-                answer = self._flask(environ, start) if route is None else self._relay(route, environ, start)
+                route = self._routes.get(path, self._flask)
+                answer = route(environ, start)
             except ApiError as error:
                 answer = error.response()(environ, start)
+            except Exception:
+                # Flask answers its own routes' exceptions (outside tests); this is everything else.
+                log.exception("Exception on %s [%s]", path, method)
+                answer = error_response(500, SERVER_ERROR_MESSAGE)(environ, start)
             client = state.get("client", "anonymous")
         except BaseException:
             if release is not None:
@@ -82,15 +86,32 @@ class RequestPipeline:
             fields = {"request_id": request_id, "client": client, "duration_ms": duration}
             access_log.info("%s %s %s", method, path, status, extra=fields)
 
-        # Run once the answer has gone out (the server closes it then): the client does not wait
-        # for the access line, its duration includes sending, and a stream holds its slot to the end.
-        return ClosingIterator(answer, [release, log_access] if release else log_access)
+        # Once the answer has gone out (the server closes it then): the client does not wait for
+        # the access line, its duration includes sending, and a stream holds its slot to the end.
+        return _Answer(answer, release, log_access)
 
-    def _relay(self, route: WSGIApp, environ: dict, start: Callable) -> Iterable[bytes]:
+
+class _Answer:
+    """The answer's chunks; closing it closes the answer, then frees the client's slot and writes
+    the access line, each even when the step before it fails."""
+
+    def __init__(
+        self, chunks: Iterable[bytes], release: Callable[[], None] | None, log_access: Callable[[], None]
+    ) -> None:
+        self._chunks = chunks
+        self._release = release
+        self._log_access = log_access
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunks)
+
+    def close(self) -> None:
         try:
-            return route(environ, start)
-        except ApiError:
-            raise
-        except Exception:
-            log.exception("Exception on %s [%s]", environ.get("PATH_INFO"), environ.get("REQUEST_METHOD"))
-            return error_response(500, SERVER_ERROR_MESSAGE)(environ, start)
+            if hasattr(self._chunks, "close"):
+                self._chunks.close()
+        finally:
+            try:
+                if self._release is not None:
+                    self._release()
+            finally:
+                self._log_access()

@@ -28,13 +28,12 @@ from werkzeug.wsgi import ClosingIterator, get_content_length
 
 from service import model_routing, runtime
 from service.errors import ApiError, error_body
+from service.pipeline import WSGIApp
 from service.routes import STREAM_HEADERS, bedrock_chat
 from service.upstream import UpstreamError, UpstreamStream, upstream_client
 from service.usage import StreamUsage, UsageRecord, usage_in
 
 log = logging.getLogger(__name__)
-
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 # Request headers a client may pass on to the upstream (everything else stays here).
 _FORWARDED_REQUEST_HEADERS = (("OpenAI-Beta", "HTTP_OPENAI_BETA"),)
@@ -66,8 +65,20 @@ class Relayed:
     on_close: Callable[[], None] | None = None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        start_response(status_line(self.status), self.headers)
-        return ClosingIterator(self.body, self.on_close) if self.on_close else self.body
+        try:
+            start_response(status_line(self.status), self.headers)
+        except BaseException:
+            self.close()  # never sent: the upstream stream is closed and the usage recorded anyway
+            raise
+        return ClosingIterator(self.body, self.close)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            if self.on_close is not None:
+                self.on_close()
 
 
 def status_line(status: int) -> str:
@@ -121,17 +132,19 @@ def relay(method: str, path: str, raw: bytes | None, model: str | None, environ:
         record.emit(status_of(error), upstream_seconds=time.perf_counter() - started, error=error.kind)
         return error_answer(error)
     body = answer.body
-    headers = [
-        ("Content-Type", answer.headers.get("content-type", _JSON)),
-        ("Content-Length", str(len(body))),
-        *relayed_headers(answer.headers),
-    ]
+    headers = relayed_headers(answer.headers)
+    if answer.status >= 200 and answer.status not in (204, 304):
+        content_type = answer.headers.get("content-type", _JSON)
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers]
+        chunks = [body]
+    else:
+        chunks = []  # HTTP says these have no body, nor a Content-Length (RFC 9110)
 
     def record_usage() -> None:
         # Once the answer has gone out: reading the usage and logging it is not the client's wait.
         record.emit(answer.status, upstream_seconds=answer.latency, usage=usage_in(body))
 
-    return Relayed(answer.status, headers, [body], record_usage)
+    return Relayed(answer.status, headers, chunks, record_usage)
 
 
 def relay_stream(path: str, raw: bytes, model: str | None, environ: dict) -> Relayed:
@@ -274,14 +287,14 @@ def error_answer(error: UpstreamError) -> Relayed:
 
 
 def json_bytes(value: Any) -> bytes:
-    """Compact JSON, as Flask's `jsonify` writes it."""
+    """Compact JSON (the proxy's own error bodies)."""
     return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _is_openai_error(body: bytes) -> bool:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(data, dict) and isinstance(data.get("error"), dict)
 
@@ -290,7 +303,7 @@ def answer_error_code(body: bytes) -> Any:
     """The `code` of an OpenAI-shaped error body, or None."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     error = data.get("error") if isinstance(data, dict) else None
     return error.get("code") if isinstance(error, dict) else None

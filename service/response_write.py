@@ -4,8 +4,9 @@ Gunicorn's HTTP/1.1 writer sends the head and then the body, two system calls pe
 proxy's small relayed answers the second send is a fifth of the latency the proxy adds (about
 0.2 ms of the ~2 ms a request costs here; measured with `make bench`). Gunicorn has no setting or
 hook for the response writer of HTTP/1.1, so `install()` wraps `Response.write` for the one case
-that matters: the whole body of a fixed-length answer written at once (what Flask does for every
-non-streamed answer). Streams, chunked bodies and anything else take gunicorn's own path.
+that matters: the whole body of a fixed-length answer written at once (what the relay routes and
+Flask do for every non-streamed answer). Streams, chunked bodies and anything else take
+gunicorn's own path.
 """
 
 from __future__ import annotations

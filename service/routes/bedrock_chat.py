@@ -1,4 +1,4 @@
-"""`POST /v1/chat/completions` for `bedrock/...` models: the gateway's dispatch hands them here.
+"""`POST /v1/chat/completions` for `bedrock/...` models, which the relay route hands over here.
 
 The answer has the OpenAI shape (translated by `service.bedrock`); with `"stream": true` the
 chunks go out as Server-Sent Events as ConverseStream delivers them, ending with `data: [DONE]`.
@@ -53,7 +53,7 @@ def chat_completion(body: dict) -> Response:
 
 
 def _events(stream: BedrockStream, record: UsageRecord, started: float) -> Iterator[bytes]:
-    """Server-Sent Events of the chunks; runs after the view returned (no request context)."""
+    """Server-Sent Events of the chunks; runs after the route returned (no app context)."""
     problem = None
     try:
         for chunk in stream:
@@ -63,7 +63,7 @@ def _events(stream: BedrockStream, record: UsageRecord, started: float) -> Itera
         # The status line has gone out already; an error event tells SDKs the stream failed
         # (the openai client raises APIError on it) instead of ending it as if it were complete.
         problem = getattr(error, "aws_code", None) or "bedrock"
-        context = {"request_id": record.request_id, "client": record.client}  # no request context here
+        context = {"request_id": record.request_id, "client": record.client}  # no app context here
         log.warning("Bedrock stream failed: %s", error.message, extra=context)
         yield (
             b"data: "

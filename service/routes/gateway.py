@@ -1,14 +1,13 @@
 """`GET /v1/models`, `GET /v1/models/<id>` and the legacy routes `/openai/models`, `/test/openai`.
 
-The OpenAI-compatible POST routes are served by `service.relay`, outside Flask; these routes
-relay through the same code, with the configured Bedrock models and aliases listed next to the
-upstream's own.
+The OpenAI-compatible POST routes are served by `service.relay`, outside Flask. The `/v1/models`
+routes relay through its code, with the configured Bedrock models and aliases listed next to the
+upstream's own; the legacy routes call the upstream client and answer its errors as it does.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from urllib.parse import quote
 
@@ -21,7 +20,6 @@ from service.upstream import UpstreamError, upstream_client
 from service.usage import UsageRecord, normalise_usage
 
 blueprint = Blueprint("gateway", __name__)
-log = logging.getLogger(__name__)
 
 
 # --- routes --------------------------------------------------------------------------------------

@@ -8,10 +8,12 @@ import json
 import logging
 
 import pytest
+from werkzeug.test import Client
 
 from service import relay
-from service.auth import hash_key
+from service.auth import ClientGate, hash_key
 from service.observability import configure_logging
+from service.pipeline import RequestPipeline
 from tests.fakes.honeybadger import HoneybadgerCatcher
 from tests.fakes.openai_upstream import Stream
 from tests.support.app import make_app
@@ -146,3 +148,46 @@ def test_flask_routes_get_the_same_request_id_and_access_line(fake_openai, caplo
     [access] = [r for r in caplog.records if r.name == "service.access"]
     assert access.getMessage() == "GET /v1/models 200"
     assert (access.request_id, access.client) == ("req-flask", "web")
+
+
+def test_an_exception_while_checking_the_client_is_a_json_500_not_a_server_page(fake_openai, caplog):
+    app = keyed_app(fake_openai.url)
+
+    def store_unreadable():
+        raise RuntimeError("the secret store is unreadable")
+
+    app.extensions["aiproxy.client_keys"].current = store_unreadable
+    with caplog.at_level(logging.ERROR):
+        response = app.test_client().post("/v1/chat/completions", json=CHAT, headers=authorised("req-gate"))
+    assert response.status_code == 500
+    assert response.headers["X-Request-Id"] == "req-gate"
+    assert response.get_json()["error"]["type"] == "server_error"
+    [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.getMessage() == "Exception on /v1/chat/completions [POST]"
+    assert logged.request_id == "req-gate"
+    assert fake_openai.requests == []
+
+
+def test_the_slot_is_freed_and_the_access_line_written_even_when_closing_the_answer_fails(
+    fake_openai, caplog
+):
+    app = keyed_app(fake_openai.url, max_concurrent=1)
+
+    class FailsToClose(list):
+        def close(self):
+            raise OSError("the connection broke while closing")
+
+    def breaks_on_close(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return FailsToClose([b"done"])
+
+    gate = ClientGate(app.extensions["aiproxy.client_keys"], app.extensions["aiproxy.limiter"])
+    pipeline = RequestPipeline(app, gate, {"/breaks-on-close": breaks_on_close})
+    client = Client(pipeline)
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        for _ in range(2):  # the second is admitted: the first one's slot was freed
+            with pytest.raises(OSError):
+                client.get("/breaks-on-close", headers=authorised("req-close")).close()
+    assert app.extensions["aiproxy.limiter"].in_flight("web") == 0
+    access = [r.getMessage() for r in caplog.records if r.name == "service.access"]
+    assert access == ["GET /breaks-on-close 200"] * 2
