@@ -98,9 +98,10 @@ class ApiError(Exception):
 
 
 SERVER_ERROR_MESSAGE = "The server failed to handle this request; it has been reported."
+REQUEST_TOO_LARGE_MESSAGE = "The request body is too large."
 _MESSAGES = {
     404: "No route matches this URL.",
-    413: "The request body is too large.",
+    413: REQUEST_TOO_LARGE_MESSAGE,
     500: SERVER_ERROR_MESSAGE,
 }
 

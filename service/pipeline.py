@@ -6,7 +6,8 @@ Flask's test client both go through it. For each request it:
 1. pushes an app context and puts the request's state on `g`: its id (`X-Request-Id` when the
    client sent a short, plain one, else a new one), method, path, start time and, once admitted,
    client. Log lines (`service.logformat`), usage records and Flask routes all read it there;
-2. admits the client (`service.auth.ClientGate`: key, then limits);
+2. admits the client (`service.auth.ClientGate`: key, then limits), and reads a chunked body
+   (one without Content-Length) whole, refusing one over AIPROXY_MAX_BODY_BYTES with a 413;
 3. hands the request to the relay routes (`service.relay.RELAY_ROUTES`, plain WSGI, the hot path)
    or else to Flask;
 4. answers the proxy's own errors (`ApiError`) in the OpenAI error shape; an exception escaping a
@@ -17,6 +18,7 @@ Flask's test client both go through it. For each request it:
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,7 +27,7 @@ from typing import Any
 from flask import Flask
 
 from service.auth import ClientGate
-from service.errors import SERVER_ERROR_MESSAGE, ApiError, error_response
+from service.errors import REQUEST_TOO_LARGE_MESSAGE, SERVER_ERROR_MESSAGE, ApiError, error_response
 from service.observability import REQUEST_ID_HEADER, request_id_from
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class RequestPipeline:
     def __init__(self, app: Flask, gate: ClientGate, routes: Mapping[str, WSGIApp]) -> None:
         self._app = app
         self._flask = app.wsgi_app
+        self._max_body = app.config["MAX_CONTENT_LENGTH"]
         self._gate = gate
         self._routes = routes
 
@@ -65,6 +68,8 @@ class RequestPipeline:
             state.request_id, state.method, state.path, state.started = request_id, method, path, started
             try:
                 release = self._gate.admit(method, path, environ.get("HTTP_AUTHORIZATION", ""))
+                if "HTTP_TRANSFER_ENCODING" in environ and not environ.get("CONTENT_LENGTH"):
+                    _read_chunked_body(environ, self._max_body)
                 route = self._routes.get(path, self._flask)
                 answer = route(environ, start)
             except ApiError as error:
@@ -89,6 +94,21 @@ class RequestPipeline:
         # Once the answer has gone out (the server closes it then): the client does not wait for
         # the access line, its duration includes sending, and a stream holds its slot to the end.
         return _Answer(answer, release, log_access)
+
+
+def _read_chunked_body(environ: dict, limit: int) -> None:
+    """Read a body sent without a length (chunked) here, refusing one over `limit` bytes (413).
+
+    Werkzeug stops reading such a body at the limit and hands over what it got, so a route would
+    see it cut short (and answer "not valid JSON") instead of too large. Read here, it reaches
+    every route whole and with a Content-Length, as bodies of known length do.
+    """
+    raw = environ["wsgi.input"].read(limit + 1)  # the server ends the body (wsgi.input_terminated)
+    if len(raw) > limit:
+        raise ApiError(413, REQUEST_TOO_LARGE_MESSAGE)
+    environ["wsgi.input"] = io.BytesIO(raw)
+    environ["CONTENT_LENGTH"] = str(len(raw))
+    del environ["HTTP_TRANSFER_ENCODING"]  # it is no longer chunked (werkzeug would ignore the length)
 
 
 class _Answer:

@@ -27,7 +27,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import ClosingIterator, get_content_length
 
 from service import model_routing, runtime
-from service.errors import ApiError, error_body
+from service.errors import REQUEST_TOO_LARGE_MESSAGE, ApiError, error_body
 from service.pipeline import WSGIApp
 from service.routes import STREAM_HEADERS, bedrock_chat
 from service.upstream import UpstreamError, UpstreamStream, upstream_client
@@ -214,21 +214,14 @@ def json_object_body(environ: dict) -> tuple[bytes, dict]:
 
 
 def read_body(environ: dict, limit: int) -> bytes:
-    """The request body; ApiError 413 when it is longer than `limit` bytes."""
-    too_large = ApiError(413, "The request body is too large.")
-    length = get_content_length(environ)
-    if length is not None and length > limit:
-        raise too_large  # said up front: nothing is read
-    stream = environ["wsgi.input"]
-    if environ.get("wsgi.input_terminated"):
-        # The server ends the body itself (gunicorn does, chunked bodies included): read one byte
-        # past the limit to tell a body of exactly `limit` bytes from a longer one.
-        raw = stream.read(limit + 1)
-    else:
-        raw = stream.read(length) if length else b""
-    if len(raw) > limit:
-        raise too_large
-    return raw
+    """The request body; ApiError 413 when it is longer than `limit` bytes.
+
+    Its length is known: the pipeline has read a chunked body already (`service.pipeline`).
+    """
+    length = get_content_length(environ) or 0
+    if length > limit:
+        raise ApiError(413, REQUEST_TOO_LARGE_MESSAGE)  # said up front: nothing is read
+    return environ["wsgi.input"].read(length) if length else b""
 
 
 def resolve_alias(raw: bytes, body: dict) -> tuple[bytes, dict]:

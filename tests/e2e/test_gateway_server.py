@@ -87,7 +87,9 @@ def post_chunked(server, path: str, pieces: list[bytes]) -> http.client.HTTPResp
 
 
 def test_a_chunked_body_is_relayed_whole_and_one_over_the_limit_is_413(server, fake):
-    body = json.dumps({"model": "text-embedding-3-small", "input": "y" * 3000}).encode()
+    empty = json.dumps({"model": "text-embedding-3-small", "input": ""}).encode()
+    body = json.dumps({"model": "text-embedding-3-small", "input": "y" * (4096 - len(empty))}).encode()
+    assert len(body) == 4096  # AIPROXY_MAX_BODY_BYTES exactly
     response = post_chunked(server, "/v1/embeddings", [body[:1000], body[1000:2000], body[2000:]])
     assert response.status == 200
     assert json.loads(response.read())["object"] == "list"
@@ -99,3 +101,10 @@ def test_a_chunked_body_is_relayed_whole_and_one_over_the_limit_is_413(server, f
     assert response.status == 413
     assert json.loads(response.read())["error"]["message"] == "The request body is too large."
     assert len(fake.requests) == sent
+
+
+def test_a_chunked_body_over_the_limit_is_413_at_flasks_routes_too(server, fake):
+    too_large = json.dumps({"model": "gpt-4o-mini", "note": "z" * 5000}).encode()
+    response = post_chunked(server, "/test/openai", [too_large[:2500], too_large[2500:]])
+    assert response.status == 413
+    assert json.loads(response.read())["error"]["message"] == "The request body is too large."
