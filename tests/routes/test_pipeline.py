@@ -15,7 +15,7 @@ from service.auth import ClientGate, hash_key
 from service.observability import configure_logging
 from service.pipeline import RequestPipeline
 from tests.fakes.honeybadger import HoneybadgerCatcher
-from tests.fakes.openai_upstream import Stream
+from tests.fakes.openai_upstream import Fail, Stream
 from tests.support.app import make_app
 
 PROVIDER_KEY = "sk-provider-key-pipeline-0001"
@@ -191,3 +191,12 @@ def test_the_slot_is_freed_and_the_access_line_written_even_when_closing_the_ans
     assert app.extensions["aiproxy.limiter"].in_flight("web") == 0
     access = [r.getMessage() for r in caplog.records if r.name == "service.access"]
     assert access == ["GET /breaks-on-close 200"] * 2
+
+
+def test_an_upstream_answer_without_a_body_is_relayed_without_one(fake_openai):
+    client = keyed_app(fake_openai.url).test_client()
+    fake_openai.enqueue(Fail(status=204, raw=b""))
+    response = client.post("/v1/moderations", json={"input": "hi"}, headers=authorised())
+    assert response.status_code == 204
+    assert response.get_data() == b""
+    assert "Content-Length" not in response.headers
