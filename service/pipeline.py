@@ -10,8 +10,9 @@ Flask's test client both go through it. For each request it:
    (one without Content-Length) whole, refusing one over AIPROXY_MAX_BODY_BYTES with a 413;
 3. hands the request to the relay routes (`service.relay.RELAY_ROUTES`, plain WSGI, the hot path)
    or else to Flask;
-4. answers the proxy's own errors (`ApiError`) in the OpenAI error shape; an exception escaping a
-   relay route is logged (so reported to Honeybadger) and answered with a 500, as Flask does;
+4. answers the proxy's own errors (`ApiError`) in the OpenAI error shape; any other exception
+   that reaches it (a relay route's, the client check's) is logged, so reported to Honeybadger,
+   and answered with a 500, as Flask does for its routes;
 5. adds `X-Request-Id` to the answer, and once the answer has been sent or abandoned frees the
    client's in-flight slot and writes the access line (method, path, status, duration).
 """
@@ -93,7 +94,7 @@ class RequestPipeline:
 
         # Once the answer has gone out (the server closes it then): the client does not wait for
         # the access line, its duration includes sending, and a stream holds its slot to the end.
-        return _Answer(answer, release, log_access)
+        return Closing(answer, release, log_access)
 
 
 def _read_chunked_body(environ: dict, limit: int) -> None:
@@ -111,27 +112,27 @@ def _read_chunked_body(environ: dict, limit: int) -> None:
     del environ["HTTP_TRANSFER_ENCODING"]  # it is no longer chunked (werkzeug would ignore the length)
 
 
-class _Answer:
-    """The answer's chunks; closing it closes the answer, then frees the client's slot and writes
-    the access line, each even when the step before it fails."""
+class Closing:
+    """An answer's chunks, closed with the steps that follow it.
 
-    def __init__(
-        self, chunks: Iterable[bytes], release: Callable[[], None] | None, log_access: Callable[[], None]
-    ) -> None:
+    Closing closes the chunks (when they can be closed), then runs each of `after` in order. Every
+    step runs even when a step before it fails; the first failure is raised at the end.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], *after: Callable[[], None] | None) -> None:
         self._chunks = chunks
-        self._release = release
-        self._log_access = log_access
+        self._after = [step for step in after if step is not None]
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._chunks)
 
     def close(self) -> None:
-        try:
-            if hasattr(self._chunks, "close"):
-                self._chunks.close()
-        finally:
+        close_chunks = getattr(self._chunks, "close", None)
+        failure: BaseException | None = None
+        for step in [close_chunks, *self._after] if close_chunks else self._after:
             try:
-                if self._release is not None:
-                    self._release()
-            finally:
-                self._log_access()
+                step()
+            except BaseException as error:  # the next steps still run; this one is raised after
+                failure = failure or error
+        if failure is not None:
+            raise failure

@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import g
 from werkzeug.http import HTTP_STATUS_CODES
-from werkzeug.wsgi import ClosingIterator, get_content_length
+from werkzeug.wsgi import get_content_length
 
 from service import model_routing, runtime
 from service.errors import REQUEST_TOO_LARGE_MESSAGE, ApiError, error_body
-from service.pipeline import WSGIApp
+from service.observability import current_request_id
+from service.pipeline import Closing, WSGIApp
 from service.routes import STREAM_HEADERS, bedrock_chat
 from service.upstream import UpstreamError, UpstreamStream, upstream_client
 from service.usage import StreamUsage, UsageRecord, usage_in
@@ -65,20 +65,13 @@ class Relayed:
     on_close: Callable[[], None] | None = None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        answer = Closing(self.body, self.on_close)
         try:
             start_response(status_line(self.status), self.headers)
         except BaseException:
-            self.close()  # never sent: the upstream stream is closed and the usage recorded anyway
+            answer.close()  # never sent: the upstream stream is closed and the usage recorded anyway
             raise
-        return ClosingIterator(self.body, self.close)
-
-    def close(self) -> None:
-        try:
-            if hasattr(self.body, "close"):
-                self.body.close()
-        finally:
-            if self.on_close is not None:
-                self.on_close()
+        return answer
 
 
 def status_line(status: int) -> str:
@@ -243,7 +236,7 @@ def _json_kind(value: object) -> str:
 def forwarded_headers(environ: dict) -> dict[str, str]:
     """The request headers that go upstream: the few a client may pass on, and our request id."""
     headers = {name: environ[key] for name, key in _FORWARDED_REQUEST_HEADERS if key in environ}
-    headers["X-Request-Id"] = g.get("request_id", "-")
+    headers["X-Request-Id"] = current_request_id()
     return headers
 
 
@@ -271,7 +264,7 @@ def status_of(error: UpstreamError) -> int:
 def error_answer(error: UpstreamError) -> Relayed:
     """Upstream http errors keep their status and body; the rest become the proxy's own errors."""
     status = status_of(error)
-    if error.kind == "http" and error.body and _is_openai_error(error.body):
+    if error.kind == "http" and error.body and _error_object(error.body) is not None:
         body = error.body
     else:
         body = json_bytes(error_body(status, error.message, code=ERROR_CODES.get(error.kind)))
@@ -284,19 +277,17 @@ def json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _is_openai_error(body: bytes) -> bool:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("error"), dict)
-
-
-def answer_error_code(body: bytes) -> Any:
-    """The `code` of an OpenAI-shaped error body, or None."""
+def _error_object(body: bytes) -> dict | None:
+    """The `error` object of an OpenAI-shaped error body, or None when the body is not one."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
         return None
     error = data.get("error") if isinstance(data, dict) else None
-    return error.get("code") if isinstance(error, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def answer_error_code(body: bytes) -> Any:
+    """The `code` of an OpenAI-shaped error body, or None."""
+    error = _error_object(body)
+    return error.get("code") if error else None
