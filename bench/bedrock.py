@@ -31,8 +31,8 @@ def proxy_settings(port: int) -> dict[str, str]:
 
 
 def fake_bedrock(port: int, *, delay: float = 0.0, stream_pause: float = 0.0) -> AbstractContextManager[str]:
-    """Run tests/fakes/bedrock_runtime.py in its own process on `port`; yield its URL."""
-    return fake_process("tests.fakes.bedrock_runtime", port, delay=delay, stream_pause=stream_pause)
+    """Run testbed/bedrock_runtime.py in its own process on `port`; yield its URL."""
+    return fake_process("testbed.bedrock_runtime", port, delay=delay, stream_pause=stream_pause)
 
 
 def targets(fake_url: str, proxy_url: str, stream: bool) -> dict[str, tuple[str, bytes]]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from bench.load import percentile, run_load
 from bench.processes import cpu_seconds, fake_upstream, free_port, proxy_server, started_process
-from tests.support.server import GUNICORN, RunningServer, running_server
+from testbed.server import GUNICORN, RunningServer, running_server
 
 # (name, the row it is built on, what it adds to that row)
 LAYERS = [

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.server import ROOT, RunningServer, free_port, running_server, stop_process
+from testbed.server import ROOT, RunningServer, free_port, running_server, stop_process
 
 
 @dataclass
@@ -21,7 +21,7 @@ class StartedProcess:
 
 @contextmanager
 def started_process(module: str, port: int, **options: object) -> Iterator[StartedProcess]:
-    """Run `module` (a fake in tests/fakes/, or the bench's byte relay) in its own process on
+    """Run `module` (a fake in testbed/, or the bench's byte relay) in its own process on
     `port`, each option as `--name value`; yield the URL it prints in its `ready <url>` line, and
     its pid."""
     command = [sys.executable, "-m", module, "--port", str(port)]
@@ -47,9 +47,9 @@ def fake_process(module: str, port: int, **options: object) -> Iterator[str]:
 def fake_upstream(
     port: int, *, delay: float = 0.0, stream_pause: float = 0.0, stream_chunks: int = 5
 ) -> AbstractContextManager[str]:
-    """Run tests/fakes/openai_upstream.py in its own process on `port`; yield its base URL."""
+    """Run testbed/openai_upstream.py in its own process on `port`; yield its base URL."""
     return fake_process(
-        "tests.fakes.openai_upstream",
+        "testbed.openai_upstream",
         port,
         delay=delay,
         stream_pause=stream_pause,

@@ -19,8 +19,8 @@ def client(app):
 
 @pytest.fixture
 def fake_openai():
-    """A fake OpenAI-compatible upstream on 127.0.0.1 (tests/fakes/openai_upstream.py)."""
-    from tests.fakes.openai_upstream import FakeOpenAI
+    """A fake OpenAI-compatible upstream on 127.0.0.1 (testbed/openai_upstream.py)."""
+    from testbed.openai_upstream import FakeOpenAI
 
     with FakeOpenAI() as fake:
         yield fake

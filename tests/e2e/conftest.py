@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.proxy import proxy_with_fake_openai
+from testbed.proxy import proxy_with_fake_openai
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from tests.fakes.openai_upstream import Reply
+from testbed.openai_upstream import Reply
 from tests.support.assessment import PROMPT, RUBRIC, tsv_answer
 from tests.support.http import fetch
 

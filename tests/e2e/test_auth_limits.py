@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from service.auth import hash_key
-from tests.fakes.openai_upstream import Stream
+from testbed.openai_upstream import Stream
 from tests.support.http import fetch
 from tests.support.waiting import wait_until
 

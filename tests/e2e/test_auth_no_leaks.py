@@ -7,9 +7,9 @@ wrong and malformed keys every way they can; then everything it wrote is searche
 import json
 
 from service.auth import hash_key
-from tests.fakes.honeybadger import HoneybadgerCatcher
+from testbed.honeybadger import HoneybadgerCatcher
+from testbed.proxy import proxy_with_fake_openai
 from tests.support.http import fetch
-from tests.support.proxy import proxy_with_fake_openai
 
 PROVIDER_KEY = "sk-provider-leak-test-000000000001"
 HONEYBADGER_KEY = "hbp_leak_test_reporting_key_0002"

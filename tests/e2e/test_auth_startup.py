@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from service.auth import hash_key
-from tests.support.server import GUNICORN, ROOT, SERVER_ARGS, free_port, running_server, server_env
+from testbed.server import GUNICORN, ROOT, SERVER_ARGS, free_port, running_server, server_env
 
 KEY = "aip_startup-test-key-0000000000000000000000001"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.fakes.bedrock_runtime import Answer, Fail, FakeBedrock
-from tests.support.server import running_server
+from testbed.bedrock_runtime import Answer, Fail, FakeBedrock
+from testbed.server import running_server
 
 PROFILE = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 MODEL = "bedrock/" + PROFILE

@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from tests.support.server import ROOT
+from testbed.server import ROOT
 
 
 def run(*args: str) -> str:

@@ -9,7 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.support.server import ROOT, SERVER_ARGS, free_port, running_server
+from testbed.server import ROOT, SERVER_ARGS, free_port, running_server
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 

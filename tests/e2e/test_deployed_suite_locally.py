@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from service.auth import hash_key
-from tests.fakes.openai_upstream import Reply
+from testbed.openai_upstream import Reply
+from testbed.proxy import proxy_with_fake_openai
 from tests.support.assessment import tsv_answer
-from tests.support.proxy import proxy_with_fake_openai
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_KEY = "sk-provider-key-for-the-deployed-suite"

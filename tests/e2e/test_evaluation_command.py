@@ -1,4 +1,4 @@
-"""`python -m service.assessment.evaluate` on the sample dataset, against the fake upstream.
+"""`python -m lab.evaluate` on the sample dataset, against the fake upstream.
 
 The fake answers like a model would, per student (it recognises the program in the last user
 message): right for most students, wrong on a few key concepts for four of them, with an unusable
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from lab.dataset import load_dataset
 from service.assessment.comments import remove_comments
-from service.assessment.evaluation.dataset import load_dataset
-from tests.fakes.bedrock_runtime import Answer, FakeBedrock
-from tests.fakes.openai_upstream import Fail, FakeOpenAI, Recorded, Reply
+from testbed.bedrock_runtime import Answer, FakeBedrock
+from testbed.openai_upstream import Fail, FakeOpenAI, Recorded, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "datasets" / "sample"
@@ -170,7 +170,7 @@ def evaluate(
         "AIPROXY_UPSTREAM_RETRIES": "0",
     }
     return subprocess.run(
-        [sys.executable, "-m", "service.assessment.evaluate", str(dataset), *args],
+        [sys.executable, "-m", "lab.evaluate", str(dataset), *args],
         cwd=workdir,
         env=settings | (env or {}),
         capture_output=True,

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.fakes.openai_upstream import Stream
+from testbed.openai_upstream import Stream
 from tests.support.waiting import wait_until
 
 KEY = "sk-provider-key-0123456789"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.fakes.openai_upstream import Fail, Reply, Stream
+from testbed.openai_upstream import Fail, Reply, Stream
 
 KEY = "sk-provider-key-0123456789"
 

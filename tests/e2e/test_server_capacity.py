@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from testbed.proxy import proxy_with_fake_openai
 from tests.support.http import fetch
-from tests.support.proxy import proxy_with_fake_openai
 from tests.support.waiting import wait_until
 
 SLOW = 200  # concurrent in-flight requests one worker must hold

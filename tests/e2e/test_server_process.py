@@ -3,8 +3,8 @@
 import json
 import urllib.request
 
+from testbed.server import running_server
 from tests.support.http import fetch
-from tests.support.server import running_server
 
 
 def test_server_answers_health_and_json_errors():
@@ -20,7 +20,7 @@ def test_server_answers_health_and_json_errors():
 
 
 def test_real_server_reports_to_honeybadger_and_logs_json():
-    from tests.fakes.honeybadger import HoneybadgerCatcher
+    from testbed.honeybadger import HoneybadgerCatcher
 
     with HoneybadgerCatcher() as catcher:
         settings = {

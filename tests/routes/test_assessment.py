@@ -8,10 +8,10 @@ import json
 import pytest
 
 from service.assessment.samples import sample
-from tests.fakes.openai_upstream import Fail, Hang, Reply
+from testbed.openai_upstream import Fail, Hang, Reply
+from testbed.server import free_port
 from tests.support.app import make_app
 from tests.support.assessment import CONCEPTS, PROMPT, RUBRIC, tsv_answer
-from tests.support.server import free_port
 
 KEY = "sk-configured-provider-key"
 NONE = ("No Evidence",) * 4

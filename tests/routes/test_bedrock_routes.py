@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from tests.fakes.bedrock_runtime import Answer, Fail, FakeBedrock, StreamFail
-from tests.fakes.openai_upstream import Reply
+from testbed.bedrock_runtime import Answer, Fail, FakeBedrock, StreamFail
+from testbed.openai_upstream import Reply
 from tests.support.app import make_app
 from tests.support.assessment import CONCEPTS, PROMPT, RUBRIC, tsv_answer
 

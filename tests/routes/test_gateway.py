@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from tests.fakes.openai_upstream import Fail, Hang, Reply, Stream
+from testbed.openai_upstream import Fail, Hang, Reply, Stream
+from testbed.server import free_port
 from tests.support.app import make_app
-from tests.support.server import free_port
 
 KEY = "sk-provider-key-0123456789"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.fakes.honeybadger import HoneybadgerCatcher
+from testbed.honeybadger import HoneybadgerCatcher
 from tests.support.app import make_app
 
 HB_KEY = "hbp_test_reporting_key_123"

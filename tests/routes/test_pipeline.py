@@ -14,8 +14,8 @@ from service import relay
 from service.auth import ClientGate, hash_key
 from service.observability import configure_logging
 from service.pipeline import RequestPipeline
-from tests.fakes.honeybadger import HoneybadgerCatcher
-from tests.fakes.openai_upstream import Fail, Stream
+from testbed.honeybadger import HoneybadgerCatcher
+from testbed.openai_upstream import Fail, Stream
 from tests.support.app import make_app
 
 PROVIDER_KEY = "sk-provider-key-pipeline-0001"

@@ -13,9 +13,9 @@ import pytest
 from service.assessment.grader import AssessmentError, AssessmentRequest, assess
 from service.assessment.samples import sample
 from service.upstream import UpstreamClient
-from tests.fakes.openai_upstream import Fail, Hang, Reply
+from testbed.openai_upstream import Fail, Hang, Reply
+from testbed.server import free_port
 from tests.support.assessment import CONCEPTS, PROMPT, RUBRIC, tsv_answer
-from tests.support.server import free_port
 
 KEY = "sk-provider-key-for-tests"
 NONE = ("No Evidence",) * 4

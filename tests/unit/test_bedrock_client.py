@@ -7,7 +7,7 @@ import pytest
 
 from service.bedrock import BedrockClient, BedrockError
 from service.errors import ApiError
-from tests.fakes.bedrock_runtime import Answer, Fail, FakeBedrock, Hang, StreamFail, image_bytes
+from testbed.bedrock_runtime import Answer, Fail, FakeBedrock, Hang, StreamFail, image_bytes
 from tests.support.app import make_settings
 
 MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"

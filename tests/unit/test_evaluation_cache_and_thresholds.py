@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from service.assessment.evaluation.cache import AnswerCache, cache_key
-from service.assessment.evaluation.thresholds import ThresholdsError, check, load_thresholds, validate
+from lab.cache import AnswerCache, cache_key
+from lab.thresholds import ThresholdsError, check, load_thresholds, validate
 
 BODY = {
     "model": "gpt-4o-mini",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.assessment.evaluation.dataset import DatasetError, load_dataset
+from lab.dataset import DatasetError, load_dataset
 
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "sample"
 LABEL_HEADER = "student,Variables,Conditionals,Functions,User Input\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.assessment.evaluation.metrics import agreement, confusion_matrix, quadratic_weighted_kappa
+from lab.metrics import agreement, confusion_matrix, quadratic_weighted_kappa
 
 E, C, L, N = "Extensive Evidence", "Convincing Evidence", "Limited Evidence", "No Evidence"
 

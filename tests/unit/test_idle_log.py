@@ -11,7 +11,7 @@ import pytest
 
 from service.idle_log import IdleWriteHandler, idle_scheduler
 from service.logformat import make_formatter
-from tests.support.server import ROOT
+from testbed.server import ROOT
 
 
 class Hub:

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.support.server import ROOT
+from testbed.server import ROOT
 
 
 def run_in_master_like_process(code: str, **env: str) -> str:

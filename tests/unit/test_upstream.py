@@ -14,8 +14,8 @@ import pytest
 import trustme
 
 from service.upstream import UpstreamClient, UpstreamError, parse_retry_after, upstream_message
-from tests.fakes.openai_upstream import Fail, FakeOpenAI, Hang, Reply, Stream
-from tests.support.server import free_port
+from testbed.openai_upstream import Fail, FakeOpenAI, Hang, Reply, Stream
+from testbed.server import free_port
 
 KEY = "sk-provider-key-0123456789"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}

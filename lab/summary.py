@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from service.assessment.evaluation.dataset import GRADES, Dataset
-from service.assessment.evaluation.metrics import agreement, passes
-from service.assessment.evaluation.runner import Parameters, StudentResult
+from lab.dataset import GRADES, Dataset
+from lab.metrics import agreement, passes
+from lab.runner import Parameters, StudentResult
 
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 

@@ -1,6 +1,6 @@
 """The assessment accuracy lab: grade a labelled dataset of student programs and measure the grades.
 
-`python -m service.assessment.evaluate DATASET` is the command (see `service.assessment.evaluate`).
+`python -m lab.evaluate DATASET` is the command (see `lab.evaluate`).
 Its steps are one module each: `dataset` (load and validate the folder), `provider` (the model's
 provider, chosen as POST /assessment chooses it), `cache` (model answers on disk), `runner` (grade
 every student through `grader.assess`, in parallel, with a `progress` bar), `metrics` (accuracy,

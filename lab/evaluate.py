@@ -1,4 +1,4 @@
-"""The assessment accuracy lab: `python -m service.assessment.evaluate DATASET [options]`.
+"""The assessment accuracy lab: `python -m lab.evaluate DATASET [options]`.
 
 Grades every student program of a labelled dataset through `grader.assess` (the code path of
 POST /assessment), compares the grades with the human labels, and writes `report.html` and
@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from service.assessment.evaluation import thresholds as gate
-from service.assessment.evaluation.cache import AnswerCache
-from service.assessment.evaluation.dataset import Dataset, DatasetError, load_dataset
-from service.assessment.evaluation.provider import provider_for
-from service.assessment.evaluation.report import decimal, percent, write_outputs
-from service.assessment.evaluation.runner import Parameters, grade_all
-from service.assessment.evaluation.summary import build_summary
+from lab import thresholds as gate
+from lab.cache import AnswerCache
+from lab.dataset import Dataset, DatasetError, load_dataset
+from lab.provider import provider_for
+from lab.report import decimal, percent, write_outputs
+from lab.runner import Parameters, grade_all
+from lab.summary import build_summary
 from service.assessment.grader import MAX_RESPONSES, MAX_TEMPERATURE
 from service.settings import SettingsError, load_settings
 
@@ -41,7 +41,7 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m service.assessment.evaluate",
+        prog="python -m lab.evaluate",
         description="Grade a labelled dataset of student programs as POST /assessment does and measure "
         "how well the grades agree with the labels.",
         epilog="The provider key and upstream come from the same settings as the server (OPENAI_API_KEY, "

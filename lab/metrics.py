@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from service.assessment.evaluation.dataset import GRADES, PASSING_GRADES
+from lab.dataset import GRADES, PASSING_GRADES
 
 Pair = tuple[str, str]  # (human label, model grade), canonical grade names
 

@@ -8,7 +8,7 @@ the request is recorded with its headers.
 
 Usage in a test:
 
-    from tests.fakes.bedrock_runtime import FakeBedrock, Answer, Fail, StreamFail, Hang
+    from testbed.bedrock_runtime import FakeBedrock, Answer, Fail, StreamFail, Hang
 
     with FakeBedrock() as fake:                              # fake.url: http://127.0.0.1:<port>
         fake.enqueue(Answer("Hi", tool_uses=[...], stop_reason="tool_use"))
@@ -24,7 +24,7 @@ received. `delay` pauses before every answer, `stream_pause` between stream even
 
 From the command line (the benchmark runs it this way, in its own process):
 
-    python -m tests.fakes.bedrock_runtime --port 0 --delay 0.05
+    python -m testbed.bedrock_runtime --port 0 --delay 0.05
 
 prints `ready http://127.0.0.1:<port>` and serves until SIGTERM or SIGINT.
 """
@@ -45,7 +45,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from tests.fakes.aiohttp_server import FakeServer, command_line, count_words, serve_until_signalled
+from testbed.aiohttp_server import FakeServer, command_line, count_words, serve_until_signalled
 
 # HTTP status of each Bedrock runtime error, as botocore's service model for bedrock-runtime says.
 ERROR_STATUSES = {

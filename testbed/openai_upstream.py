@@ -2,7 +2,7 @@
 
 Usage in a test:
 
-    from tests.fakes.openai_upstream import FakeOpenAI, Reply, Fail, Hang, Stream
+    from testbed.openai_upstream import FakeOpenAI, Reply, Fail, Hang, Stream
 
     with FakeOpenAI(api_key="sk-provider") as fake:      # free port; fake.url ends in /v1
         settings = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk-provider"}
@@ -26,7 +26,7 @@ stream has. `api_key` (when set) must arrive as `Authorization: Bearer <key>`, e
 
 From the command line (the benchmark runs it this way, in its own process):
 
-    python -m tests.fakes.openai_upstream --port 0 --delay 0.05 --stream-pause 1 --stream-chunks 10
+    python -m testbed.openai_upstream --port 0 --delay 0.05 --stream-pause 1 --stream-chunks 10
 
 prints `ready http://127.0.0.1:<port>/v1` and serves until SIGTERM or SIGINT.
 """
@@ -44,7 +44,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.aiohttp_server import FakeServer, command_line, count_words, serve_until_signalled
+from testbed.aiohttp_server import FakeServer, command_line, count_words, serve_until_signalled
 
 DEFAULT_CONTENT = "Hello from the fake upstream."
 MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "omni-moderation-latest")

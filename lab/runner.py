@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.assessment.evaluation.dataset import Dataset
-from service.assessment.evaluation.progress import Progress
+from lab.dataset import Dataset
+from lab.progress import Progress
 from service.assessment.grader import AssessmentError, AssessmentRequest, assess
 
 

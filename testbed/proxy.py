@@ -6,8 +6,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from tests.fakes.openai_upstream import FakeOpenAI
-from tests.support.server import RunningServer, running_server
+from testbed.openai_upstream import FakeOpenAI
+from testbed.server import RunningServer, running_server
 
 
 @contextmanager

@@ -1,0 +1,57 @@
+"""The runtime install alone is enough to serve: a new venv gets only what the Docker image installs
+(the lock file, nothing from the dev requirements), holds only what the image copies, and starts
+with the image's command (the same as `make run`'s)."""
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from testbed.server import ROOT, running_server
+from tests.e2e.test_container_command import image_env, instructions
+
+
+def _install_commands() -> list[list[str]]:
+    return [shlex.split(run) for run in instructions("RUN") if run.startswith("pip install")]
+
+
+def test_the_lock_file_pins_every_runtime_dependency():
+    lock = (ROOT / "requirements.txt").read_text()
+    pins = [line.split()[0] for line in lock.splitlines() if line and not line.startswith(("#", " "))]
+    assert pins and all("==" in pin for pin in pins)
+    names = {pin.split("==")[0] for pin in pins}
+    # gunicorn's gevent worker imports `packaging`: the dependency a fresh `make run` was missing.
+    assert {"gunicorn", "gevent", "packaging", "greenlet", "flask"} <= names
+    assert _install_commands() == [["pip", "install", "--no-deps", "-r", "requirements.txt"]]
+
+
+@pytest.mark.timeout(600)
+def test_a_venv_from_the_runtime_lock_alone_serves(tmp_path: Path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    app = tmp_path / "app"  # what the image holds: the lock file and the service package
+    app.mkdir()
+    shutil.copy(ROOT / "requirements.txt", app)
+    shutil.copytree(ROOT / "service", app / "service", ignore=shutil.ignore_patterns("__pycache__"))
+    for command in _install_commands():
+        subprocess.run([str(venv / "bin" / "python"), "-m", *command], cwd=app, check=True, timeout=500)
+    # The lock file is complete: what it installed (without dependencies) needs nothing else.
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "check"], check=True, timeout=60)
+
+    [cmd] = instructions("CMD")
+    args = json.loads(cmd)
+    env = {k: v for k, v in image_env().items() if k not in ("HOST", "PORT")}
+    env["PYTHONPATH"] = ""  # the image's working directory only, not this checkout
+    gunicorn = [str(venv / "bin" / args[0]), *args[1:]]
+    with (
+        running_server(env, command=gunicorn, cwd=app) as server,
+        urllib.request.urlopen(server.url + "/", timeout=5) as response,
+    ):
+        assert response.status == 200
+        assert response.read() == b"AI Proxy is running.\n"
+    assert "gevent" in server.log()
