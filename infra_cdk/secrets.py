@@ -12,7 +12,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra_cdk.nag import acknowledge
-from service.secrets import SECRET_NAMES, secret_id, secret_prefix
+from service.secrets import REDIS_AUTH, SECRET_NAMES, secret_id, secret_prefix
 
 # Values a secret starts with. The client key store must exist for the service to start in test
 # and production (it fails closed); `{}` is a store with no clients, so the first deploy comes up
@@ -23,7 +23,11 @@ DESCRIPTIONS = {
     "honeybadger_api_key": "Honeybadger API key (error reports); empty turns reporting off",
     "openai_api_key": "Key of the OpenAI-compatible upstream; empty makes the LLM routes answer 503",
     "client_api_keys": "Client key store as JSON (README: Client keys); required in test and production",
+    REDIS_AUTH: "Password of the shared limits store (Valkey); generated, nobody needs to type it",
 }
+# Secrets no person issues: the stack generates their values (letters and digits, which every
+# client and Valkey's password rules accept).
+GENERATED = (REDIS_AUTH,)
 
 
 class ServiceSecrets(Construct):
@@ -42,14 +46,16 @@ class ServiceSecrets(Construct):
         self.prefix = secret_prefix(environment_type, environment)
         self.secrets: dict[str, secretsmanager.Secret] = {}
         for name in SECRET_NAMES:
-            secret = empty_secret(
-                self,
-                name,
-                secret_name=secret_id(environment_type, environment, name),
-                description=DESCRIPTIONS.get(name, f"AI Proxy secret {name}"),
-                removal_policy=removal_policy,
-                initial_value=INITIAL_VALUES.get(name),
-            )
+            options = {
+                "secret_name": secret_id(environment_type, environment, name),
+                "description": DESCRIPTIONS.get(name, f"AI Proxy secret {name}"),
+                "removal_policy": removal_policy,
+            }
+            if name in GENERATED:
+                generate = secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=40)
+                secret = secretsmanager.Secret(self, name, generate_secret_string=generate, **options)
+            else:
+                secret = empty_secret(self, name, initial_value=INITIAL_VALUES.get(name), **options)
             acknowledge(
                 secret,
                 "AwsSolutions-SMG4",

@@ -24,12 +24,13 @@ log = logging.getLogger(__name__)
 OPENAI_API_KEY = "openai_api_key"
 HONEYBADGER_API_KEY = "honeybadger_api_key"
 CLIENT_API_KEYS = "client_api_keys"
+REDIS_AUTH = "redis_auth"  # the shared limits store's password (AIPROXY_REDIS_URL)
 
-# Every secret the service reads; the CDK service stack creates exactly these (empty).
-SECRET_NAMES: tuple[str, ...] = (HONEYBADGER_API_KEY, OPENAI_API_KEY, CLIENT_API_KEYS)
+# Every secret the service reads; the CDK service stack creates exactly these.
+SECRET_NAMES: tuple[str, ...] = (HONEYBADGER_API_KEY, OPENAI_API_KEY, CLIENT_API_KEYS, REDIS_AUTH)
 
 # Secrets whose environment override is not simply the upper-cased name.
-_ENV_OVERRIDES = {CLIENT_API_KEYS: "AIPROXY_CLIENT_KEYS"}
+_ENV_OVERRIDES = {CLIENT_API_KEYS: "AIPROXY_CLIENT_KEYS", REDIS_AUTH: "AIPROXY_REDIS_PASSWORD"}
 
 
 def secret_id(environment_type: str, environment: str, name: str) -> str:
@@ -47,13 +48,15 @@ def env_variable(name: str) -> str:
     return _ENV_OVERRIDES.get(name, name.upper())
 
 
-def _default_client() -> Any:
-    import boto3
+def secrets_manager_client(source: Mapping[str, str]) -> Any:
+    """A Secrets Manager client in the region the settings name (`service.aws`)."""
     from botocore.config import Config
+
+    from service import aws
 
     # Short timeouts: a slow Secrets Manager must not hold a request for long.
     config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
-    return boto3.client("secretsmanager", config=config)
+    return aws.session(source).client("secretsmanager", config=config)
 
 
 @dataclass
@@ -72,14 +75,14 @@ class SecretStore:
         environment_type: str | None,
         environment: str | None,
         ttl: float = 300.0,
-        client_factory: Callable[[], Any] = _default_client,
+        client_factory: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
         self._environment_type = environment_type
         self._environment = environment
         self._ttl = ttl
-        self._client_factory = client_factory
+        self._client_factory = client_factory or (lambda: secrets_manager_client(source))
         self._client: Any = None
         self._clock = clock
         self._entries: dict[str, _Entry] = {}

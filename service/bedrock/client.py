@@ -81,19 +81,10 @@ def boto_client(
     max_pool_connections: int = 50,
 ) -> Any:
     """A `bedrock-runtime` client; explicit AWS_* values in `source` win over boto3's own chain."""
-    import boto3
     from botocore.config import Config
 
-    credentials = {}
-    if source.get("AWS_ACCESS_KEY_ID") and source.get("AWS_SECRET_ACCESS_KEY"):
-        credentials = {
-            "aws_access_key_id": source["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": source["AWS_SECRET_ACCESS_KEY"],
-            "aws_session_token": source.get("AWS_SESSION_TOKEN") or None,
-        }
-    session = boto3.session.Session(
-        region_name=source.get("AWS_REGION") or source.get("AWS_DEFAULT_REGION") or None, **credentials
-    )
+    from service import aws
+
     config = Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
@@ -102,7 +93,7 @@ def boto_client(
         max_pool_connections=max_pool_connections,
     )
     endpoint = source.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or source.get("AWS_ENDPOINT_URL") or None
-    return session.client("bedrock-runtime", config=config, endpoint_url=endpoint)
+    return aws.session(source).client("bedrock-runtime", config=config, endpoint_url=endpoint)
 
 
 def map_error(error: Exception, operation: str, model_id: str, read_timeout: float) -> BedrockError:

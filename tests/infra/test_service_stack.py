@@ -346,9 +346,15 @@ def test_secrets_are_created_empty_with_the_names_the_service_reads(templates, s
     }
     # Keys start empty; the client key store starts as `{}` (no clients) so the service, which
     # refuses to run in test/production without a store, comes up locked instead of failing.
-    assert values == {"honeybadger_api_key": None, "openai_api_key": None, "client_api_keys": "{}"}
+    assert values == {
+        "honeybadger_api_key": None,
+        "openai_api_key": None,
+        "client_api_keys": "{}",
+        "redis_auth": None,
+    }
     for secret in secrets.values():
-        assert "GenerateSecretString" not in secret["Properties"]
+        generated = secret["Properties"]["Name"].endswith("/redis_auth")  # nobody types that one
+        assert ("GenerateSecretString" in secret["Properties"]) is generated
 
 
 def test_production_keeps_its_secrets_and_logs_when_the_stack_is_deleted(templates):

@@ -23,7 +23,7 @@ def store(source=None, clock=None, **kwargs) -> SecretStore:
 
 def test_id_follows_the_naming_convention():
     assert secret_id(ENV_TYPE, ENV, OPENAI_API_KEY) == "production/aiproxy.example.org/openai_api_key"
-    assert SECRET_NAMES == ("honeybadger_api_key", "openai_api_key", "client_api_keys")
+    assert SECRET_NAMES == ("honeybadger_api_key", "openai_api_key", "client_api_keys", "redis_auth")
     assert env_variable(OPENAI_API_KEY) == "OPENAI_API_KEY"
     assert env_variable(HONEYBADGER_API_KEY) == "HONEYBADGER_API_KEY"
     assert env_variable(CLIENT_API_KEYS) == "AIPROXY_CLIENT_KEYS"
@@ -163,3 +163,12 @@ def test_a_slow_refresh_does_not_hold_up_other_requests():
     refresher.join(10)
     assert secrets.get(OPENAI_API_KEY) == "sk-value-2"
     assert client.calls == 2
+
+
+def test_reads_the_region_from_aws_region_alone(aws, monkeypatch):
+    # AWS_REGION is what the README says to set (and what Bedrock reads); boto3's own chain
+    # looks only at AWS_DEFAULT_REGION, so a store given AWS_REGION alone must still work.
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    aws.create_secret(Name=secret_id(ENV_TYPE, ENV, OPENAI_API_KEY), SecretString="sk-from-aws")
+    assert store({"AWS_REGION": "us-east-1"}).get(OPENAI_API_KEY) == "sk-from-aws"
