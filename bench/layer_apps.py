@@ -6,14 +6,13 @@ body:
 - `python -m bench.layer_apps --port N --upstream URL`: a plain byte relay on a gevent server, no
   HTTP at all (the cost of any proxy process here: two more socket hops);
 - `plain_app`: gunicorn's gevent worker and a WSGI app that relays over one plain socket;
-- `pool_app`: the same app through the proxy's upstream pool (`service.http_pool`);
+- `pool_app`: the same app through the proxy's upstream pool (`service.providers.http_pool`);
 - `flask_app`: a one-route Flask app through that pool (for comparison: the proxy serves its relay
   routes outside Flask).
 
 The gunicorn apps find the upstream in the environment variable UPSTREAM_URL, answer `GET /` with
-200 as the proxy's health check does (the test servers wait for it), and send their answers as
-the proxy does (`service.response_write`). None of them authenticates, validates, logs or
-retries: they are floors, not proxies.
+200 as the proxy's health check does (the test servers wait for it). None of them authenticates,
+validates, logs or retries: they are floors, not proxies.
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ import argparse
 import os
 import socket
 
-from service import response_write
-from service.http_pool import OriginPool
+from service.providers.http_pool import OriginPool
 
 
 def _origin(url: str) -> tuple[str, str, int, str]:
@@ -45,9 +43,6 @@ def _health(environ, start_response) -> list[bytes] | None:
         return None
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return _HEALTHY
-
-
-response_write.install()  # imported in the gunicorn worker: answers in one send, as the proxy's
 
 
 _plain: socket.socket | None = None

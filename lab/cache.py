@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from service.upstream import UpstreamError
+from service.errors import ProviderError, ProviderKeyMissing
 
 Complete = Callable[[dict], dict]
 
@@ -70,8 +70,8 @@ class AnswerCache:
                 return response
             try:
                 response = complete(body)
-            except UpstreamError as error:
-                if error.kind != "no_key":  # without a key nothing was sent
+            except ProviderError as error:
+                if not isinstance(error, ProviderKeyMissing):  # without a key nothing was sent
                     with self._lock:
                         self.upstream += 1
                 raise

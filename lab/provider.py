@@ -1,8 +1,7 @@
-"""Which provider grades: the same choice POST /assessment makes, outside Flask.
+"""Which provider grades: the same choice POST /assessment makes, outside the server.
 
-Aliases (AIPROXY_MODEL_ALIASES) are resolved first; a `bedrock/...` model is served by Amazon
-Bedrock through the grader's Bedrock `completer`, every other model by the OpenAI-compatible
-upstream client. Both clients are built from the same settings and secrets as the server's.
+The router is built from the same settings and secrets as the server's (`service.routing`), so
+aliases, model groups and prefixes resolve as they do for a request.
 """
 
 from __future__ import annotations
@@ -10,12 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service import model_routing
-from service.assessment.providers import grading_provider
-from service.bedrock.client import BedrockClient
+from service.assessment.providers import Grading
+from service.routing import build_router
 from service.secrets import SecretStore
 from service.settings import Settings
-from service.upstream import build_client
 
 
 @dataclass(frozen=True)
@@ -31,25 +28,6 @@ def provider_for(model: str, settings: Settings) -> Provider:
     secrets = SecretStore(
         settings.source, settings.environment_type, settings.environment, ttl=settings.secrets_ttl
     )
-    upstream = build_client(settings, secrets)
-    chosen = grading_provider(
-        model,
-        settings.model_aliases,
-        openai=lambda: upstream,
-        bedrock=lambda: BedrockClient.from_settings(settings),
-    )
-    return Provider(chosen.model, chosen.agent, chosen.complete, _location(chosen.agent, settings, upstream))
-
-
-def _location(agent: str, settings: Settings, upstream) -> str:
-    if agent != model_routing.BEDROCK:
-        return upstream.base_url
-    source = settings.source
-    where = (
-        source.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
-        or source.get("AWS_ENDPOINT_URL")
-        or source.get("AWS_REGION")
-        or source.get("AWS_DEFAULT_REGION")
-        or "default"
-    )
-    return f"bedrock:{where}"
+    grading = Grading(build_router(settings, secrets), model)
+    first = grading.deployments[0].provider
+    return Provider(grading.model, first.agent, grading, first.location)

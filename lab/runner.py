@@ -1,8 +1,9 @@
 """Grade every chosen student of a dataset through `grader.assess`, the code path of POST /assessment.
 
 Students are graded in parallel by a thread pool (the work is waiting on the upstream). A failed
-assessment (an `AssessmentError`: upstream down, no valid answer, ...) is recorded with the status
-and message the HTTP route would have answered with, and the run goes on.
+assessment (a `ProxyError`: a field the server would refuse, the provider down, no valid answer,
+...) is recorded with the status and message the HTTP route would have answered with, and the run
+goes on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 from lab.dataset import Dataset
 from lab.progress import Progress
-from service.assessment.grader import AssessmentError, AssessmentRequest, assess
+from service.assessment.grader import assess
+from service.assessment.request import read_request
+from service.errors import ProxyError
 
 
 @dataclass(frozen=True)
@@ -48,22 +51,21 @@ class StudentResult:
 def grade_student(
     dataset: Dataset, student: str, parameters: Parameters, complete: Callable[[dict], dict], agent: str
 ) -> StudentResult:
-    request = AssessmentRequest(
-        code=dataset.programs[student],
-        prompt=dataset.prompt,
-        rubric=dataset.rubric,
-        examples=list(dataset.examples),
-        model=parameters.model,
-        remove_comments=parameters.remove_comments,
-        num_responses=parameters.num_responses,
-        temperature=parameters.temperature,
-        student_id=student,
-    )
+    # The fields a client would send; read and checked by the route's own code.
+    fields = {
+        "code": dataset.programs[student],
+        "prompt": dataset.prompt,
+        "rubric": dataset.rubric,
+        "examples": [list(pair) for pair in dataset.examples],
+        "student-id": student,
+        **parameters.as_json(),
+    }
     try:
-        body = assess(request, complete, agent=agent)
-    except AssessmentError as error:
+        body = assess(read_request(fields, default_model=parameters.model), complete, agent=agent)
+    except ProxyError as error:
+        reasons = getattr(error, "reasons", [])
         return StudentResult(
-            student, error={"status": error.status, "message": error.message, "reasons": error.reasons}
+            student, error={"status": error.status, "message": error.message, "reasons": reasons}
         )
     metadata = body.get("metadata") or {}
     return StudentResult(

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flask import Flask
-
+    from service.app import ProxyApp
     from service.secrets import SecretStore
     from service.settings import Settings
 
 
-def create_app(settings: Settings | None = None, secrets: SecretStore | None = None) -> Flask:
+def create_app(settings: Settings | None = None, secrets: SecretStore | None = None) -> ProxyApp:
     """Build the app from `settings` (default: environment, then config.txt)."""
     from service.app import create_app as build
 

@@ -1,23 +1,38 @@
-"""The app factory: settings, secrets, logging, the request pipeline, error handlers and every route."""
+"""The app factory: settings, secrets, logging, the runtime, the request pipeline and every route."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import HTTPException, InternalServerError
 
-from service import openapi, relay, runtime
-from service.auth import client_gate
-from service.errors import register_error_handlers
+from service import openapi, request_state
+from service.answers import Answer
+from service.auth import ClientGate, ClientKeys
+from service.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
+from service.limits import LocalLimiter
+from service.metrics import RequestMetrics
 from service.observability import configure_logging, install_honeybadger
 from service.pipeline import RequestPipeline
-from service.routes import assessment, gateway, status
+from service.routes import assessment, models, openai_api, status
+from service.routing import build_router
+from service.runtime import Runtime
 from service.secrets import HONEYBADGER_API_KEY, SecretStore
 from service.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+
+# Messages of the statuses Flask itself answers (no route, wrong method, ...).
+_MESSAGES = {404: "No route matches this URL.", 500: SERVER_ERROR_MESSAGE}
+
+
+class ProxyApp(Flask):
+    """The Flask app, holding the runtime it was built with."""
+
+    runtime: Runtime
 
 
 class _JSONProvider(DefaultJSONProvider):
@@ -33,24 +48,30 @@ class _JSONProvider(DefaultJSONProvider):
             raise ValueError("JSON nested too deeply") from None
 
 
-def create_app(settings: Settings | None = None, secrets: SecretStore | None = None) -> Flask:
+def create_app(settings: Settings | None = None, secrets: SecretStore | None = None) -> ProxyApp:
     """Build the app from `settings` (default: environment, then config.txt)."""
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
     secrets = secrets or SecretStore(
-        settings.source,
-        settings.environment_type,
-        settings.environment,
-        ttl=settings.secrets_ttl,
+        settings.source, settings.environment_type, settings.environment, ttl=settings.secrets_ttl
+    )
+    keys = ClientKeys(secrets, settings)
+    keys.load_at_start(settings.environment_type)  # stops start-up when a store is required
+    runtime = Runtime(
+        settings=settings,
+        secrets=secrets,
+        keys=keys,
+        limiter=LocalLimiter(),
+        router=build_router(settings, secrets),
     )
 
-    app = Flask(__name__)
+    app = ProxyApp(__name__)
+    app.runtime = runtime
     app.json = _JSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    runtime.attach(app, runtime.Runtime(settings=settings, secrets=secrets))
-
-    gate = client_gate(app, secrets, settings)
-    register_error_handlers(app)
+    # `//` in a path is not folded into a redirect whose Location would be built from the Host header.
+    app.url_map.merge_slashes = False
+    _register_error_handlers(app)
     install_honeybadger(
         app,
         lambda: secrets.get(HONEYBADGER_API_KEY),
@@ -61,8 +82,44 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         force_sync=settings.source.get("HONEYBADGER_FORCE_SYNC", "").lower() in ("1", "true"),
     )
 
-    for blueprint in (status.blueprint, gateway.blueprint, openapi.blueprint, assessment.blueprint):
-        app.register_blueprint(blueprint)
-    # Request ids, client keys and limits, access lines; the relay routes bypass Flask.
-    app.wsgi_app = RequestPipeline(app, gate, relay.RELAY_ROUTES)
+    @app.before_request
+    def _name_the_route() -> None:
+        state = request_state.current()
+        if state is not None and request.url_rule is not None:
+            state.route = request.url_rule.rule  # usage records and metrics name the route, not the path
+
+    app.register_blueprint(status.blueprint)
+    app.register_blueprint(openapi.blueprint)
+    app.register_blueprint(models.blueprint(runtime))
+    app.register_blueprint(assessment.blueprint(runtime))
+    app.wsgi_app = RequestPipeline(  # type: ignore[method-assign]
+        app.wsgi_app,
+        gate=ClientGate(keys),
+        limiter=runtime.limiter,
+        routes=openai_api.relay_routes(runtime.router),
+        max_body=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
+        output_estimate=settings.output_tokens_estimate,
+        metrics=RequestMetrics(),
+    )
     return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ProxyError)
+    def _proxy_error(error: ProxyError) -> Answer:
+        return error_answer(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Answer:
+        status = error.code or 500
+        message = _MESSAGES.get(status) or error.description or error.name
+        allowed = getattr(error, "valid_methods", None)  # set on 405 Method Not Allowed
+        headers = {"Allow": ", ".join(allowed)} if allowed else None
+        return error_answer(RequestRejected(message, status=status, headers=headers))
+
+    # Registered for InternalServerError, not Exception, so Flask still logs the original
+    # exception (which is how it reaches Honeybadger) before this shapes the answer.
+    @app.errorhandler(InternalServerError)
+    def _internal_error(error: InternalServerError) -> Answer:
+        return error_answer(ProxyError(SERVER_ERROR_MESSAGE))

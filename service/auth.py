@@ -2,14 +2,17 @@
 
 The key store is the JSON secret `client_api_keys` (or AIPROXY_CLIENT_KEYS):
 
-    {"<client>": {"keys": ["<sha256 hex of a key>", ...], "rpm": 600, "max_concurrent": 50}}
+    {"<client>": {"keys": ["<sha256 hex of a key>", ...], "rpm": 600, "max_concurrent": 50,
+                  "tpm": 200000, "budget_usd_per_day": 20, "budget_usd_per_month": 300}}
+
+(every field but `keys` optional; `service.limits` says what each limit does).
 
 Only hashes are stored, so the store itself cannot be used to call the proxy. A client may have
 several keys at once, which is how a key is rotated without downtime. The store is read through
 the app's SecretStore, so a changed secret takes effect within AIPROXY_SECRETS_TTL seconds.
 
 Every route except `GET /` (the load balancer's health check) needs a key when a store is
-configured; the request pipeline (`service.pipeline`) asks `ClientGate` before any route runs.
+configured; the request pipeline (`service.pipeline`) asks `ClientGate` before anything else.
 Without a store the proxy runs open, which is refused in `test` and `production`.
 """
 
@@ -21,14 +24,12 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, g
-
 from service import limits
-from service.errors import ApiError
+from service.errors import Unauthenticated, Unavailable
 from service.secrets import CLIENT_API_KEYS, SecretStore, env_variable
 from service.settings import Settings, SettingsError
 
@@ -40,8 +41,10 @@ AUTH_REQUIRED_IN = ("test", "production")
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RESERVED_NAMES = ("anonymous",)  # what logs show for requests without a client
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-_ENTRY_FIELDS = ("keys", "rpm", "max_concurrent")
+_ENTRY_FIELDS = ("keys", "rpm", "max_concurrent", "tpm", "budget_usd_per_day", "budget_usd_per_month")
 _MAX_LIMIT = 100000
+_MAX_TPM = 1_000_000_000
+_MAX_BUDGET = 10_000_000.0
 _MAX_KEY_LENGTH = 1024  # longer Authorization values are refused without hashing them
 
 # One message for a missing, malformed or wrong key: the answer must not help guess which.
@@ -142,16 +145,32 @@ def parse_key_store(raw: str, default_limits: limits.Limits) -> KeyStore:
             limits=limits.Limits(
                 rpm=_limit(entry, "rpm", default_limits.rpm, where),
                 max_concurrent=_limit(entry, "max_concurrent", default_limits.max_concurrent, where),
+                tpm=_limit(entry, "tpm", default_limits.tpm, where, high=_MAX_TPM),
+                budget_usd_per_day=_budget(entry, "budget_usd_per_day", where),
+                budget_usd_per_month=_budget(entry, "budget_usd_per_month", where),
             ),
         )
     return KeyStore(clients)
 
 
-def _limit(entry: dict[str, Any], field: str, default: int, where: str) -> int:
+def _limit(entry: dict[str, Any], field: str, default: int | None, where: str, high: int = _MAX_LIMIT) -> Any:
     value = entry.get(field, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_LIMIT:
-        raise ValueError(f'{where}: "{field}" must be a whole number from 1 to {_MAX_LIMIT}')
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise ValueError(f'{where}: "{field}" must be a whole number from 1 to {high:,}')
     return value
+
+
+def _budget(entry: dict[str, Any], field: str, where: str) -> float | None:
+    value = entry.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= _MAX_BUDGET:
+        raise ValueError(
+            f'{where}: "{field}" must be an amount in US dollars above 0, at most {_MAX_BUDGET:,.0f}'
+        )
+    return float(value)
 
 
 class ClientKeys:
@@ -165,7 +184,7 @@ class ClientKeys:
 
     def __init__(self, secrets: SecretStore, settings: Settings) -> None:
         self._secrets = secrets
-        self._default_limits = limits.Limits(settings.default_rpm, settings.default_max_concurrent)
+        self._default_limits = default_limits(settings)
         self._lock = threading.Lock()
         self._raw: str | None = None
         self._store: KeyStore | None = None
@@ -249,47 +268,31 @@ def _is_open_route(method: str, path: str) -> bool:
 
 
 class ClientGate:
-    """Admits each request (`service.pipeline` asks): its client key, then its client's limits."""
+    """Authenticates each request (`service.pipeline` asks before anything else)."""
 
-    def __init__(self, keys: ClientKeys, limiter: limits.ClientLimiter) -> None:
+    def __init__(self, keys: ClientKeys) -> None:
         self.keys = keys
-        self.limiter = limiter
 
-    def admit(self, method: str, path: str, authorization: str) -> Callable[[], None] | None:
-        """Raise ApiError (401, 429, 503) to refuse; else note the client on `g` and return the
-        function that frees its in-flight slot (None when there is no client to count)."""
+    def authenticate(self, method: str, path: str, authorization: str) -> Client | None:
+        """The client whose key the request carries; None when none is needed (`GET /`, or the
+        proxy running open). Raises Unauthenticated (401) or Unavailable (503, store lost)."""
         if _is_open_route(method, path):
             return None
         store = self.keys.current()
         if store is None:
             return None  # running open (start-up said so)
         if self.keys.lost:
-            raise ApiError(503, "Client authentication is unavailable; try again later.")
+            raise Unavailable("Client authentication is unavailable; try again later.")
         key = presented_key(authorization)
         client = store.authenticate(key) if 0 < len(key) <= _MAX_KEY_LENGTH else None
         if client is None:
             # The reason is for operators only; the client gets one answer for every case.
             reason = "no key" if not key else "unknown key"
             log.info("Refused a request without a valid client key (%s)", reason)
-            raise ApiError(
-                401,
-                UNAUTHORIZED_MESSAGE,
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        g.client = client.name  # from here on, log lines name the client
-        try:
-            return self.limiter.acquire(client.name, client.limits)
-        except limits.LimitExceeded as refusal:
-            log.info("Refused a request over the client's limits: %s", refusal.message)
-            raise
+            raise Unauthenticated(UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+        return client
 
 
-def client_gate(app: Flask, secrets: SecretStore, settings: Settings) -> ClientGate:
-    """Check the key store (stopping start-up when it must); the gate every request but `GET /` passes."""
-    keys = ClientKeys(secrets, settings)
-    keys.load_at_start(settings.environment_type)
-    limiter = limits.ClientLimiter()
-    app.extensions["aiproxy.client_keys"] = keys
-    app.extensions["aiproxy.limiter"] = limiter
-    return ClientGate(keys, limiter)
+def default_limits(settings: Settings) -> limits.Limits:
+    """The limits of a client whose key store entry sets none (AIPROXY_DEFAULT_*)."""
+    return limits.Limits(settings.default_rpm, settings.default_max_concurrent)

@@ -1,27 +1,23 @@
 """Log line formats: text for people, JSON (one object a line) for CloudWatch.
 
 Every line written while a request is handled carries its request id and client name, taken from
-`flask.g` (where the request pipeline puts them) by `RequestContextFilter`. JSON lines put extra
-fields (`extra={...}`) at the top level, which CloudWatch Logs Insights filters on directly. No
-Flask import at module level: the gunicorn master formats its own lines with these classes and
-never loads Flask.
+the request's state (`service.request_state`) by `RequestContextFilter`. JSON lines put extra
+fields (`extra={...}`) at the top level, which CloudWatch Logs Insights filters on directly. The
+gunicorn master formats its own lines with these classes too, so nothing here imports Flask.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from service import request_state
 
-def _request_context() -> tuple[str, str] | None:
-    """(request_id, client) of the request being handled, or None outside one."""
-    flask = sys.modules.get("flask")  # not loaded: there cannot be a request
-    if flask is None or not flask.has_app_context() or "request_id" not in flask.g:
-        return None  # the request pipeline (service.pipeline) sets the id on `g` first
-    return flask.g.request_id, flask.g.get("client", "anonymous")
+# Gunicorn logs its own start-up and shutdown lines under `gunicorn.error`, which reads like an
+# error; they are shown under plain `gunicorn`.
+_RENAMED_LOGGERS = {"gunicorn.error": "gunicorn"}
 
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
@@ -37,9 +33,10 @@ class RequestContextFilter(logging.Filter):
     """Adds `request_id` and `client` to every record (`-` outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        context = _request_context()
-        if context:
-            record.request_id, record.client = context
+        record.name = _RENAMED_LOGGERS.get(record.name, record.name)
+        state = request_state.current()
+        if state is not None:
+            record.request_id, record.client = state.id, state.client
         else:
             record.request_id = getattr(record, "request_id", "-")
             record.client = getattr(record, "client", "-")

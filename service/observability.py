@@ -8,13 +8,12 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, g, has_app_context, has_request_context, request
+from flask import Flask
 
-from service.idle_log import IdleWriteHandler, idle_scheduler
+from service import request_state
 from service.logformat import RequestContextFilter, make_formatter
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -29,34 +28,16 @@ _KEY_LIKE_PREFIXES = ("aip_", "sk-", "bearer")
 def request_id_from(sent: str) -> str:
     """The id of a request whose `X-Request-Id` header was `sent`: that, if usable, else a new one."""
     usable = _VALID_REQUEST_ID.match(sent) and not sent.lower().startswith(_KEY_LIKE_PREFIXES)
-    return sent if usable else uuid.uuid4().hex
-
-
-def in_request() -> bool:
-    """Whether a request is being handled here (the pipeline's app context, `service.pipeline`)."""
-    return has_app_context() and "request_id" in g
-
-
-def current_request_id() -> str:
-    return g.request_id if in_request() else "-"
-
-
-def current_route() -> str:
-    """The URL rule the current request matched in Flask, else its path; call inside a request."""
-    if has_request_context() and request.url_rule:
-        return request.url_rule.rule
-    return g.path
+    return sent if usable else request_state.new_id()
 
 
 def configure_logging(level: str, log_format: str, stream: Any = None) -> logging.Handler:
     """Send every log record to one stdout handler with the chosen level and format.
 
-    Under gevent (the server's workers) lines below WARNING are written while the worker waits
-    for I/O rather than in a request's path (`service.idle_log`); elsewhere each line at once.
+    Each line is written when it is logged, so nothing is lost when a process is stopped or killed
+    (usage records are the accounting of record).
     """
-    schedule = idle_scheduler()
-    stream = stream or sys.stdout
-    handler = IdleWriteHandler(stream, schedule) if schedule else logging.StreamHandler(stream)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(make_formatter(log_format))
     handler.addFilter(RequestContextFilter())
     handler.set_name("aiproxy")
@@ -115,14 +96,15 @@ class HoneybadgerLogHandler(logging.Handler):
             return  # the client's own complaints would loop back here
         try:
             context = {
-                "request_id": getattr(record, "request_id", current_request_id()),
+                "request_id": getattr(record, "request_id", request_state.current_id()),
                 "client": getattr(record, "client", "-"),
                 "logger": record.name,
                 "level": record.levelname,
             }
-            if in_request():
-                context["route"] = current_route()
-                context["method"] = g.method
+            state = request_state.current()
+            if state is not None:
+                context["route"] = state.route_name
+                context["method"] = state.method
             exception = record.exc_info[1] if record.exc_info else None
             if exception is not None:
                 if getattr(exception, _REPORTED_MARK, False):

@@ -1,138 +1,127 @@
 """What every request goes through, whichever part of the app serves it.
 
-`RequestPipeline` is WSGI middleware installed as the Flask app's `wsgi_app`, so the server and
-Flask's test client both go through it. For each request it:
+`RequestPipeline` is the WSGI app the server calls (Flask's test client too: it is installed as
+the Flask app's `wsgi_app`). For each request it:
 
-1. pushes an app context and puts the request's state on `g`: its id (`X-Request-Id` when the
-   client sent a short, plain one, else a new one), method, path, start time and, once admitted,
-   client. Log lines (`service.logformat`), usage records and Flask routes all read it there;
-2. admits the client (`service.auth.ClientGate`: key, then limits), and reads a chunked body
-   (one without Content-Length) whole, refusing one over AIPROXY_MAX_BODY_BYTES with a 413;
-3. hands the request to the relay routes (`service.relay.RELAY_ROUTES`, plain WSGI, the hot path)
-   or else to Flask;
-4. answers the proxy's own errors (`ApiError`) in the OpenAI error shape; any other exception
-   that reaches it (a relay route's, the client check's) is logged, so reported to Honeybadger,
-   and answered with a 500, as Flask does for its routes;
-5. adds `X-Request-Id` to the answer, and once the answer has been sent or abandoned frees the
-   client's in-flight slot and writes the access line (method, path, status, duration).
+1. starts the request's state (`service.request_state`): its id (`X-Request-Id` when the client
+   sent a short, plain one, else a new one), method, path and start time;
+2. authenticates the client (`service.auth.ClientGate`);
+3. reads the body whole, within AIPROXY_MAX_BODY_BYTES (413 beyond) and AIPROXY_BODY_TIMEOUT
+   (408 when the client stops sending), and for the OpenAI-compatible routes parses it (400
+   naming what is wrong);
+4. admits the request against the client's limits (`service.limits`), with an estimate of the
+   tokens it may use: the one call to the limits store before the provider call;
+5. hands the request to its route: the OpenAI-compatible POST routes (`service.routes.openai_api`,
+   plain WSGI, the hot path) or else Flask;
+6. answers any `ProxyError` through `service.errors.error_answer`; any other exception is logged
+   (so reported to Honeybadger) and answered with a JSON 500;
+7. adds `X-Request-Id` (and the client's limit headers) to the answer, and once the answer has been
+   sent or abandoned settles the request with the limits (actual tokens and cost: the one call
+   after the provider call) and writes the access line, which is also the request's metrics record.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flask import Flask
-
+from service import bodies, request_state
+from service.answers import Closing, JsonRoute, WSGIApp
 from service.auth import ClientGate
-from service.errors import REQUEST_TOO_LARGE_MESSAGE, SERVER_ERROR_MESSAGE, ApiError, error_response
+from service.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
+from service.limits import Limiter
+from service.metrics import RequestMetrics
 from service.observability import REQUEST_ID_HEADER, request_id_from
+from service.request_state import RequestState
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("service.access")
-
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
 class RequestPipeline:
-    """The WSGI app the server calls: the steps above around Flask's `wsgi_app` and the relay routes."""
+    """The WSGI app the server calls: the steps above around the JSON routes and Flask's `wsgi_app`."""
 
-    def __init__(self, app: Flask, gate: ClientGate, routes: Mapping[str, WSGIApp]) -> None:
-        self._app = app
-        self._flask = app.wsgi_app
-        self._max_body = app.config["MAX_CONTENT_LENGTH"]
+    def __init__(
+        self,
+        flask_app: WSGIApp,
+        *,
+        gate: ClientGate,
+        limiter: Limiter,
+        routes: Mapping[str, JsonRoute],
+        max_body: int,
+        body_timeout: float,
+        output_estimate: int,
+        metrics: RequestMetrics,
+    ) -> None:
+        self._flask = flask_app
         self._gate = gate
+        self._limiter = limiter
         self._routes = routes
+        self._max_body = max_body
+        self._body_timeout = body_timeout
+        self._output_estimate = output_estimate
+        self._metrics = metrics
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        started = time.perf_counter()
         method = environ.get("REQUEST_METHOD", "GET")
         # As Flask shows it: WSGI servers hand the path over as Latin-1; clients send UTF-8.
         path = (environ.get("PATH_INFO") or "/").encode("latin-1").decode("utf-8", "replace")
-        request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
-        status = "500"
+        state = RequestState(request_id_from(environ.get("HTTP_X_REQUEST_ID", "")), method, path)
+        token = request_state.begin(state)
+        extra_headers: list[tuple[str, str]] = [(REQUEST_ID_HEADER, state.id)]
 
         def start(status_line: str, headers: list, exc_info: Any = None) -> Any:
-            nonlocal status
-            status = status_line.partition(" ")[0]
-            headers.append((REQUEST_ID_HEADER, request_id))
+            state.status = int(status_line.partition(" ")[0])
+            headers.extend(extra_headers)
             return start_response(status_line, headers, exc_info)
 
-        release = None
-        context = self._app.app_context()
-        context.push()  # Flask reuses it for the request context it pushes on top
-        state = context.g  # what `flask.g` is while it is pushed
         try:
-            state.request_id, state.method, state.path, state.started = request_id, method, path, started
             try:
-                release = self._gate.admit(method, path, environ.get("HTTP_AUTHORIZATION", ""))
-                if "HTTP_TRANSFER_ENCODING" in environ and not environ.get("CONTENT_LENGTH"):
-                    _read_chunked_body(environ, self._max_body)
-                route = self._routes.get(path, self._flask)
-                answer = route(environ, start)
-            except ApiError as error:
-                answer = error.response()(environ, start)
+                answer = self._serve(environ, state, method, path, extra_headers)(environ, start)
+            except ProxyError as error:
+                answer = error_answer(error)(environ, start)
             except Exception:
-                # Flask answers its own routes' exceptions (outside tests); this is everything else.
                 log.exception("Exception on %s [%s]", path, method)
-                answer = error_response(500, SERVER_ERROR_MESSAGE)(environ, start)
-            client = state.get("client", "anonymous")
+                answer = error_answer(ProxyError(SERVER_ERROR_MESSAGE))(environ, start)
         except BaseException:
-            if release is not None:
-                release()
+            self._settle(state)
+            request_state.end(token)
             raise
-        finally:
-            context.pop()
 
-        def log_access() -> None:
-            duration = round((time.perf_counter() - started) * 1000, 1)
-            fields = {"request_id": request_id, "client": client, "duration_ms": duration}
-            access_log.info("%s %s %s", method, path, status, extra=fields)
+        def finish() -> None:
+            try:
+                self._metrics.record(state)
+            finally:
+                request_state.end(token)
 
         # Once the answer has gone out (the server closes it then): the client does not wait for
-        # the access line, its duration includes sending, and a stream holds its slot to the end.
-        return Closing(answer, release, log_access)
+        # the settling or the access line, its duration includes sending, and a stream holds its
+        # in-flight slot to the end.
+        return Closing(answer, lambda: self._settle(state), finish)
 
+    def _serve(
+        self, environ: dict, state: RequestState, method: str, path: str, extra_headers: list
+    ) -> WSGIApp:
+        client = self._gate.authenticate(method, path, environ.get("HTTP_AUTHORIZATION", ""))
+        route = self._routes.get(path)
+        if route is not None and method != "POST":
+            raise RequestRejected(
+                "The method is not allowed for the requested URL.", status=405, headers={"Allow": "POST"}
+            )
+        raw = bodies.read_body(environ, self._max_body, self._body_timeout)
+        body = bodies.json_object(raw) if route is not None else None
+        if client is not None:
+            state.client = client.name  # from here on, log lines name the client
+            estimate = bodies.estimate_tokens(
+                body, len(raw), self._output_estimate if route is None or route.generates else 0
+            )
+            state.admission = self._limiter.admit(client.name, client.limits, estimate)
+            extra_headers.extend(state.admission.headers())
+        if route is None:
+            return self._flask
+        return route(body, raw, environ)
 
-def _read_chunked_body(environ: dict, limit: int) -> None:
-    """Read a body sent without a length (chunked) here, refusing one over `limit` bytes (413).
-
-    Werkzeug stops reading such a body at the limit and hands over what it got, so a route would
-    see it cut short (and answer "not valid JSON") instead of too large. Read here, it reaches
-    every route whole and with a Content-Length, as bodies of known length do.
-    """
-    raw = environ["wsgi.input"].read(limit + 1)  # the server ends the body (wsgi.input_terminated)
-    if len(raw) > limit:
-        raise ApiError(413, REQUEST_TOO_LARGE_MESSAGE)
-    environ["wsgi.input"] = io.BytesIO(raw)
-    environ["CONTENT_LENGTH"] = str(len(raw))
-    del environ["HTTP_TRANSFER_ENCODING"]  # it is no longer chunked (werkzeug would ignore the length)
-
-
-class Closing:
-    """An answer's chunks, closed with the steps that follow it.
-
-    Closing closes the chunks (when they can be closed), then runs each of `after` in order. Every
-    step runs even when a step before it fails; the first failure is raised at the end.
-    """
-
-    def __init__(self, chunks: Iterable[bytes], *after: Callable[[], None] | None) -> None:
-        self._chunks = chunks
-        self._after = [step for step in after if step is not None]
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._chunks)
-
-    def close(self) -> None:
-        close_chunks = getattr(self._chunks, "close", None)
-        failure: BaseException | None = None
-        for step in [close_chunks, *self._after] if close_chunks else self._after:
-            try:
-                step()
-            except BaseException as error:  # the next steps still run; this one is raised after
-                failure = failure or error
-        if failure is not None:
-            raise failure
+    def _settle(self, state: RequestState) -> None:
+        admission, state.admission = state.admission, None
+        if admission is not None:
+            self._limiter.settle(admission, state.used)

@@ -1,55 +1,24 @@
-"""What the running app holds: its settings, its secret store and its clients, reachable from any request."""
+"""What the running app holds: its settings, its secrets and the clients every request shares.
+
+One `Runtime` is built per app (`service.app.create_app`) and handed to whatever needs it: the
+request pipeline, and each route blueprint when it is made. Nothing is looked up by name.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
-from flask import Flask, current_app
-
+from service.auth import ClientKeys
+from service.limits import Limiter
+from service.routing import Router
 from service.secrets import SecretStore
 from service.settings import Settings
-
-_EXTENSION = "aiproxy"
-_create_lock = threading.Lock()
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
     secrets: SecretStore
-
-
-def attach(app: Flask, runtime: Runtime) -> None:
-    app.extensions[_EXTENSION] = runtime
-
-
-def runtime() -> Runtime:
-    return current_app.extensions[_EXTENSION]
-
-
-def settings() -> Settings:
-    return runtime().settings
-
-
-def secrets() -> SecretStore:
-    return runtime().secrets
-
-
-def app_scoped(name: str, factory: Callable[[Runtime], T]) -> T:
-    """The current app's one `name` object, made by `factory(runtime())` on first use.
-
-    Kept in `current_app.extensions`; the lock makes concurrent first requests share one object.
-    """
-    extensions = current_app.extensions
-    value = extensions.get(name)
-    if value is None:
-        with _create_lock:
-            value = extensions.get(name)
-            if value is None:
-                value = extensions[name] = factory(runtime())
-    return value
+    keys: ClientKeys  # the client key store, re-read when its secret changes
+    limiter: Limiter  # client limits and budgets
+    router: Router  # models to providers

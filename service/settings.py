@@ -105,208 +105,194 @@ class Setting:
     help: str
 
 
-SETTINGS: tuple[Setting, ...] = (
-    # Provider and upstream.
-    Setting(
-        "OPENAI_BASE_URL",
-        "openai_base_url",
-        "https://api.openai.com/v1",
-        _url,
-        "OpenAI-compatible upstream (OpenAI, vLLM, Ollama, a test fake)",
-    ),
-    Setting(
-        "AIPROXY_UPSTREAM_CONNECT_TIMEOUT",
-        "upstream_connect_timeout",
-        "10",
-        _number(float, 0.1, 300),
-        "seconds to open a connection to the upstream",
-    ),
-    Setting(
-        "AIPROXY_UPSTREAM_TIMEOUT",
-        "upstream_timeout",
-        "300",
-        _number(float, 0.1, 3600),
-        "seconds to wait for the upstream's answer (or the next streamed chunk)",
-    ),
-    Setting(
-        "AIPROXY_UPSTREAM_RETRIES",
-        "upstream_retries",
-        "2",
-        _number(int, 0, 10),
-        "retries of a failed non-streaming upstream request (429, 5xx, connection errors)",
-    ),
-    Setting(
-        "AIPROXY_UPSTREAM_BACKOFF",
-        "upstream_backoff",
-        "0.5",
-        _number(float, 0, 60),
-        "seconds before the first retry; each later retry waits up to twice as long (with jitter)",
-    ),
-    Setting(
-        "AIPROXY_UPSTREAM_BACKOFF_MAX",
-        "upstream_backoff_max",
-        "8",
-        _number(float, 0, 600),
-        "longest wait before a retry; a longer upstream Retry-After is answered at once instead",
-    ),
-    Setting(
-        "AIPROXY_MODEL_ALIASES",
-        "model_aliases",
-        "",
-        _model_aliases,
-        'JSON object of short model names, e.g. {"nova": "bedrock/us.amazon.nova-lite-v1:0"}',
-    ),
-    Setting(
-        "AIPROXY_BEDROCK_MODELS",
-        "bedrock_models",
-        "",
-        _bedrock_models,
-        "comma-separated Amazon Bedrock model ids or inference profiles listed by GET /v1/models",
-    ),
-    Setting(
-        "AIPROXY_ASSESSMENT_MODEL",
-        "assessment_model",
-        "gpt-4o-mini",
-        _text,
-        "model used by /assessment when the request names none",
-    ),
-    # Logging and error reporting.
-    Setting(
-        "LOG_LEVEL",
-        "log_level",
-        "INFO",
-        _choice(*LOG_LEVELS, case_insensitive=True),
-        "lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL",
-    ),
-    Setting(
-        "LOG_FORMAT",
-        "log_format",
-        "text",
-        _choice(*LOG_FORMATS),
-        "text (for people) or json (one object a line, for CloudWatch)",
-    ),
-    Setting(
-        "HONEYBADGER_ENDPOINT",
-        "honeybadger_endpoint",
-        "https://api.honeybadger.io",
-        _url,
-        "where Honeybadger reports go (tests point it at a local catcher)",
-    ),
-    # Where this deployment is; selects the Secrets Manager prefix.
-    Setting(
-        "ENVIRONMENT",
-        "environment",
-        "",
-        _optional_text,
-        "DNS name of this deployment, e.g. aiproxy.example.org (empty when local)",
-    ),
-    Setting(
-        "ENVIRONMENT_TYPE",
-        "environment_type",
-        "",
-        _optional_choice(*ENVIRONMENT_TYPES),
-        "development, test or production (empty when local)",
-    ),
-    Setting(
-        "AIPROXY_SECRETS_TTL",
-        "secrets_ttl",
-        "300",
-        _number(float, 0, 86400),
-        "seconds a value read from Secrets Manager is reused before it is read again",
-    ),
-    # The HTTP server.
-    Setting("HOST", "host", "127.0.0.1", _text, "address the server listens on"),
-    Setting("PORT", "port", "5000", _number(int, 1, 65535), "port the server listens on"),
-    Setting(
-        "AIPROXY_WORKERS",
-        "workers",
-        "2",
-        _number(int, 1, 64),
-        "server processes; each holds AIPROXY_WORKER_CONNECTIONS requests at once",
-    ),
-    Setting(
-        "AIPROXY_WORKER_CONNECTIONS",
-        "worker_connections",
-        "1000",
-        _number(int, 10, 100000),
-        "concurrent requests one server process holds (slow LLM calls included)",
-    ),
-    Setting(
-        "AIPROXY_GRACEFUL_TIMEOUT",
-        "graceful_timeout",
-        "30",
-        _number(int, 0, 3600),
-        "seconds in-flight requests get to finish after SIGTERM",
-    ),
-    Setting(
-        "AIPROXY_KEEPALIVE",
-        "keepalive",
-        "620",
-        _number(int, 0, 3600),
-        "seconds an idle client connection is kept open (above the load balancer's idle timeout)",
-    ),
-    Setting(
-        "AIPROXY_MAX_BODY_BYTES",
-        "max_body_bytes",
-        "10485760",
-        _number(int, 1024, 1 << 30),
-        "largest request body accepted; larger ones get 413",
-    ),
-    # Per-client limits for clients whose key store entry sets none (README: Client keys).
-    Setting(
-        "AIPROXY_DEFAULT_RPM",
-        "default_rpm",
-        "600",
-        _number(int, 1, 100000),
-        "requests a client may send per minute unless its key store entry sets rpm",
-    ),
-    Setting(
-        "AIPROXY_DEFAULT_MAX_CONCURRENT",
-        "default_max_concurrent",
-        "50",
-        _number(int, 1, 100000),
-        "requests a client may have in flight at once unless its key store entry sets max_concurrent",
-    ),
-)
+def setting(env: str, default: str, parse: Callable[[str, str], Any], help: str) -> Any:
+    """Declare a field of `Settings`: the variable it is read from, its default (as text), how
+    the text is parsed (raising SettingsError naming the variable) and a one-line description."""
+    return field(metadata={"env": env, "default": default, "parse": parse, "help": help})
+
 
 # Secrets are not settings: they are read through `service.secrets`, which looks at these same
 # sources first (see SPEC section 4). They are listed here so config.txt.sample documents them.
 SECRET_VARIABLES: dict[str, str] = {
     "OPENAI_API_KEY": "provider key for OPENAI_BASE_URL; else secret openai_api_key",
     "HONEYBADGER_API_KEY": "enables Honeybadger error reports; else secret honeybadger_api_key",
-    "AIPROXY_CLIENT_KEYS": "client key store as JSON (README: Client keys); else secret client_api_keys",
+    "AIPROXY_CLIENT_KEYS": "client key store as JSON (docs/client-keys.md); else secret client_api_keys",
 }
 
 
 @dataclass(frozen=True)
 class Settings:
-    openai_base_url: str
-    upstream_connect_timeout: float
-    upstream_timeout: float
-    upstream_retries: int
-    upstream_backoff: float
-    upstream_backoff_max: float
-    model_aliases: dict[str, str]
-    bedrock_models: tuple[str, ...]
-    assessment_model: str
-    log_level: str
-    log_format: str
-    honeybadger_endpoint: str
-    environment: str | None
-    environment_type: str | None
-    secrets_ttl: float
-    host: str
-    port: int
-    workers: int
-    worker_connections: int
-    graceful_timeout: int
-    keepalive: int
-    max_body_bytes: int
-    default_rpm: int
-    default_max_concurrent: int
+    """Every setting, declared once: its variable, default, parser and help (config.txt.sample
+    lists the same, and a test keeps the two in step)."""
+
+    # Provider and upstream.
+    openai_base_url: str = setting(
+        "OPENAI_BASE_URL",
+        "https://api.openai.com/v1",
+        _url,
+        "OpenAI-compatible upstream (OpenAI, vLLM, Ollama, a test fake)",
+    )
+    upstream_connect_timeout: float = setting(
+        "AIPROXY_UPSTREAM_CONNECT_TIMEOUT",
+        "10",
+        _number(float, 0.1, 300),
+        "seconds to open a connection to the upstream",
+    )
+    upstream_timeout: float = setting(
+        "AIPROXY_UPSTREAM_TIMEOUT",
+        "300",
+        _number(float, 0.1, 3600),
+        "seconds to wait for the upstream's answer (or the next streamed chunk)",
+    )
+    upstream_retries: int = setting(
+        "AIPROXY_UPSTREAM_RETRIES",
+        "2",
+        _number(int, 0, 10),
+        "retries of a failed non-streaming upstream request (429, 5xx, connection errors)",
+    )
+    upstream_backoff: float = setting(
+        "AIPROXY_UPSTREAM_BACKOFF",
+        "0.5",
+        _number(float, 0, 60),
+        "seconds before the first retry; each later retry waits up to twice as long (with jitter)",
+    )
+    upstream_backoff_max: float = setting(
+        "AIPROXY_UPSTREAM_BACKOFF_MAX",
+        "8",
+        _number(float, 0, 600),
+        "longest wait before a retry; a longer upstream Retry-After is answered at once instead",
+    )
+    model_aliases: dict[str, str] = setting(
+        "AIPROXY_MODEL_ALIASES",
+        "",
+        _model_aliases,
+        'JSON object of short model names, e.g. {"nova": "bedrock/us.amazon.nova-lite-v1:0"}',
+    )
+    bedrock_models: tuple[str, ...] = setting(
+        "AIPROXY_BEDROCK_MODELS",
+        "",
+        _bedrock_models,
+        "comma-separated Amazon Bedrock model ids or inference profiles listed by GET /v1/models",
+    )
+    assessment_model: str = setting(
+        "AIPROXY_ASSESSMENT_MODEL",
+        "gpt-4o-mini",
+        _text,
+        "model used by /assessment when the request names none",
+    )
+    # Logging and error reporting.
+    log_level: str = setting(
+        "LOG_LEVEL",
+        "INFO",
+        _choice(*LOG_LEVELS, case_insensitive=True),
+        "lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    )
+    log_format: str = setting(
+        "LOG_FORMAT",
+        "text",
+        _choice(*LOG_FORMATS),
+        "text (for people) or json (one object a line, for CloudWatch)",
+    )
+    honeybadger_endpoint: str = setting(
+        "HONEYBADGER_ENDPOINT",
+        "https://api.honeybadger.io",
+        _url,
+        "where Honeybadger reports go (tests point it at a local catcher)",
+    )
+    # Where this deployment is; selects the Secrets Manager prefix.
+    environment: str | None = setting(
+        "ENVIRONMENT",
+        "",
+        _optional_text,
+        "DNS name of this deployment, e.g. aiproxy.example.org (empty when local)",
+    )
+    environment_type: str | None = setting(
+        "ENVIRONMENT_TYPE",
+        "",
+        _optional_choice(*ENVIRONMENT_TYPES),
+        "development, test or production (empty when local)",
+    )
+    secrets_ttl: float = setting(
+        "AIPROXY_SECRETS_TTL",
+        "300",
+        _number(float, 0, 86400),
+        "seconds a value read from Secrets Manager is reused before it is read again",
+    )
+    # The HTTP server.
+    host: str = setting("HOST", "127.0.0.1", _text, "address the server listens on")
+    port: int = setting("PORT", "5000", _number(int, 1, 65535), "port the server listens on")
+    workers: int = setting(
+        "AIPROXY_WORKERS",
+        "2",
+        _number(int, 1, 64),
+        "server processes; each holds AIPROXY_WORKER_CONNECTIONS requests at once",
+    )
+    worker_connections: int = setting(
+        "AIPROXY_WORKER_CONNECTIONS",
+        "1000",
+        _number(int, 10, 100000),
+        "concurrent requests one server process holds (slow LLM calls included)",
+    )
+    graceful_timeout: int = setting(
+        "AIPROXY_GRACEFUL_TIMEOUT",
+        "30",
+        _number(int, 0, 3600),
+        "seconds in-flight requests get to finish after SIGTERM",
+    )
+    keepalive: int = setting(
+        "AIPROXY_KEEPALIVE",
+        "620",
+        _number(int, 0, 3600),
+        "seconds an idle client connection is kept open (above the load balancer's idle timeout)",
+    )
+    max_body_bytes: int = setting(
+        "AIPROXY_MAX_BODY_BYTES",
+        "10485760",
+        _number(int, 1024, 1 << 30),
+        "largest request body accepted; larger ones get 413",
+    )
+    header_timeout: float = setting(
+        "AIPROXY_HEADER_TIMEOUT",
+        "10",
+        _number(float, 1, 300),
+        "seconds a new connection gets to send a whole request head; then it is closed",
+    )
+    body_timeout: float = setting(
+        "AIPROXY_BODY_TIMEOUT",
+        "60",
+        _number(float, 1, 3600),
+        "seconds a client gets to send a request body; then 408 and the connection is closed",
+    )
+    # Per-client limits for clients whose key store entry sets none (docs/client-keys.md).
+    default_rpm: int = setting(
+        "AIPROXY_DEFAULT_RPM",
+        "600",
+        _number(int, 1, 100000),
+        "requests a client may send per minute unless its key store entry sets rpm",
+    )
+    default_max_concurrent: int = setting(
+        "AIPROXY_DEFAULT_MAX_CONCURRENT",
+        "50",
+        _number(int, 1, 100000),
+        "requests a client may have in flight at once unless its key store entry sets max_concurrent",
+    )
+    output_tokens_estimate: int = setting(
+        "AIPROXY_OUTPUT_TOKENS_ESTIMATE",
+        "1000",
+        _number(int, 0, 1000000),
+        "output tokens a request is assumed to use when it sets no max_tokens (the tpm limit's estimate)",
+    )
     # Every raw KEY=VALUE the settings were read from (environment over config.txt); the secrets
     # loader looks here for its overrides. Excluded from repr so no secret reaches a log line.
     source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+
+# The table of every setting, from the declarations above (config.txt.sample, docs and tests read it).
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.metadata["env"], f.name, f.metadata["default"], f.metadata["parse"], f.metadata["help"])
+    for f in fields(Settings)
+    if "env" in f.metadata
+)
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:

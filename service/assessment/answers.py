@@ -76,6 +76,26 @@ def parse(text: str) -> list[Row]:
     )
 
 
+def parse_json_answer(text: str) -> list[Row]:
+    """The rows of an answer asked for as JSON (`response-type=json`): a JSON array of row objects
+    (or an object holding one), a code fence around it allowed, nothing else."""
+    if not text or not text.strip():
+        raise AnswerError("the answer is empty")
+    fenced = next((match.group(2) for match in _FENCE.finditer(text)), None)
+    try:
+        value = json.loads(fenced if fenced is not None else text)
+    except (ValueError, RecursionError):
+        raise AnswerError(f"the answer is not valid JSON ({_preview(text)})") from None
+    items = _json_items(value)
+    if items is None:
+        raise AnswerError(f"the JSON answer is not an array of row objects ({_preview(text)})")
+    rows = [_row((_COLUMN_BY_ALIAS.get(_header_key(str(k))), v) for k, v in item.items()) for item in items]
+    for row in rows:
+        if not row[KEY_CONCEPT] or not row[GRADE]:
+            raise AnswerError(f"a JSON item lacks '{KEY_CONCEPT}' or '{GRADE}' ({_preview(json.dumps(row))})")
+    return rows
+
+
 def _candidates(text: str) -> Iterable[str]:
     """The contents of each code fence first (models put the table there), then the whole text."""
     for match in _FENCE.finditer(text):

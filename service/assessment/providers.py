@@ -1,42 +1,36 @@
-"""Which provider grades a model: one choice shared by POST /assessment and the accuracy lab.
+"""The grader's seam to the providers, shared by POST /assessment and the accuracy lab.
 
-Aliases (AIPROXY_MODEL_ALIASES) are resolved first; a `bedrock/...` model is served by Amazon
-Bedrock, every other model by the OpenAI-compatible upstream. Callers pass the clients (the app's
-own in a request, fresh ones in the command-line tool), so this module needs no Flask.
+`Grading` resolves the request's model as every route does (aliases, model groups, prefixes:
+`service.routing`) and is the `complete` callable the grader calls: each call tries the model's
+deployments in order (`service.fallback`) and remembers which one answered, for the answer's
+`metadata.agent`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-
-from service import model_routing
-from service.bedrock.client import BedrockClient, completer
-from service.upstream import UpstreamClient
+from service.fallback import first_answer
+from service.routing import Deployment, Router
 
 
-@dataclass(frozen=True)
-class GradingProvider:
-    model: str  # the full model name, alias resolved
-    agent: str  # "openai" or "bedrock": metadata.agent of the answer
-    complete: Callable[[dict], dict]  # the grader's seam: chat-completions body -> response JSON
+class Grading:
+    def __init__(self, router: Router, model: str, *, api_key: str | None = None) -> None:
+        self.deployments = router.deployments(model)
+        self.api_key = api_key
+        self.answered_by: Deployment | None = None
 
+    @property
+    def model(self) -> str:
+        """The model graded, as the request reports it (an alias resolved to its first deployment)."""
+        return self.deployments[0].routed_name
 
-def grading_provider(
-    model: str,
-    aliases: Mapping[str, str],
-    *,
-    openai: Callable[[], UpstreamClient],
-    bedrock: Callable[[], BedrockClient],
-    api_key: str | None = None,
-) -> GradingProvider:
-    """The provider for `model`; `api_key` (the caller's provider key) applies to the upstream only."""
-    model = model_routing.resolve(model, aliases)
-    if model_routing.provider_of(model) == model_routing.BEDROCK:
-        return GradingProvider(model, model_routing.BEDROCK, completer(bedrock(), model))
-    client = openai()
+    @property
+    def agent(self) -> str:
+        """Which kind of provider answered (`openai` or `bedrock`): `metadata.agent`."""
+        return (self.answered_by or self.deployments[0]).provider.agent
 
-    def complete(body: dict) -> dict:
-        return client.chat_completion({**body, "model": model}, api_key=api_key)
+    def __call__(self, body: dict) -> dict:
+        def attempt(deployment: Deployment) -> dict:
+            return deployment.provider.complete({**body, "model": deployment.model}, api_key=self.api_key)
 
-    return GradingProvider(model, model_routing.OPENAI, complete)
+        self.answered_by, answer = first_answer(self.deployments, attempt)
+        return answer

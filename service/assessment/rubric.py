@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from service.errors import quoted
 
 KEY_CONCEPT = "Key Concept"
 
@@ -22,17 +24,22 @@ def concept_key(text: str) -> str:
 class Rubric:
     text: str  # the CSV as given, sent to the model unchanged
     key_concepts: tuple[str, ...]  # in rubric order, with the rubric's spelling
+    _by_key: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # One lookup per answer row, whatever the number of concepts: checking an answer is linear.
+        object.__setattr__(self, "_by_key", {concept_key(k): k for k in self.key_concepts})
 
     def canonical(self, name: str) -> str | None:
         """The rubric's spelling of `name`, or None when it is not one of its key concepts."""
-        wanted = concept_key(name)
-        return next((k for k in self.key_concepts if concept_key(k) == wanted), None)
+        return self._by_key.get(concept_key(name))
 
 
 def csv_rows(text: str) -> list[list[str]]:
-    """The non-blank rows of CSV `text` (a leading byte-order mark ignored); raises csv.Error."""
+    """The non-blank rows of CSV `text` (a leading byte-order mark ignored); raises csv.Error,
+    also for a quoted cell that never ends (strict: it would swallow the rest of the rubric)."""
     # newline="": the csv module handles \r, \r\n and newlines inside quoted cells itself.
-    rows = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    rows = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=True)
     return [row for row in rows if any(cell.strip() for cell in row)]
 
 
@@ -47,7 +54,7 @@ def parse_rubric(text: str) -> Rubric:
     header = [concept_key(cell) for cell in rows[0]]
     if concept_key(KEY_CONCEPT) not in header:
         raise RubricError(
-            f"The rubric has no '{KEY_CONCEPT}' column (its header row is: {', '.join(rows[0])})."
+            f"The rubric has no '{KEY_CONCEPT}' column (its header row is {quoted(', '.join(rows[0]))})."
         )
     column = header.index(concept_key(KEY_CONCEPT))
     concepts: list[str] = []
@@ -57,7 +64,7 @@ def parse_rubric(text: str) -> Rubric:
         if not name:
             raise RubricError(f"Rubric row {number} has no key concept.")
         if concept_key(name) in seen:
-            raise RubricError(f"The rubric names the key concept '{name}' twice.")
+            raise RubricError(f"The rubric names the key concept {quoted(name)} twice.")
         seen.add(concept_key(name))
         concepts.append(name)
     if not concepts:

@@ -1,5 +1,2 @@
-"""HTTP routes, one blueprint per area."""
-
-# Streamed answers must reach the client as they are written: no caching, and no buffering by a
-# proxy in front (nginx honours X-Accel-Buffering).
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+"""HTTP routes, one module per area: `openai_api` (the relayed POST routes, outside Flask),
+`models` (model lists and the legacy routes of the original service), `assessment`, `status`."""

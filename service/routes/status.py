@@ -6,7 +6,8 @@ import logging
 
 from flask import Blueprint, Response, jsonify
 
-from service.errors import error_response
+from service.answers import Answer
+from service.errors import error_body
 
 blueprint = Blueprint("status", __name__)
 log = logging.getLogger(__name__)
@@ -44,5 +45,7 @@ def test_critical() -> Response:
 
 
 @blueprint.get("/test/429")
-def test_429() -> Response:
-    return error_response(429, "Test rate limit answer from /test/429", headers={"Retry-After": "1"})
+def test_429() -> Answer:
+    return Answer.json(
+        error_body(429, "Test rate limit answer from /test/429"), 429, headers={"Retry-After": "1"}
+    )

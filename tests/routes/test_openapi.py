@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from service.relay import RELAY_ROUTES
+from service.routes.openai_api import PATHS
 
 
 def openapi_path(rule: str) -> str:
@@ -14,7 +14,7 @@ def openapi_path(rule: str) -> str:
 
 def served_routes(app) -> dict[str, set[str]]:
     """OpenAPI path -> methods, for Flask's routes and the relay routes served outside Flask."""
-    served = {path: {"POST"} for path in RELAY_ROUTES}
+    served = {"/v1" + path: {"POST"} for path in PATHS}
     for rule in app.url_map.iter_rules():
         if rule.endpoint != "static":
             served.setdefault(openapi_path(rule.rule), set()).update(rule.methods - {"HEAD", "OPTIONS"})

@@ -10,10 +10,11 @@ import logging
 import pytest
 from werkzeug.test import Client
 
-from service import relay
 from service.auth import ClientGate, hash_key
+from service.metrics import RequestMetrics
 from service.observability import configure_logging
 from service.pipeline import RequestPipeline
+from service.routes.openai_api import PATHS
 from testbed.honeybadger import HoneybadgerCatcher
 from testbed.openai_upstream import Fail, Stream
 from tests.support.app import make_app
@@ -37,7 +38,7 @@ def authorised(request_id: str = "req-pipeline") -> dict[str, str]:
     return {"Authorization": f"Bearer {CLIENT_KEY}", "X-Request-Id": request_id}
 
 
-@pytest.mark.parametrize("path", sorted(relay.RELAY_ROUTES))
+@pytest.mark.parametrize("path", sorted("/v1" + path for path in PATHS))
 def test_a_relay_route_needs_a_client_key_before_anything_else(fake_openai, path):
     client = keyed_app(fake_openai.url).test_client()
     for method in ("post", "get"):
@@ -109,10 +110,9 @@ def test_a_stream_holds_its_clients_slot_until_it_is_closed(fake_openai):
 
 
 def test_an_exception_in_a_relay_route_is_a_reported_500_that_frees_the_slot(fake_openai, monkeypatch):
-    def broken_client():
+    def broken_relay(request):
         raise RuntimeError("raised on purpose in a relay route")
 
-    monkeypatch.setattr(relay, "upstream_client", broken_client)
     with HoneybadgerCatcher() as catcher:
         app = keyed_app(
             fake_openai.url,
@@ -121,6 +121,7 @@ def test_an_exception_in_a_relay_route_is_a_reported_500_that_frees_the_slot(fak
             HONEYBADGER_ENDPOINT=catcher.url,
             HONEYBADGER_FORCE_SYNC="1",
         )
+        monkeypatch.setattr(app.runtime.router.default, "relay", broken_relay)
         client = app.test_client()
         for number in range(2):  # the first one's slot is free again for the second
             response = client.post(
@@ -156,7 +157,7 @@ def test_an_exception_while_checking_the_client_is_a_json_500_not_a_server_page(
     def store_unreadable():
         raise RuntimeError("the secret store is unreadable")
 
-    app.extensions["aiproxy.client_keys"].current = store_unreadable
+    app.runtime.keys.current = store_unreadable
     with caplog.at_level(logging.ERROR):
         response = app.test_client().post("/v1/chat/completions", json=CHAT, headers=authorised("req-gate"))
     assert response.status_code == 500
@@ -181,14 +182,22 @@ def test_the_slot_is_freed_and_the_access_line_written_even_when_closing_the_ans
         start_response("200 OK", [("Content-Type", "text/plain")])
         return FailsToClose([b"done"])
 
-    gate = ClientGate(app.extensions["aiproxy.client_keys"], app.extensions["aiproxy.limiter"])
-    pipeline = RequestPipeline(app, gate, {"/breaks-on-close": breaks_on_close})
+    pipeline = RequestPipeline(
+        breaks_on_close,
+        gate=ClientGate(app.runtime.keys),
+        limiter=app.runtime.limiter,
+        routes={},
+        max_body=1024,
+        body_timeout=5,
+        output_estimate=0,
+        metrics=RequestMetrics(),
+    )
     client = Client(pipeline)
     with caplog.at_level(logging.INFO, logger="service.access"):
         for _ in range(2):  # the second is admitted: the first one's slot was freed
             with pytest.raises(OSError):
                 client.get("/breaks-on-close", headers=authorised("req-close")).close()
-    assert app.extensions["aiproxy.limiter"].in_flight("web") == 0
+    assert app.runtime.limiter.in_flight("web") == 0
     access = [r.getMessage() for r in caplog.records if r.name == "service.access"]
     assert access == ["GET /breaks-on-close 200"] * 2
 

@@ -10,9 +10,11 @@ import json
 
 import pytest
 
-from service.assessment.grader import AssessmentError, AssessmentRequest, assess
+from service.assessment.grader import assess
+from service.assessment.request import AssessmentRequest, read_request
 from service.assessment.samples import sample
-from service.upstream import UpstreamClient
+from service.errors import ProxyError
+from service.providers.openai_compatible import OpenAICompatible
 from testbed.openai_upstream import Fail, Hang, Reply
 from testbed.server import free_port
 from tests.support.assessment import CONCEPTS, PROMPT, RUBRIC, tsv_answer
@@ -21,20 +23,28 @@ KEY = "sk-provider-key-for-tests"
 NONE = ("No Evidence",) * 4
 
 
-def client_for(url: str, **options) -> UpstreamClient:
+def client_for(url: str, **options) -> OpenAICompatible:
     values = {"retries": 0, "timeout": 5.0, "connect_timeout": 2.0, "key_provider": lambda: KEY}
     values.update(options)
-    return UpstreamClient(base_url=url, **values)
+    return OpenAICompatible(name="openai", base_url=url, **values)
+
+
+# The grader's keyword names, as the HTTP API spells the fields.
+FIELD_NAMES = {
+    "num_responses": "num-responses",
+    "remove_comments": "remove-comments",
+    "student_id": "student-id",
+}
 
 
 def request(**fields) -> AssessmentRequest:
     values = {"code": sample().code, "prompt": PROMPT, "rubric": RUBRIC, "model": "gpt-4o-mini"}
-    values.update(fields)
-    return AssessmentRequest(**values)
+    values.update({FIELD_NAMES.get(name, name): value for name, value in fields.items()})
+    return read_request(values, default_model="gpt-4o-mini")
 
 
 def grade(fake, **fields) -> dict:
-    return assess(request(**fields), client_for(fake.url).chat_completion)
+    return assess(request(**fields), client_for(fake.url).complete)
 
 
 def test_request_layout_system_examples_then_code(fake_openai):
@@ -64,7 +74,7 @@ def test_request_layout_system_examples_then_code(fake_openai):
 def test_metadata_has_agent_time_student_and_usage(fake_openai):
     usage = {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160}
     fake_openai.enqueue(Reply([tsv_answer(*NONE)], usage=usage))
-    result = assess(request(student_id="s-42"), client_for(fake_openai.url).chat_completion, agent="openai")
+    result = assess(request(student_id="s-42"), client_for(fake_openai.url).complete, agent="openai")
     metadata = result["metadata"]
     assert metadata["agent"] == "openai"
     assert metadata["student_id"] == "s-42"
@@ -156,7 +166,7 @@ def test_no_valid_answer_is_a_502_with_every_reason(fake_openai):
             ]
         )
     )
-    with pytest.raises(AssessmentError) as caught:
+    with pytest.raises(ProxyError) as caught:
         grade(fake_openai, num_responses=3)
     error = caught.value
     assert error.status == 502
@@ -169,7 +179,7 @@ def test_no_valid_answer_is_a_502_with_every_reason(fake_openai):
 
 def test_upstream_without_choices_is_a_502(fake_openai):
     fake_openai.enqueue(Reply(body={"id": "x", "choices": []}))
-    with pytest.raises(AssessmentError) as caught:
+    with pytest.raises(ProxyError) as caught:
         grade(fake_openai)
     assert caught.value.status == 502
 
@@ -191,32 +201,32 @@ def test_upstream_without_choices_is_a_502(fake_openai):
 )
 def test_upstream_http_errors_are_mapped(fake_openai, failure, status, text):
     fake_openai.enqueue(failure)
-    with pytest.raises(AssessmentError) as caught:
+    with pytest.raises(ProxyError) as caught:
         grade(fake_openai)
     assert caught.value.status == status
     assert text in caught.value.message
     if status == 429:
-        assert caught.value.retry_after == "7"
+        assert caught.value.headers["Retry-After"] == "7"
 
 
 def test_upstream_too_slow_is_a_504(fake_openai):
     fake_openai.enqueue(Hang(3))
-    with pytest.raises(AssessmentError) as caught:
-        assess(request(), client_for(fake_openai.url, timeout=0.3).chat_completion)
+    with pytest.raises(ProxyError) as caught:
+        assess(request(), client_for(fake_openai.url, timeout=0.3).complete)
     assert caught.value.status == 504
 
 
 def test_upstream_unreachable_is_a_502():
-    with pytest.raises(AssessmentError) as caught:
-        assess(request(), client_for(f"http://127.0.0.1:{free_port()}/v1").chat_completion)
+    with pytest.raises(ProxyError) as caught:
+        assess(request(), client_for(f"http://127.0.0.1:{free_port()}/v1").complete)
     assert caught.value.status == 502
     assert "could not be reached" in caught.value.message
 
 
 def test_no_provider_key_is_a_503_naming_the_setting(fake_openai):
     client = client_for(fake_openai.url, key_provider=lambda: None)
-    with pytest.raises(AssessmentError) as caught:
-        assess(request(), client.chat_completion)
+    with pytest.raises(ProxyError) as caught:
+        assess(request(), client.complete)
     assert caught.value.status == 503
     assert "OPENAI_API_KEY" in caught.value.message
     assert fake_openai.requests == []
@@ -229,7 +239,7 @@ def test_no_provider_key_is_a_503_naming_the_setting(fake_openai):
         ({"rubric": "Concept\nLoops\n"}, "rubric"),
         ({"rubric": "Key Concept\n"}, "rubric"),
         ({"examples": [("only code",)]}, "examples"),
-        ({"model": ""}, "model"),
+        ({"model": 7}, "model"),
         ({"num_responses": 0}, "num-responses"),
         ({"num_responses": 11}, "num-responses"),
         ({"temperature": -0.1}, "temperature"),
@@ -238,14 +248,14 @@ def test_no_provider_key_is_a_503_naming_the_setting(fake_openai):
     ],
 )
 def test_bad_requests_are_400_naming_the_field_and_call_nothing(fake_openai, fields, param):
-    with pytest.raises(AssessmentError) as caught:
+    with pytest.raises(ProxyError) as caught:
         grade(fake_openai, **fields)
     assert (caught.value.status, caught.value.param) == (400, param)
     assert fake_openai.requests == []
 
 
 def test_bad_rubric_is_rejected_even_for_an_empty_program(fake_openai):
-    with pytest.raises(AssessmentError) as caught:
+    with pytest.raises(ProxyError) as caught:
         grade(fake_openai, code="", rubric="Name,Points\nLoops,3\n")
     assert caught.value.param == "rubric"
     assert "no 'Key Concept' column" in caught.value.message

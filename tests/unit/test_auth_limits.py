@@ -2,7 +2,8 @@
 
 import pytest
 
-from service.limits import ClientLimiter, LimitExceeded, Limits
+from service.limits import LimitExceeded, Limits, LocalLimiter
+from service.request_state import Usage
 from tests.support.clock import Clock
 
 
@@ -13,82 +14,88 @@ def clock():
 
 @pytest.fixture
 def limiter(clock):
-    return ClientLimiter(clock=clock)
+    return LocalLimiter(clock=clock)
+
+
+def acquire(limiter: LocalLimiter, client: str, limits: Limits):
+    """Admit one request of `client`; the function that settles it (frees its slot)."""
+    admission = limiter.admit(client, limits, 0)
+    return lambda: limiter.settle(admission, Usage())
 
 
 def test_over_rpm_in_a_minute_is_refused_until_the_oldest_request_leaves_the_window(limiter, clock):
     limits = Limits(rpm=3, max_concurrent=100)
     for _ in range(2):
-        limiter.acquire("web", limits)()
+        acquire(limiter, "web", limits)()
     clock.now += 20
-    limiter.acquire("web", limits)()
+    acquire(limiter, "web", limits)()
     with pytest.raises(LimitExceeded) as refused:
-        limiter.acquire("web", limits)
+        acquire(limiter, "web", limits)
     # The first two requests leave the window 60 s after they came, 40 s from now.
     assert refused.value.status == 429
     assert refused.value.headers == {"Retry-After": "40"}
     assert "3 requests a minute" in refused.value.message
     clock.now += 39.5
     with pytest.raises(LimitExceeded):
-        limiter.acquire("web", limits)
+        acquire(limiter, "web", limits)
     clock.now += 0.5
-    limiter.acquire("web", limits)()
-    limiter.acquire("web", limits)()
+    acquire(limiter, "web", limits)()
+    acquire(limiter, "web", limits)()
     with pytest.raises(LimitExceeded):
-        limiter.acquire("web", limits)  # the request at +20 s is still in the window
+        acquire(limiter, "web", limits)  # the request at +20 s is still in the window
 
 
 def test_refused_requests_do_not_count(limiter, clock):
     limits = Limits(rpm=1, max_concurrent=100)
-    limiter.acquire("web", limits)()
+    acquire(limiter, "web", limits)()
     for _ in range(5):
         clock.now += 10
         with pytest.raises(LimitExceeded):
-            limiter.acquire("web", limits)
+            acquire(limiter, "web", limits)
     clock.now += 10.0  # 60 s after the one admitted request
-    limiter.acquire("web", limits)()
+    acquire(limiter, "web", limits)()
 
 
 def test_retry_after_is_at_least_one_second(limiter, clock):
     limits = Limits(rpm=1, max_concurrent=100)
-    limiter.acquire("web", limits)()
+    acquire(limiter, "web", limits)()
     clock.now += 59.9
     with pytest.raises(LimitExceeded) as refused:
-        limiter.acquire("web", limits)
+        acquire(limiter, "web", limits)
     assert refused.value.retry_after == 1
 
 
 def test_in_flight_requests_are_limited_and_released_once(limiter):
     limits = Limits(rpm=1000, max_concurrent=2)
-    first = limiter.acquire("web", limits)
-    limiter.acquire("web", limits)
+    first = acquire(limiter, "web", limits)
+    acquire(limiter, "web", limits)
     with pytest.raises(LimitExceeded) as refused:
-        limiter.acquire("web", limits)
+        acquire(limiter, "web", limits)
     assert refused.value.headers == {"Retry-After": "1"}
     assert "2 requests in flight" in refused.value.message
     first()
     first()  # a second release of the same request frees nothing more
     assert limiter.in_flight("web") == 1
-    limiter.acquire("web", limits)
+    acquire(limiter, "web", limits)
     with pytest.raises(LimitExceeded):
-        limiter.acquire("web", limits)
+        acquire(limiter, "web", limits)
 
 
 def test_clients_do_not_affect_each_other(limiter):
     tight = Limits(rpm=1, max_concurrent=1)
-    limiter.acquire("web", tight)
+    acquire(limiter, "web", tight)
     with pytest.raises(LimitExceeded):
-        limiter.acquire("web", tight)
-    limiter.acquire("batch", tight)
+        acquire(limiter, "web", tight)
+    acquire(limiter, "batch", tight)
     assert limiter.in_flight("web") == 1
     assert limiter.in_flight("batch") == 1
 
 
 def test_a_lower_limit_from_a_reloaded_store_applies_at_once(limiter, clock):
     for _ in range(5):
-        limiter.acquire("web", Limits(rpm=10, max_concurrent=100))()
+        acquire(limiter, "web", Limits(rpm=10, max_concurrent=100))()
         clock.now += 1
     with pytest.raises(LimitExceeded) as refused:
-        limiter.acquire("web", Limits(rpm=2, max_concurrent=100))
+        acquire(limiter, "web", Limits(rpm=2, max_concurrent=100))
     # Room for one more opens when only one request is left in the window: after the 4th leaves.
     assert refused.value.retry_after == 58  # the 4th came at +3 s: 63 - 5

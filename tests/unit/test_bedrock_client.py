@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from service.bedrock import BedrockClient, BedrockError
-from service.errors import ApiError
+from service.errors import ProviderError, ProxyError
+from service.providers.bedrock import BedrockProvider
 from testbed.bedrock_runtime import Answer, Fail, FakeBedrock, Hang, StreamFail, image_bytes
 from tests.support.app import make_settings
 
@@ -20,7 +20,7 @@ def fake():
         yield fake
 
 
-def make_client(endpoint: str, **settings: str) -> BedrockClient:
+def make_client(endpoint: str, **settings: str) -> BedrockProvider:
     values = {
         "AWS_REGION": "eu-west-1",
         "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
@@ -29,7 +29,7 @@ def make_client(endpoint: str, **settings: str) -> BedrockClient:
         "AIPROXY_UPSTREAM_RETRIES": "0",
         **settings,
     }
-    return BedrockClient.from_settings(make_settings(**values))
+    return BedrockProvider.from_settings(make_settings(**values))
 
 
 @pytest.fixture
@@ -167,11 +167,11 @@ def test_closing_a_stream_early_drops_the_bedrock_connection(fake, client):
 )
 def test_each_bedrock_error_maps_to_its_status(fake, client, code, status, says):
     fake.enqueue(Fail(code, "details from Bedrock"))
-    with pytest.raises(BedrockError) as caught:
+    with pytest.raises(ProviderError) as caught:
         client.chat(chat())
     assert caught.value.status == status
     assert says in caught.value.message
-    assert caught.value.aws_code == code
+    assert caught.value.kind == code
     assert caught.value.code == code
 
 
@@ -179,7 +179,7 @@ def test_access_denied_on_a_stream_names_the_streaming_permission(fake, client):
     fake.enqueue(
         Fail("AccessDeniedException", "User: arn:aws:sts::123456789012:assumed-role/x is not authorized")
     )
-    with pytest.raises(BedrockError) as caught:
+    with pytest.raises(ProviderError) as caught:
         client.open_stream(chat(stream=True))
     assert caught.value.status == 403
     assert "bedrock:InvokeModelWithResponseStream" in caught.value.message
@@ -190,7 +190,7 @@ def test_an_error_event_mid_stream_raises_mapped(fake, client):
     fake.enqueue(StreamFail("throttlingException", after=2))
     stream = client.open_stream(chat(stream=True))
     received = []
-    with pytest.raises(BedrockError) as caught:
+    with pytest.raises(ProviderError) as caught:
         for chunk in stream:
             received.append(chunk)
     assert received  # the start of the answer was relayed before the failure
@@ -200,7 +200,7 @@ def test_an_error_event_mid_stream_raises_mapped(fake, client):
 def test_a_read_timeout_is_a_504(fake):
     client = make_client(fake.url, AIPROXY_UPSTREAM_TIMEOUT="0.3")
     fake.enqueue(Hang(3))
-    with pytest.raises(BedrockError) as caught:
+    with pytest.raises(ProviderError) as caught:
         client.chat(chat())
     assert caught.value.status == 504
     assert "0.3 seconds" in caught.value.message
@@ -211,7 +211,7 @@ def test_an_unreachable_endpoint_is_a_502():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nothing listens here once the socket is closed
     client = make_client(f"http://127.0.0.1:{port}")
-    with pytest.raises(BedrockError) as caught:
+    with pytest.raises(ProviderError) as caught:
         client.chat(chat())
     assert caught.value.status == 502
 
@@ -227,14 +227,14 @@ def test_botocore_retries_as_configured_and_nothing_more(fake):
 
     fake.enqueue(Fail("ServiceUnavailableException"))
     before = len(fake.requests)
-    with pytest.raises(BedrockError):
+    with pytest.raises(ProviderError):
         make_client(fake.url, AIPROXY_UPSTREAM_RETRIES="0").chat(chat())
     assert len(fake.requests) - before == 1
 
 
 def test_a_bad_request_is_refused_before_any_call(fake, client):
     before = len(fake.requests)
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(ProxyError) as caught:
         client.chat(chat(temperature="warm"))
     assert caught.value.status == 400
     assert len(fake.requests) == before

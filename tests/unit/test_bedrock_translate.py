@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from service.bedrock.stream import ChoiceStream, ChunkWriter
-from service.bedrock.translate import chat_completion, choice_count, converse_request
-from service.errors import ApiError
+from service.errors import RequestRejected
+from service.providers.bedrock.stream import ChoiceStream, ChunkWriter
+from service.providers.bedrock.translate import chat_completion, choice_count, converse_request
 
 PNG = b"\x89PNG\r\n\x1a\nfake image bytes"
 MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -17,8 +17,8 @@ def translate(**body):
     return converse_request({"model": "bedrock/" + MODEL_ID, **body}, MODEL_ID)
 
 
-def rejected(**body) -> ApiError:
-    with pytest.raises(ApiError) as caught:
+def rejected(**body) -> RequestRejected:
+    with pytest.raises(RequestRejected) as caught:
         translate(**body)
     assert caught.value.status == 400
     return caught.value
@@ -120,7 +120,7 @@ def test_sampling_limits_and_stop_sequences():
 )
 def test_bad_parameters_are_a_400_naming_the_field(field, value):
     body = {"model": "bedrock/" + MODEL_ID, "messages": [{"role": "user", "content": "hi"}], field: value}
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(RequestRejected) as caught:
         choice_count(body)
         converse_request(body, MODEL_ID)
     assert caught.value.status == 400

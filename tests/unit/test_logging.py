@@ -18,9 +18,7 @@ def captured():
     def build(**settings):
         app = make_app(**settings)
         buffer = io.StringIO()
-        configure_logging(
-            app.extensions["aiproxy"].settings.log_level, settings.get("LOG_FORMAT", "text"), buffer
-        )
+        configure_logging(app.runtime.settings.log_level, settings.get("LOG_FORMAT", "text"), buffer)
         buffers.append(buffer)
         return app, buffer
 

@@ -1,22 +1,29 @@
-"""Aliases and the `bedrock/` prefix decide which provider serves a model."""
+"""Aliases and prefixes decide which provider serves a model."""
 
 import pytest
 
-from service.model_routing import bedrock_model_id, listed_models, provider_of, resolve
+from service.routing import bedrock_model_id, build_router
+from service.secrets import SecretStore
 from service.settings import SettingsError
 from tests.support.app import make_settings
 
 CLAUDE = "bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 
 
+def router_for(**settings):
+    values = make_settings(**settings)
+    return build_router(values, SecretStore({}, None, None))
+
+
 def test_aliases_resolve_once_and_pick_the_provider():
-    aliases = {"claude": CLAUDE, "fast": "gpt-4o-mini"}
-    assert resolve("claude", aliases) == CLAUDE
-    assert provider_of(resolve("claude", aliases)) == "bedrock"
-    assert provider_of(resolve("fast", aliases)) == "openai"
-    assert resolve("gpt-4o", aliases) == "gpt-4o"
-    assert provider_of("gpt-4o") == "openai"
-    assert provider_of("bedrock/") == "openai"  # no model id: not a Bedrock model
+    router = router_for(AIPROXY_MODEL_ALIASES=f'{{"claude": "{CLAUDE}", "fast": "gpt-4o-mini"}}')
+    [claude] = router.deployments("claude")
+    assert (claude.provider.name, claude.routed_name) == ("bedrock", CLAUDE)
+    [fast] = router.deployments("fast")
+    assert (fast.provider.name, fast.model) == ("openai", "gpt-4o-mini")
+    [plain] = router.deployments("gpt-4o")
+    assert (plain.provider.name, plain.model) == ("openai", "gpt-4o")
+    assert router.deployment("bedrock/").provider.name == "openai"  # no model id: not a Bedrock model
     assert bedrock_model_id(CLAUDE) == "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 
 
@@ -30,7 +37,8 @@ def test_settings_read_aliases_and_bedrock_models():
         "amazon.nova-lite-v1:0",
         "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
     )
-    listed = listed_models(settings.model_aliases, settings.bedrock_models)
+    router = build_router(settings, SecretStore({}, None, None))
+    listed = router.bedrock.models() + router.listed_aliases()
     assert [m["id"] for m in listed] == ["bedrock/amazon.nova-lite-v1:0", CLAUDE, "claude"]
     assert all(m["object"] == "model" for m in listed)
     assert make_settings().model_aliases == {} and make_settings().bedrock_models == ()

@@ -13,7 +13,9 @@ from email.utils import formatdate
 import pytest
 import trustme
 
-from service.upstream import UpstreamClient, UpstreamError, parse_retry_after, upstream_message
+from service.errors import ProviderError, error_answer
+from service.providers.openai_compatible import OpenAICompatible, parse_retry_after, upstream_message
+from service.usage import ProviderCall
 from testbed.openai_upstream import Fail, FakeOpenAI, Hang, Reply, Stream
 from testbed.server import free_port
 
@@ -32,10 +34,24 @@ class SleepLog:
         time.sleep(seconds)
 
 
-def make_client(url: str, sleep: SleepLog | None = None, **options) -> UpstreamClient:
+class Client(OpenAICompatible):
+    """The upstream client, with a chat call that relays CHAT as a client's request would be."""
+
+    def chat_completion(self, body: dict, *, api_key: str | None = None) -> dict:
+        return self.request(
+            "POST", "/chat/completions", body=json.dumps(body).encode(), api_key=api_key
+        ).json()
+
+
+def make_client(url: str, sleep: SleepLog | None = None, **options) -> Client:
     values = {"retries": 2, "backoff": 0.01, "backoff_max": 1.0, "timeout": 5.0, "connect_timeout": 2.0}
     values.update(options)
-    return UpstreamClient(base_url=url, key_provider=lambda: KEY, sleep=sleep or SleepLog(), **values)
+    return Client(name="openai", base_url=url, key_provider=lambda: KEY, sleep=sleep or SleepLog(), **values)
+
+
+def events(stream):
+    """The whole events of an open upstream stream, as the relay reads them."""
+    return stream.frames(ProviderCall(None, stream=True), strip_usage=False)
 
 
 def test_chat_completion_returns_the_answer_and_sends_the_provider_key(fake_openai):
@@ -64,7 +80,7 @@ def test_retries_server_errors_and_429_then_succeeds(fake_openai):
 def test_backoff_doubles_with_jitter(fake_openai):
     fake_openai.enqueue(Fail(503), Fail(503), Fail(503), Fail(503))
     sleep = SleepLog()
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(ProviderError) as caught:
         make_client(fake_openai.url, sleep, retries=3, backoff=0.02).chat_completion(CHAT)
     assert caught.value.kind == "http" and caught.value.status == 503
     assert len(fake_openai.requests) == 4
@@ -85,10 +101,10 @@ def test_retry_after_is_honoured(fake_openai):
 def test_a_retry_after_longer_than_the_backoff_limit_is_answered_at_once(fake_openai):
     fake_openai.enqueue(Fail(429, "Rate limit reached", headers={"Retry-After": "30"}))
     sleep = SleepLog()
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(ProviderError) as caught:
         make_client(fake_openai.url, sleep, backoff_max=2).chat_completion(CHAT)
     assert caught.value.status == 429
-    assert caught.value.retry_after == "30"
+    assert caught.value.retry_after == 30 and caught.value.headers["Retry-After"] == "30"
     assert caught.value.message == "Rate limit reached"
     assert sleep.delays == []
     assert len(fake_openai.requests) == 1
@@ -96,24 +112,24 @@ def test_a_retry_after_longer_than_the_backoff_limit_is_answered_at_once(fake_op
 
 def test_client_errors_are_not_retried_and_carry_the_upstream_message_and_body(fake_openai):
     fake_openai.enqueue(Fail(400, "The model `nope` does not exist", code="model_not_found"))
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(ProviderError) as caught:
         make_client(fake_openai.url).chat_completion(CHAT)
     error = caught.value
     assert (error.kind, error.status, error.message) == ("http", 400, "The model `nope` does not exist")
-    assert json.loads(error.body)["error"]["code"] == "model_not_found"
+    assert json.loads(error.provider_body)["error"]["code"] == "model_not_found"
     assert len(fake_openai.requests) == 1
 
 
 def test_no_retries_when_the_count_is_zero(fake_openai):
     fake_openai.enqueue(Fail(502))
-    with pytest.raises(UpstreamError):
+    with pytest.raises(ProviderError):
         make_client(fake_openai.url, retries=0).chat_completion(CHAT)
     assert len(fake_openai.requests) == 1
 
 
 def test_an_unreachable_upstream_is_retried_then_reported():
     sleep = SleepLog()
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(ProviderError) as caught:
         make_client(f"http://127.0.0.1:{free_port()}/v1", sleep).chat_completion(CHAT)
     assert caught.value.kind == "unreachable"
     assert len(sleep.delays) == 2
@@ -122,7 +138,7 @@ def test_an_unreachable_upstream_is_retried_then_reported():
 def test_a_slow_upstream_times_out_without_a_retry(fake_openai):
     fake_openai.enqueue(Hang(5))
     started = time.monotonic()
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(ProviderError) as caught:
         make_client(fake_openai.url, timeout=0.3).chat_completion(CHAT)
     assert caught.value.kind == "timeout"
     assert "0.3 seconds" in caught.value.message
@@ -131,8 +147,8 @@ def test_a_slow_upstream_times_out_without_a_retry(fake_openai):
 
 
 def test_no_key_makes_no_request(fake_openai):
-    client = UpstreamClient(base_url=fake_openai.url, key_provider=lambda: None)
-    with pytest.raises(UpstreamError) as caught:
+    client = Client(name="openai", base_url=fake_openai.url, key_provider=lambda: None)
+    with pytest.raises(ProviderError) as caught:
         client.chat_completion(CHAT)
     assert caught.value.kind == "no_key"
     assert "OPENAI_API_KEY" in caught.value.message
@@ -140,12 +156,22 @@ def test_no_key_makes_no_request(fake_openai):
 
 
 def test_an_upstream_that_echoes_the_key_gets_it_blanked_out(fake_openai):
-    fake_openai.enqueue(Fail(401, f"Incorrect API key provided: {KEY}"))
-    with pytest.raises(UpstreamError) as caught:
+    fake_openai.enqueue(Fail(400, f"Your key {KEY} cannot use this model"))
+    with pytest.raises(ProviderError) as caught:
         make_client(fake_openai.url).chat_completion(CHAT)
     assert KEY not in caught.value.message
-    assert KEY.encode() not in caught.value.body
+    assert KEY.encode() not in caught.value.provider_body
     assert "[FILTERED]" in caught.value.message
+
+
+def test_a_refused_configured_key_is_the_operators_problem_and_never_quoted(fake_openai):
+    fake_openai.enqueue(Fail(401, f"Incorrect API key provided: {KEY[:6]}...{KEY[-4:]}"))
+    with pytest.raises(ProviderError) as caught:
+        make_client(fake_openai.url).chat_completion(CHAT)
+    assert (caught.value.status, caught.value.kind) == (502, "auth_failed")
+    answered = error_answer(caught.value).content().decode()
+    assert "Incorrect API key" not in answered and KEY[-4:] not in answered
+    assert "credentials" in json.loads(answered)["error"]["message"]
 
 
 def test_a_stream_yields_chunks_as_they_arrive(fake_openai):
@@ -153,7 +179,7 @@ def test_a_stream_yields_chunks_as_they_arrive(fake_openai):
     stream = make_client(fake_openai.url).stream("POST", "/chat/completions", body=b'{"stream": true}')
     arrivals = []
     try:
-        for chunk in stream:
+        for chunk in events(stream):
             arrivals.append((time.monotonic(), chunk))
     finally:
         stream.close()
@@ -167,7 +193,7 @@ def test_a_stream_is_retried_while_opening(fake_openai):
     fake_openai.enqueue(Fail(503), Stream(["ok"]))
     stream = make_client(fake_openai.url).stream("POST", "/chat/completions", body=b'{"stream": true}')
     try:
-        assert b'"ok"' in b"".join(stream)
+        assert b'"ok"' in b"".join(events(stream))
     finally:
         stream.close()
     assert len(fake_openai.requests) == 2
@@ -176,8 +202,8 @@ def test_a_stream_is_retried_while_opening(fake_openai):
 def test_a_stream_cut_off_midway_raises_unreachable(fake_openai):
     fake_openai.enqueue(Stream(["a", "b", "c", "d"], close_after=2))
     stream = make_client(fake_openai.url).stream("POST", "/chat/completions", body=b'{"stream": true}')
-    with pytest.raises(UpstreamError) as caught:
-        for _ in stream:
+    with pytest.raises(ProviderError) as caught:
+        for _ in events(stream):
             pass
     stream.close()
     assert caught.value.kind == "unreachable"
@@ -187,8 +213,8 @@ def test_a_stream_cut_off_midway_raises_unreachable(fake_openai):
 def test_a_stream_that_stalls_raises_timeout(fake_openai):
     fake_openai.enqueue(Stream(["a", "b"], pause=3))
     stream = make_client(fake_openai.url, timeout=0.3).stream("POST", "/chat/completions", body=b"{}")
-    with pytest.raises(UpstreamError) as caught:
-        for _ in stream:
+    with pytest.raises(ProviderError) as caught:
+        for _ in events(stream):
             pass
     stream.close()
     assert caught.value.kind == "timeout"
@@ -197,7 +223,7 @@ def test_a_stream_that_stalls_raises_timeout(fake_openai):
 def test_closing_a_stream_early_closes_the_upstream_connection(fake_openai):
     fake_openai.enqueue(Stream(["a"] * 50, pause=0.1))
     stream = make_client(fake_openai.url).stream("POST", "/chat/completions", body=b"{}")
-    next(iter(stream))
+    next(iter(events(stream)))
     stream.close()
     assert fake_openai.wait_for_disconnect(timeout=5)
 
@@ -220,7 +246,7 @@ def test_upstream_messages_from_various_bodies():
     assert upstream_message(b"", 500) == "The upstream answered HTTP 500."
 
 
-# --- the connection pool (service/http_pool.py) -------------------------------------------------
+# --- the connection pool (service/providers/http_pool.py) -------------------------------------------------
 
 
 def test_the_connection_is_kept_and_reused(fake_openai):
@@ -300,11 +326,11 @@ BROKEN_ANSWERS = {
 def test_a_broken_answer_is_unreachable_at_once_never_a_hang(answer, streamed):
     client = make_client(raw_upstream(answer), retries=0, timeout=10)
     started = time.monotonic()
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(ProviderError) as caught:
         if streamed:
             stream = client.stream("POST", "/chat/completions", body=b"{}")
             try:
-                b"".join(stream)
+                b"".join(events(stream))
             finally:
                 stream.close()
         else:
@@ -346,7 +372,7 @@ def test_a_header_value_with_a_line_break_is_not_forwarded(fake_openai):
     "bad_key", ["sk-with space-0123", "sk-line-break\r\nX-Injected: 1", "sk-ünïcode-0123"]
 )
 def test_a_key_that_cannot_go_in_a_header_is_refused_without_being_shown(fake_openai, bad_key):
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(ProviderError) as caught:
         make_client(fake_openai.url).chat_completion(CHAT, api_key=bad_key)
     assert caught.value.kind == "no_key"
     assert bad_key not in caught.value.message
@@ -386,7 +412,7 @@ def test_an_https_upstream_is_trusted_through_the_system_trust_store(ca_trusted)
 
 def test_an_https_upstream_with_an_untrusted_certificate_is_refused(certificate_authority, monkeypatch):
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    with tls_upstream(certificate_authority, "127.0.0.1") as upstream, pytest.raises(UpstreamError) as caught:
+    with tls_upstream(certificate_authority, "127.0.0.1") as upstream, pytest.raises(ProviderError) as caught:
         make_client(upstream.url, retries=0).chat_completion(CHAT)
     assert caught.value.kind == "unreachable"
     assert "certificate verify failed" in caught.value.message
@@ -396,7 +422,7 @@ def test_an_https_upstream_with_an_untrusted_certificate_is_refused(certificate_
 def test_an_https_upstream_whose_certificate_names_another_host_is_refused(ca_trusted):
     with (
         tls_upstream(ca_trusted, "api.example.com") as upstream,
-        pytest.raises(UpstreamError) as caught,
+        pytest.raises(ProviderError) as caught,
     ):
         make_client(upstream.url, retries=0).chat_completion(CHAT)
     assert "certificate verify failed" in caught.value.message

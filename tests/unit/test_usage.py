@@ -2,7 +2,8 @@
 
 import json
 
-from service.usage import StreamUsage, usage_in
+from service.sse import event_data
+from service.usage import event_usage, usage_in
 
 
 def test_usage_of_a_chat_answer():
@@ -43,19 +44,23 @@ def test_no_usage():
     assert usage_in(b'not json with "usage": [1') is None
 
 
-def test_stream_usage_split_across_chunks():
+def stream_usage(events: bytes) -> dict | None:
+    """The usage a stream reports: its last event that carries one."""
+    found = None
+    for frame in events.split(b"\n\n"):
+        event = event_data(frame)
+        found = (event_usage(event) if event else None) or found
+    return found
+
+
+def test_stream_usage_comes_from_the_event_that_carries_it():
     events = (
         b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n'
         b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}\n\n'
         b"data: [DONE]\n\n"
     )
-    meter = StreamUsage()
-    for start in range(0, len(events), 7):  # arbitrary cuts, even inside the usage line
-        meter.feed(events[start : start + 7])
-    assert meter.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert stream_usage(events) == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 
 
 def test_stream_without_usage():
-    meter = StreamUsage()
-    meter.feed(b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n')
-    assert meter.usage is None
+    assert stream_usage(b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n') is None

@@ -1,15 +1,16 @@
-"""The Amazon Bedrock runtime client: Converse and ConverseStream behind OpenAI chat completions.
+"""The Amazon Bedrock runtime provider: Converse and ConverseStream behind OpenAI chat completions.
 
 Region, credentials and endpoint come from the standard AWS chain (the task role in ECS;
 AWS_REGION, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL_BEDROCK_RUNTIME and friends elsewhere); the same
-variables in config.txt are honoured too. Timeouts are the upstream ones (AIPROXY_UPSTREAM_*).
+variables in config.txt are honoured too (`service.aws`). Timeouts are the upstream ones
+(AIPROXY_UPSTREAM_*).
 
 Retries are botocore's own (standard mode: throttling, 5xx and connection errors, with backoff),
 set to AIPROXY_UPSTREAM_RETRIES; the proxy adds no retry loop of its own on top, so one failing
 request costs at most 1 + AIPROXY_UPSTREAM_RETRIES calls.
 
-Every failure becomes a `BedrockError`: an `ApiError` with the status the client should see and
-an OpenAI-shaped message (never a 500).
+Every failure is a `service.errors.ProviderError` with the status the client should see and an
+OpenAI-shaped message (never a 500).
 """
 
 from __future__ import annotations
@@ -22,19 +23,33 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from service.bedrock.stream import ChoiceStream, ChunkWriter
-from service.bedrock.translate import (
+from service import sse
+from service.answers import Answer
+from service.errors import (
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderKeyMissing,
+    ProviderStatusError,
+    ProviderThrottled,
+    ProviderTimeout,
+    ProviderUnreachable,
+    RequestRejected,
+)
+from service.providers import RelayRequest
+from service.providers.bedrock.stream import ChoiceStream, ChunkWriter
+from service.providers.bedrock.translate import (
     add_usage,
     chat_completion,
     choice_count,
     completion_id,
     converse_request,
 )
-from service.errors import ApiError
-from service.model_routing import bedrock_model_id
+from service.usage import ProviderCall, measured
 
 log = logging.getLogger(__name__)
 
+NAME = "bedrock"
+PREFIX = "bedrock/"
 CONVERSE = "Converse"
 CONVERSE_STREAM = "ConverseStream"
 # The IAM action each operation needs (named in 403 answers).
@@ -54,22 +69,9 @@ STATUSES = {
     "InternalServerException": 502,
     "ModelErrorException": 502,
     "ModelStreamErrorException": 502,
-    # The proxy's own AWS credentials are wrong: like a missing provider key, not the caller's fault.
-    "UnrecognizedClientException": 503,
-    "InvalidSignatureException": 503,
-    "ExpiredTokenException": 503,
 }
-
-
+# The proxy's own AWS credentials are wrong: like a missing provider key, not the caller's fault.
 _CREDENTIAL_ERRORS = ("UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException")
-
-
-class BedrockError(ApiError):
-    """A Bedrock failure as the proxy answers it; `aws_code` is Bedrock's error code, if any."""
-
-    def __init__(self, status: int, message: str, aws_code: str | None = None) -> None:
-        super().__init__(status, message, code=aws_code)
-        self.aws_code = aws_code
 
 
 def boto_client(
@@ -96,35 +98,67 @@ def boto_client(
     return aws.session(source).client("bedrock-runtime", config=config, endpoint_url=endpoint)
 
 
-def map_error(error: Exception, operation: str, model_id: str, read_timeout: float) -> BedrockError:
-    """The `BedrockError` for anything boto3 raised while calling `operation` on `model_id`."""
+def map_error(
+    error: Exception, operation: str, model_id: str, read_timeout: float, *, relayed: bool = True
+) -> ProviderError | RequestRejected:
+    """The provider error for anything boto3 raised while calling `operation` on `model_id`.
+
+    `relayed`: the caller's own request (its refusals keep Bedrock's status); else the proxy
+    composed it (grading), and a refusal is a 400, a failure a 502.
+    """
     from botocore import exceptions as boto
     from urllib3 import exceptions as http
 
-    if isinstance(error, BedrockError):
+    if isinstance(error, ProviderError | RequestRejected):
         return error
     if isinstance(error, boto.ClientError):
         details = error.response.get("Error", {})
         code = str(details.get("Code") or "")
         code = code[:1].upper() + code[1:]
         message = str(details.get("Message") or code or "no details")
+        log.warning("Amazon Bedrock %s on %s failed: %s: %s", operation, model_id, code, message)
+        if code in _CREDENTIAL_ERRORS:
+            return ProviderAuthFailed(
+                "Amazon Bedrock rejected the proxy's AWS credentials",
+                status=503,
+                provider=NAME,
+                code=code,
+                kind=code,
+            )
         status = STATUSES.get(code)
         if status is None:
             http_status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 502
             status = http_status if 400 <= http_status < 500 else 502
-        log.warning("Amazon Bedrock %s on %s failed: %s: %s", operation, model_id, code, message)
-        return BedrockError(status, _client_error_message(status, code, message, operation, model_id), code)
+        text = _client_error_message(status, code, message, operation, model_id)
+        if status == 429:
+            return ProviderThrottled(text, relayed=relayed, provider=NAME, code=code, kind=code)
+        return ProviderStatusError(
+            text, provider_status=status, relayed=relayed, provider=NAME, code=code, kind=code or "bedrock"
+        )
     if isinstance(error, boto.ParamValidationError):
-        return BedrockError(400, f"Amazon Bedrock rejected the request: {error}", "ValidationException")
+        return ProviderStatusError(
+            f"Amazon Bedrock rejected the request: {error}",
+            provider_status=400,
+            relayed=relayed,
+            provider=NAME,
+            code="ValidationException",
+            kind="ValidationException",
+        )
     if isinstance(error, boto.ReadTimeoutError | http.ReadTimeoutError):
-        return BedrockError(504, f"Amazon Bedrock did not answer within {read_timeout:g} seconds")
+        return ProviderTimeout(
+            f"Amazon Bedrock did not answer within {read_timeout:g} seconds", provider=NAME
+        )
     if isinstance(error, boto.NoRegionError):
-        return BedrockError(503, "Amazon Bedrock is not configured: set AWS_REGION to the region to use")
+        return ProviderKeyMissing(
+            "Amazon Bedrock is not configured: set AWS_REGION to the region to use", provider=NAME
+        )
     if isinstance(error, boto.NoCredentialsError | boto.PartialCredentialsError):
-        return BedrockError(503, "Amazon Bedrock is not configured: no AWS credentials were found")
+        return ProviderKeyMissing(
+            "Amazon Bedrock is not configured: no AWS credentials were found", provider=NAME
+        )
     if isinstance(error, boto.ConnectionError | boto.HTTPClientError | http.HTTPError):
         log.warning("Amazon Bedrock %s on %s failed: %s", operation, model_id, error)
-        return BedrockError(502, "Could not reach Amazon Bedrock; try again")
+        return ProviderUnreachable("Could not reach Amazon Bedrock; try again", provider=NAME)
     raise error  # a bug, not a Bedrock failure: let it be reported
 
 
@@ -136,8 +170,6 @@ def _client_error_message(status: int, code: str, message: str, operation: str, 
             f"permission {PERMISSIONS[operation]} on this model or inference profile, and access to "
             "the model must be enabled in the Bedrock console"
         )
-    if status == 503 and code in _CREDENTIAL_ERRORS:
-        return "Amazon Bedrock rejected the proxy's AWS credentials"
     if status == 429:
         return f"Amazon Bedrock is throttling requests to model '{model_id}': {message}"
     if code == "ServiceUnavailableException":
@@ -157,7 +189,7 @@ class BedrockStream:
     """The chunks of a streamed chat completion; `usage` is set once the stream has ended."""
 
     def __init__(
-        self, streams: list[Any], writer: ChunkWriter, map_error: Callable[[Exception], BedrockError]
+        self, streams: list[Any], writer: ChunkWriter, map_error: Callable[[Exception], Exception]
     ) -> None:
         self.usage: dict[str, int] | None = None
         self._streams = streams
@@ -171,7 +203,7 @@ class BedrockStream:
         self._chunks.close()
         _close_all(self._streams)
 
-    def _relay(self, writer: ChunkWriter, map_error: Callable[[Exception], BedrockError]) -> Iterator[dict]:
+    def _relay(self, writer: ChunkWriter, map_error: Callable[[Exception], Exception]) -> Iterator[dict]:
         total: dict[str, int] = {}
         try:
             # The n choices are relayed one after the other; OpenAI clients key them by index.
@@ -190,53 +222,123 @@ class BedrockStream:
             _close_all(self._streams)
 
 
-class BedrockClient:
-    """Serves OpenAI chat-completions bodies whose `model` is `bedrock/...`. Thread-safe."""
+class BedrockProvider:
+    """Serves OpenAI chat-completions bodies with Bedrock's Converse API. Thread-safe.
 
-    def __init__(self, factory: Callable[[], Any], read_timeout: float) -> None:
+    Models are Bedrock model ids or inference profiles (the `bedrock/` routing prefix removed).
+    """
+
+    name = NAME
+    prefix = PREFIX
+    agent = NAME
+
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        read_timeout: float,
+        listed: tuple[str, ...] = (),
+        location: str = "bedrock:default",
+    ) -> None:
+        self.location = location
         self._factory = factory
         self._read_timeout = read_timeout
+        self._listed = listed
         self._client: Any = None
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> BedrockClient:
+    def from_settings(cls, settings: Any) -> BedrockProvider:
         def factory() -> Any:
             return boto_client(
                 settings.source,
                 connect_timeout=settings.upstream_connect_timeout,
                 read_timeout=settings.upstream_timeout,
                 retries=settings.upstream_retries,
-                # As many connections as the worker holds requests, like the upstream client's pool.
+                # As many connections as the worker holds requests, like the upstream pool.
                 max_pool_connections=settings.worker_connections,
             )
 
-        return cls(factory, settings.upstream_timeout)
+        source = settings.source
+        where = (
+            source.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+            or source.get("AWS_ENDPOINT_URL")
+            or source.get("AWS_REGION")
+            or source.get("AWS_DEFAULT_REGION")
+            or "default"
+        )
+        return cls(factory, settings.upstream_timeout, settings.bedrock_models, f"bedrock:{where}")
 
-    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The OpenAI `chat.completion` for `body`; `n` choices come from `n` concurrent calls."""
-        model = body["model"]
-        model_id = bedrock_model_id(model)
+    # --- the provider interface ----------------------------------------------------------------
+
+    def relay(self, request: RelayRequest) -> Answer:
+        if request.path != "/chat/completions":
+            raise RequestRejected(
+                f"Amazon Bedrock models serve /v1/chat/completions only, not /v1{request.path}.",
+                param="model",
+            )
+        body = {**(request.body or {}), "model": PREFIX + (request.model or "")}
+        call = ProviderCall(
+            PREFIX + (request.model or ""),
+            deployment=NAME,
+            stream=request.stream,
+            prompt_estimate=request.prompt_estimate,
+        )
+        if not request.stream:
+            with measured(call):
+                answer = self.chat(body)
+            call.finish(200, usage=answer["usage"])
+            return Answer.json(answer)
+        with measured(call):
+            stream = self.open_stream(body)
+        frames = (sse.event(chunk) for chunk in stream)
+
+        def close() -> None:
+            stream.close()
+            call.saw_usage(stream.usage)  # known once the stream ended (Bedrock's metadata events)
+
+        events = sse.relay_events(_then_done(frames), call, close)
+        return Answer(200, [("Content-Type", sse.EVENT_STREAM), *sse.STREAM_HEADERS], events, stream.close)
+
+    def complete(self, body: dict, *, api_key: str | None = None) -> dict:
+        """A chat completion the proxy composed; `api-key` does not apply to Bedrock (AWS credentials do)."""
+        call = ProviderCall(PREFIX + str(body.get("model")), deployment=NAME)
+        with measured(call):
+            answer = self.chat(body, relayed=False)
+        call.finish(200, usage=answer["usage"])
+        return answer
+
+    def models(self) -> list[dict]:
+        return [_model(PREFIX + model_id) for model_id in self._listed]
+
+    # --- Converse ------------------------------------------------------------------------------
+
+    def chat(self, body: dict[str, Any], *, relayed: bool = True) -> dict[str, Any]:
+        """The OpenAI `chat.completion` for `body` (its `model` a Bedrock id, `bedrock/` before it or
+        not: the answer names it as the body did); `n` choices come from `n` concurrent calls."""
+        model_id = _model_id(body["model"])
         n = choice_count(body)
         request = converse_request(body, model_id)
         client = self._boto(CONVERSE, model_id)
+
+        def converse(_: object) -> dict:
+            return self._call(client.converse, request, CONVERSE, model_id, relayed)
+
         if n == 1:
-            responses = [self._converse(client, request)]
+            responses = [converse(None)]
         else:
             # Under gevent's monkey-patching these threads are greenlets: the calls overlap.
             with ThreadPoolExecutor(max_workers=n, thread_name_prefix="bedrock") as pool:
-                responses = list(pool.map(lambda _: self._converse(client, request), range(n)))
-        return chat_completion(responses, model)
+                responses = list(pool.map(converse, range(n)))
+        return chat_completion(responses, body["model"])
 
     def open_stream(self, body: dict[str, Any]) -> BedrockStream:
         """Start a streamed chat completion for `body`.
 
         Every ConverseStream call is opened here, so a refusal (bad request, access denied,
-        throttling) raises `BedrockError` before the caller has sent a status line. Failures after
-        that surface as `BedrockError` while iterating.
+        throttling) raises before the caller has sent a status line. Failures after that are
+        raised while iterating.
         """
-        model = body["model"]
-        model_id = bedrock_model_id(model)
+        model_id = _model_id(body["model"])
         n = choice_count(body)
         request = converse_request(body, model_id)
         options = body.get("stream_options")
@@ -245,12 +347,12 @@ class BedrockClient:
         streams: list[Any] = []
         try:
             for _ in range(n):
-                response = self._call(client.converse_stream, request, CONVERSE_STREAM, model_id)
+                response = self._call(client.converse_stream, request, CONVERSE_STREAM, model_id, True)
                 streams.append(response["stream"])
         except BaseException:
             _close_all(streams)
             raise
-        writer = ChunkWriter(completion_id(), model, int(time.time()), include_usage)
+        writer = ChunkWriter(completion_id(), body["model"], int(time.time()), include_usage)
         return BedrockStream(
             streams, writer, lambda error: map_error(error, CONVERSE_STREAM, model_id, self._read_timeout)
         )
@@ -264,14 +366,26 @@ class BedrockClient:
                     raise map_error(error, operation, model_id, self._read_timeout) from error
             return self._client
 
-    def _converse(self, client: Any, request: dict) -> dict:
-        return self._call(client.converse, request, CONVERSE, request["modelId"])
-
-    def _call(self, method: Callable[..., dict], request: dict, operation: str, model_id: str) -> dict:
+    def _call(
+        self, method: Callable[..., dict], request: dict, operation: str, model_id: str, relayed: bool
+    ) -> dict:
         try:
             return method(**request)
         except Exception as error:
-            raise map_error(error, operation, model_id, self._read_timeout) from error
+            raise map_error(error, operation, model_id, self._read_timeout, relayed=relayed) from error
+
+
+def _model_id(model: str) -> str:
+    return model.removeprefix(PREFIX)
+
+
+def _then_done(frames: Iterator[bytes]) -> Iterator[bytes]:
+    yield from frames
+    yield sse.DONE
+
+
+def _model(model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "amazon-bedrock"}
 
 
 def _close_all(streams: list[Any]) -> None:
@@ -279,42 +393,3 @@ def _close_all(streams: list[Any]) -> None:
         # Closing a broken connection may fail; there is nothing left to do then.
         with contextlib.suppress(Exception):
             stream.close()
-
-
-_EXTENSION = "aiproxy.bedrock"
-
-
-def bedrock_client() -> BedrockClient:
-    """The current app's Bedrock client (inside a request or app context); made on first use."""
-    from service import runtime
-
-    return runtime.app_scoped(_EXTENSION, lambda current: BedrockClient.from_settings(current.settings))
-
-
-def completer(client: BedrockClient, model: str) -> Callable[[dict], dict]:
-    """A `complete(body) -> chat.completion` for the assessment grader, serving `model` on Bedrock.
-
-    Failures are raised as `service.upstream.UpstreamError`, the grader's one error type, so a
-    Bedrock model gets the same statuses as an OpenAI one.
-    """
-
-    def complete(body: dict) -> dict:
-        try:
-            return client.chat({**body, "model": model})
-        except ApiError as error:
-            raise upstream_error(error) from error
-
-    return complete
-
-
-def upstream_error(error: ApiError) -> Any:
-    """`error` as the OpenAI-compatible client would report it (an `UpstreamError`)."""
-    from service.upstream import UpstreamError
-
-    if error.status == 504:
-        kind = "timeout"
-    elif error.status == 502 and getattr(error, "aws_code", None) is None:
-        kind = "unreachable"
-    else:
-        kind = "http"
-    return UpstreamError(kind, error.message, status=error.status)

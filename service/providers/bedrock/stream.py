@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.bedrock.translate import finish_reason, usage
+from service.providers.bedrock.translate import finish_reason, usage
 
 
 class ChunkWriter:

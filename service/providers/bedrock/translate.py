@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from service.errors import ApiError
+from service.errors import RequestRejected
 
 # Converse stopReason -> OpenAI finish_reason.
 FINISH_REASONS = {
@@ -47,8 +47,8 @@ def finish_reason(stop_reason: str | None) -> str:
     return FINISH_REASONS.get(stop_reason or "", "stop")
 
 
-def _invalid(message: str, param: str) -> ApiError:
-    return ApiError(400, message, param=param, code="invalid_value")
+def _invalid(message: str, param: str) -> RequestRejected:
+    return RequestRejected(message, param=param, code="invalid_value")
 
 
 # --- request --------------------------------------------------------------------------------------

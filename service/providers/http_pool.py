@@ -1,9 +1,13 @@
-"""Pooled HTTP/1.1 connections to one upstream origin, on gevent sockets (geventhttpclient).
+"""Pooled HTTP/1.1 connections to one upstream origin, on gevent sockets: the one adapter over
+geventhttpclient, which the rest of the service never imports.
 
-Why not urllib3: relaying is the proxy's hot path. geventhttpclient parses answers in C and is
-built for gevent; with the request head and body sent in one write (below) a relayed request cost
-about 0.5 ms less CPU than through urllib3 (the latency scenario of `make bench`: README
-"Benchmarks"). A pool holds at most `size` connections; a request beyond that waits for one.
+Why geventhttpclient: relaying is the proxy's hot path, and it parses answers in C on gevent's
+own sockets (docs/benchmarks.md compares it with urllib3). Only its public API is used: the
+pool's `get_socket`/`return_socket`/`release_socket` and `after_connect` hook, and the response's
+`read()`, `readline()` and `release()`. `tests/unit/test_http_pool.py` pins the behaviour relied
+on (a line is returned as soon as it has arrived, an early close is an error, a connection is
+reused only after its answer was read to the end), so an upgrade that changes it fails a test
+rather than the relay.
 
 Sockets and pools belong to one gevent hub, that is one OS thread: under the server's
 monkey-patching every request shares one pool; a caller using real threads (the accuracy lab's
@@ -12,24 +16,20 @@ workers) gets a pool per thread. `OriginPool` hides that.
 
 from __future__ import annotations
 
-import select
 import socket
 import weakref
 from collections.abc import Mapping
 
 import gevent
-import gevent.monkey
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
 from geventhttpclient.url import URL
 
 _BLOCK_SIZE = 65536
-# The operating system's poll, also under gevent's monkey-patching.
-_poll = gevent.monkey.get_original("select", "poll")
 
 
 class TransportError(Exception):
-    """A request that got no complete answer. `kind`: connect_timeout, connect, timeout, broken."""
+    """No complete answer. `kind`: connect_timeout, connect, timeout (reading), broken."""
 
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
@@ -42,38 +42,17 @@ def _reason(error: BaseException) -> str:
     return str(text)[:200] or type(error).__name__
 
 
-class _Connecting:
-    """What both pool classes add: TCP_NODELAY, connect failures told apart from later ones, and
-    a cheaper check of an idle connection before it is reused."""
-
+class _NoDelay:
     def after_connect(self, sock: socket.socket) -> None:
         # Small writes (a stream's chunks, a short answer) go out at once, not after an ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _create_socket(self) -> socket.socket:
-        try:
-            return super()._create_socket()
-        except TimeoutError as error:
-            raise TransportError("connect_timeout", _reason(error)) from None
-        except OSError as error:  # refused, no route, DNS, TLS handshake and certificate errors
-            raise TransportError("connect", _reason(error)) from None
 
-    def _is_socket_alive(self, sock: socket.socket | None) -> bool:
-        # An idle keep-alive connection has nothing to read; the upstream's close makes it
-        # readable. geventhttpclient asks gevent's select, which also yields to the event loop:
-        # one needless trip through it for every reused connection. The plain poll does not.
-        if sock is None or sock.fileno() < 0:
-            return False
-        poller = _poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        return not poller.poll(0)
-
-
-class _Pool(_Connecting, ConnectionPool):
+class _Pool(_NoDelay, ConnectionPool):
     pass
 
 
-class _TLSPool(_Connecting, SSLConnectionPool):
+class _TLSPool(_NoDelay, SSLConnectionPool):
     pass
 
 
@@ -96,32 +75,16 @@ class Answer:
         except (OSError, HTTPParseError) as error:
             raise _transport_error(error) from None
 
-    def read_available(self) -> bytes:
-        """The body bytes that have arrived (waiting for some if none have); b"" at the end.
+    def read_line(self) -> bytes:
+        """The next line of the body, newline included, once it has all arrived; b"" at the end.
 
-        geventhttpclient's own read(n) waits for n bytes; a stream is relayed as it arrives, so
-        this takes whatever its parser has put in the body buffer (the field its read() uses).
+        A body that ends without a final newline gives its last bytes as a line too.
         """
-        response = self._response
-        buffer = response._body_buffer
         try:
-            while not buffer and not response.message_complete:
-                sock = response._sock
-                if sock is None:
-                    raise TransportError("broken", "the connection closed before the end")
-                data = sock.recv(_BLOCK_SIZE)
-                response.feed(data)
-                if not data and not response.message_complete:
-                    raise TransportError("broken", "the connection closed before the end")
+            return self._response.readline(b"\n")
         except (OSError, HTTPParseError) as error:
             self.close()
             raise _transport_error(error) from None
-        except TransportError:
-            self.close()
-            raise
-        chunk = bytes(buffer)
-        buffer.clear()
-        return chunk
 
     def close(self) -> None:
         """Give the connection back when the answer was read to its end, else close it (which is
@@ -183,7 +146,12 @@ class OriginPool:
         # One write for head and body: one packet for a small request, and no wait on Nagle.
         data = "".join(lines).encode("latin-1") + (body or b"")
         pool = self._pool()
-        sock = pool.get_socket()
+        try:
+            sock = pool.get_socket()  # a pooled connection, or a new one (all it can fail on)
+        except TimeoutError as error:
+            raise TransportError("connect_timeout", _reason(error)) from None
+        except OSError as error:  # refused, no route, DNS, TLS handshake and certificate errors
+            raise TransportError("connect", _reason(error)) from None
         try:
             sock.sendall(data)
         except OSError as error:

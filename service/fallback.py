@@ -1,0 +1,60 @@
+"""Trying a model's deployments in order: the next one when one fails in a way another may not.
+
+A deployment is passed over after a 429, a 5xx, a timeout, an unreachable provider or one that
+refused the proxy's own credentials (`ProviderError.worth_another_deployment`); never after a
+refusal of the request itself (another 4xx), which every deployment would refuse alike. A stream
+falls back only while opening: once its first byte is on its way, it is that deployment's.
+
+When every deployment failed, the answer has the last failure's status and a message naming each
+deployment's failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from service.errors import ProviderError
+from service.routing import Deployment
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def first_answer(
+    deployments: Sequence[Deployment], attempt: Callable[[Deployment], T]
+) -> tuple[Deployment, T]:
+    """The first deployment whose `attempt` succeeds, and what it returned."""
+    failures: list[tuple[Deployment, ProviderError]] = []
+    for position, deployment in enumerate(deployments):
+        try:
+            return deployment, attempt(deployment)
+        except ProviderError as error:
+            failures.append((deployment, error))
+            last = position == len(deployments) - 1
+            if last or not error.worth_another_deployment:
+                break
+            log.warning(
+                "Deployment %s failed (%s); trying %s",
+                deployment.name,
+                error.kind,
+                deployments[position + 1].name,
+                extra={"deployment": deployment.name, "error": error.kind},
+            )
+    if len(failures) == 1:
+        raise failures[0][1]
+    raise _all_failed(failures)
+
+
+def _all_failed(failures: list[tuple[Deployment, ProviderError]]) -> ProviderError:
+    last = failures[-1][1]
+    listed = "; ".join(f"{deployment.name}: {error.message}" for deployment, error in failures)
+    return ProviderError(
+        f"Every deployment of the model failed: {listed}",
+        status=last.status,
+        code=last.code,
+        headers=last.headers,
+        provider=last.provider,
+    )
