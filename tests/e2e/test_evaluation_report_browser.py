@@ -4,7 +4,8 @@ The reports come from the lab itself: `python -m lab.evaluate` on the sample aga
 upstream of test_evaluation_command.py (two of the twelve students fail), and the same run
 without a provider key (every student fails). Each is opened at a desktop width (1280 px) and a
 phone width (420 px). The page must not scroll sideways; anything wider than the screen must sit
-in its own scroll box (nothing cut off); no console error; text contrast at least WCAG AA; and
+in its own scroll box (nothing cut off); no text drawn over another; no console error; text
+contrast at least WCAG AA; and
 the texts a teacher relies on are there, with the meaning of every coloured cell also in text.
 
 Full-page screenshots go to test-artifacts/accuracy-report/ (git-ignored) for a person to look
@@ -58,7 +59,7 @@ CUT_OFF = """() => {
   const scrolls = e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
   const problems = [];
   for (const element of document.querySelectorAll('body, body *')) {
-    if (!element.getClientRects().length) continue;  // not shown, e.g. inside a closed <details>
+    if (!element.checkVisibility()) continue;  // not shown, e.g. inside a closed <details>
     const overflow = getComputedStyle(element).overflowX;
     if (['hidden', 'clip'].includes(overflow) && element.scrollWidth > element.clientWidth + 1)
       problems.push(name(element) + ' clips its content');
@@ -71,6 +72,34 @@ CUT_OFF = """() => {
     if (!inside) problems.push(`${name(element)} spans ${box.left.toFixed(0)}..${box.right.toFixed(0)} px`);
   }
   return problems;
+}"""
+
+# Pairs of texts drawn over each other (e.g. a label too wide for its column running into the
+# value beside it): the boxes of the lines of every text node, compared with those below them.
+OVERLAPPING_TEXT = """() => {
+  const lines = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    if (!node.textContent.trim() || !node.parentElement.checkVisibility()) continue;
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const box of range.getClientRects())
+      if (box.width > 0 && box.height > 0) lines.push({box, node});
+  }
+  lines.sort((a, b) => a.box.top - b.box.top);
+  const overlaps = [];
+  for (let i = 0; i < lines.length; i++) {
+    const a = lines[i].box;
+    for (let j = i + 1; j < lines.length && lines[j].box.top < a.bottom - 1; j++) {
+      const b = lines[j].box;
+      const across = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      if (across > 1 && lines[i].node !== lines[j].node)
+        overlaps.push(`"${lines[i].node.textContent.trim().slice(0, 30)}" over `
+          + `"${lines[j].node.textContent.trim().slice(0, 30)}"`);
+    }
+  }
+  return overlaps;
 }"""
 
 # Every shown text whose colour contrasts less than WCAG AA with the background painted under it
@@ -105,7 +134,7 @@ LOW_CONTRAST = """() => {
     if (!walker.currentNode.textContent.trim() || seen.has(element)) continue;
     seen.add(element);
     const style = getComputedStyle(element);
-    if (!element.getClientRects().length || style.visibility === 'hidden') continue;
+    if (!element.checkVisibility({visibilityProperty: true})) continue;
     const background = painted(element);
     const text = over(parse(style.color), background);
     const [a, b] = [luminance(text), luminance(background)];
@@ -121,12 +150,15 @@ LOW_CONTRAST = """() => {
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> dict[str, Path]:
-    """The folders of two runs of the lab: 'some-failed' (2 of 12) and 'all-failed' (no key)."""
+    """The folders of two runs of the lab: 'some-failed' (2 of 12, and thresholds) and 'all-failed'
+    (no provider key)."""
     workdir = tmp_path_factory.mktemp("reports")
     with FakeOpenAI(api_key=PROVIDER_KEY) as fake:
         fake.responder = ScriptedModel(SAMPLE)
-        some = evaluate(fake, workdir, "--output", "some-failed", "--quiet")
-        assert some.returncode == 0, some.stderr
+        # Two thresholds, one met (82.5%) and one not (Variables and Conditionals at 90%): exit 1.
+        limits = ["--min-accuracy", "0.8", "--min-concept-pass-fail-accuracy", "0.95"]
+        some = evaluate(fake, workdir, "--output", "some-failed", "--quiet", *limits)
+        assert some.returncode == 1, some.stdout + some.stderr
         no_key = {"OPENAI_API_KEY": ""}
         every = evaluate(fake, workdir, "--output", "all-failed", "--quiet", "--no-cache", env=no_key)
         assert every.returncode == 3, every.stderr
@@ -185,6 +217,7 @@ def test_the_report_fits_the_screen_and_its_text_is_legible(reports, opened, run
     scroll_width, inner_width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert scroll_width <= inner_width, f"the page scrolls sideways: {scroll_width} px in {inner_width} px"
     assert page.evaluate(CUT_OFF) == []
+    assert page.evaluate(OVERLAPPING_TEXT) == []
     assert page.evaluate(LOW_CONTRAST) == []
     assert report.errors == []
 
@@ -207,6 +240,15 @@ def test_a_run_where_some_students_failed_says_how_many_and_why(reports, opened)
     assert f"1 {TIMES} the AI provider refused the request (status 400)" in notice
     assert "maximum context length" in notice  # the provider's own words
     assert report.texts("tr[data-failed] th") == ["hana", "lea"]
+
+
+def test_threshold_checks_say_in_words_what_was_needed_and_whether_it_was_met(reports, opened):
+    report = opened(reports["some-failed"], DESKTOP)
+    assert report.text("[data-measure='thresholds.passed']") == "FAIL"
+    rows = report.texts("tr[data-check]")
+    assert rows[0] == "Exact-match accuracy, all key concepts at least 80.0% 82.5% ✓ met"
+    assert "Pass/fail accuracy of Variables at least 95.0% 90.0% ✗ not met" in rows
+    assert len(rows) == 5
 
 
 def test_the_heat_maps_name_their_axes_and_mark_agreement_in_text(reports, opened):
