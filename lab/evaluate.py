@@ -1,9 +1,11 @@
 """The assessment accuracy lab: `python -m lab.evaluate DATASET [options]`.
 
 Grades every student program of a labelled dataset through `grader.assess` (the code path of
-POST /assessment), compares the grades with the human labels, and writes `report.html` and
-`summary.json`. With thresholds it exits 1 when a measure falls short, so it can gate a prompt
-change in CI. TESTING.md ("Assessment accuracy lab") explains the dataset, the measures and cost.
+POST /assessment), compares the grades with the human labels, and writes `report.html`,
+`summary.json` and `confidence.json` (HIGH, MEDIUM or LOW per key concept, for the clients that
+show it to teachers: `lab.confidence`). With thresholds it exits 1 when a measure falls short, so
+it can gate a prompt change in CI. TESTING.md ("Assessment accuracy lab") explains the dataset,
+the measures and cost; docs/accuracy-lab-report.md the report and confidence.json.
 
 Exit status: 0 done (and every threshold met), 1 a threshold not met, 2 bad dataset, option,
 thresholds file or setting, 3 no student could be graded, 130 interrupted (Ctrl-C).
@@ -85,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         metavar="DIR",
-        help=f"report folder (default {DEFAULT_OUTPUT}/<dataset>-<time>)",
+        help="folder of report.html, summary.json and confidence.json "
+        f"(default {DEFAULT_OUTPUT}/<dataset>-<time>)",
     )
     run.add_argument(
         "--cache-dir",
@@ -254,11 +257,11 @@ def run(args: argparse.Namespace) -> int:
     }
     output = args.output or DEFAULT_OUTPUT / f"{dataset.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     try:
-        json_path, html_path = write_outputs(summary, output)
+        outputs = write_outputs(summary, output)
     except OSError as error:
         raise UsageError(f"--output {output}: cannot write the report ({error.strerror or error}).") from None
     _print_summary(summary, checks)
-    print(f"Report: {html_path}\nSummary: {json_path}")
+    print(f"Report: {outputs.report}\nSummary: {outputs.summary}\nConfidence: {outputs.confidence}")
 
     if not summary["students"]["graded"]:
         first = summary["failed"][0]["message"] if summary["failed"] else "no student was chosen"

@@ -46,6 +46,7 @@ def build_summary(
         "key_concepts": list(dataset.key_concepts),
         "grades": list(GRADES),
         "students": {"evaluated": len(results), "graded": len(graded), "failed": len(results) - len(graded)},
+        "labelled_students": len(dataset.labels),  # how many the evaluated ones were chosen from
         "overall": agreement(pair for concept in dataset.key_concepts for pair in pairs[concept]).as_json(),
         "per_concept": {concept: agreement(pairs[concept]).as_json() for concept in dataset.key_concepts},
         "failed": [{"student": r.student, **r.error} for r in results if r.failed],

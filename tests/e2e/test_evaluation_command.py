@@ -324,9 +324,10 @@ def test_the_html_report_shows_the_same_numbers(first_run):
     assert text["overall.kappa"] == "0.9326"
     assert (text["students.graded"], text["students.evaluated"], text["students.failed"]) == ("10", "12", "2")
     assert text["failed.count"] == "2"
+    # Token counts with thousands separators, as a teacher reads numbers.
     assert (text["usage.total_tokens"], text["usage.prompt_tokens"], text["usage.completion_tokens"]) == (
-        "3850",
-        "3300",
+        "3,850",
+        "3,300",
         "550",
     )
     assert (text["calls.upstream"], text["calls.cached"]) == ("12", "0")
@@ -336,6 +337,7 @@ def test_the_html_report_shows_the_same_numbers(first_run):
     assert text["per_concept.Functions.kappa"] == "0.963"
     assert text["per_concept.User Input.accuracy"] == "80.0% (8/10)"
     assert text["per_concept.User Input.kappa"] == "0.9315"
+    assert [text[f"confidence.{concept}"] for concept in EXPECTED_PER_CONCEPT] == ["HIGH"] * 4
 
     # The heat maps hold the confusion matrices.
     assert report.matrices["overall"] == EXPECTED_OVERALL["confusion_matrix"]
@@ -352,6 +354,62 @@ def test_the_html_report_shows_the_same_numbers(first_run):
     assert "Answer with a tab-separated table" in html  # the prompt
     assert "<th>Key Concept</th>" in html and "<td>User Input</td>" in html  # the rubric
     assert "<script" not in html and 'href="http' not in html  # self-contained
+
+
+def expected_confidence(summary: dict) -> dict[str, str]:
+    """The original service's rule, applied to the per-concept pass/fail accuracy of the summary."""
+    levels = {}
+    for concept, measures in summary["per_concept"].items():
+        accuracy = measures["pass_fail_accuracy"]
+        if accuracy is None or accuracy < 0.8:
+            levels[concept] = "LOW"
+        elif accuracy < 0.85:
+            levels[concept] = "MEDIUM"
+        else:
+            levels[concept] = "HIGH"
+    return levels
+
+
+def read_confidence(folder: Path) -> dict[str, str]:
+    return json.loads((folder / "confidence.json").read_text(encoding="utf-8"))
+
+
+def test_confidence_json_rates_each_key_concept_from_its_pass_fail_accuracy(fake, first_run, tmp_path):
+    result, workdir, _ = first_run
+    assert "Confidence: report/confidence.json" in result.stdout
+    summary = read_summary(workdir / "report")
+    confidence = read_confidence(workdir / "report")
+    # Pass/fail accuracies 0.9, 0.9, 1.0, 1.0: all HIGH; the keys in rubric order and spelling.
+    assert list(confidence.items()) == [
+        (c, "HIGH") for c in ("Variables", "Conditionals", "Functions", "User Input")
+    ]
+    assert confidence == expected_confidence(summary)
+
+    # Fewer students from the first run's cache, so that a flip weighs more. ada, ben, cleo, dev,
+    # ivo: ivo's Conditionals flips, 4/5 = 0.8 exactly: MEDIUM. ada, ben, ivo, jun: ivo's
+    # Conditionals and jun's Variables flip, 3/4 = 0.75: LOW.
+    cache = ["--cache-dir", str(workdir / ".assessment-cache")]
+    expected = {
+        "ada,ben,cleo,dev,ivo": {
+            "Variables": "HIGH",
+            "Conditionals": "MEDIUM",
+            "Functions": "HIGH",
+            "User Input": "HIGH",
+        },
+        "ada,ben,ivo,jun": {
+            "Variables": "LOW",
+            "Conditionals": "LOW",
+            "Functions": "HIGH",
+            "User Input": "HIGH",
+        },
+    }
+    for number, (students, levels) in enumerate(expected.items()):
+        output = tmp_path / f"run{number}"
+        run = evaluate(fake, tmp_path, "--output", str(output), "--students", students, *cache)
+        assert run.returncode == 0, run.stderr
+        summary = read_summary(output)
+        assert summary["calls"]["upstream"] == 0  # every answer from the cache
+        assert read_confidence(output) == levels == expected_confidence(summary)
 
 
 def test_a_rerun_takes_every_answer_from_the_cache_and_a_changed_prompt_asks_again(fake, tmp_path):
@@ -512,3 +570,5 @@ def test_without_a_provider_key_nothing_is_graded_and_the_command_says_why(fake,
     assert [f["status"] for f in summary["failed"]] == [503, 503]
     assert summary["calls"] == {"upstream": 0, "cached": 0}
     assert summary["overall"]["accuracy"] is None
+    # Nothing shows the AI grades any key concept well: every one is LOW, none left out.
+    assert read_confidence(tmp_path / "out") == dict.fromkeys(summary["key_concepts"], "LOW")
