@@ -186,6 +186,13 @@ def verdicts(
         scenario, results = found["throughput"]
         rate = results["proxy"].rate
         check(rate >= 500, f"at least 500 non-streaming req/s at {scenario.clients} clients: {rate:.0f}")
+        # Load spread evenly over the workers keeps the slowest requests near the typical one.
+        p50, p99 = (percentile(results["proxy"].latencies, q) for q in (0.5, 0.99))
+        check(
+            p99 <= 5 * p50,
+            f"p99 at most 5 times p50 at {scenario.clients} clients: p99 {p99 * 1000:.1f} ms, "
+            f"p50 {p50 * 1000:.1f} ms ({p99 / p50:.1f} times)",
+        )
     if "streams" in found:
         scenario, results = found["streams"]
         proxy = results["proxy"]

@@ -2,7 +2,7 @@
 
 The gunicorn master imports `service.settings` and `service.logformat` to read its configuration
 and never serves a request, so this package's import stays light: Flask, the HTTP clients and the routes
-load in the workers only (the master stays about 10 MiB smaller).
+load in the workers only, and the master, which every worker is forked from, stays small.
 """
 
 from __future__ import annotations

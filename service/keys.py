@@ -5,7 +5,7 @@
 - `hash` reads one key on stdin and prints its hash (to add a key you already have).
 - `check` reads a key store on stdin and says whether the proxy would accept it.
 
-README.md, section "Client keys", shows how to add, rotate and revoke keys with these.
+docs/client-keys.md shows how to add, rotate and revoke keys with these.
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ class RequestPipeline:
         # As Flask shows it: WSGI servers hand the path over as Latin-1; clients send UTF-8.
         path = (environ.get("PATH_INFO") or "/").encode("latin-1").decode("utf-8", "replace")
         state = RequestState(request_id_from(environ.get("HTTP_X_REQUEST_ID", "")), method, path)
+        state.client_socket = environ.get("gunicorn.socket")  # streams watch it (service.sse)
         token = request_state.begin(state)
         extra_headers: list[tuple[str, str]] = [(REQUEST_ID_HEADER, state.id)]
 

@@ -49,6 +49,7 @@ class RequestState:
     route: str | None = None  # the route's URL rule when it has one (else the path)
     used: Usage = field(default_factory=Usage)
     status: int | None = None  # the answer's status, once it is known
+    client_socket: Any = None  # the client's connection, where the server hands it over
 
     @property
     def route_name(self) -> str:

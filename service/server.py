@@ -1,8 +1,9 @@
 """Gunicorn configuration: `gunicorn -c python:service.server 'service:create_app()'`.
 
-Gevent workers: LLM calls hold a request for seconds to minutes while doing nothing but wait, so
-each worker process serves up to AIPROXY_WORKER_CONNECTIONS requests at once as greenlets, and a
-fast request never queues behind slow ones. Every worker listens on a socket of its own on the same
+Gevent workers (`service.worker`: gunicorn's, hardened against hostile connections): LLM calls
+hold a request for seconds to minutes while doing nothing but wait, so each worker process serves
+up to AIPROXY_WORKER_CONNECTIONS requests at once as greenlets, and a fast request never queues
+behind slow ones. Every worker listens on a socket of its own on the same
 port (`reuse_port`), so the kernel spreads connections over the workers evenly, instead of the
 first worker to wake taking most of them. On SIGTERM gunicorn stops accepting connections and gives
 in-flight requests AIPROXY_GRACEFUL_TIMEOUT seconds to finish.
@@ -26,7 +27,7 @@ except SettingsError as error:
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host  # IPv6 literal
 bind = [f"{_host}:{_settings.port}"]
 reuse_port = True
-worker_class = "gevent"
+worker_class = "service.worker.ProxyWorker"
 workers = _settings.workers
 worker_connections = _settings.worker_connections
 graceful_timeout = _settings.graceful_timeout
@@ -67,4 +68,6 @@ def on_starting(server):  # gunicorn hook: in the master, before it listens or s
 
 def when_ready(server):  # gunicorn hook: in the master, once the workers are being started
     # With reuse_port the workers own the sockets, so gunicorn's own line names no address.
-    server.log.info("Listening at: http://%s:%s (%d workers)", _host, _settings.port, _settings.workers)
+    server.log.info(
+        "Listening at: http://%s:%s (%d gevent workers)", _host, _settings.port, _settings.workers
+    )

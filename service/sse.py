@@ -9,15 +9,26 @@ One helper serves every streaming route, whichever provider streams:
 - `relay_events` yields the events, writes an error event (`data: {"error": ...}`) when the
   provider fails mid-stream, and always closes the provider's stream and records the call
   (`service.usage.ProviderCall`), whether the stream ended, failed, or the client went away.
+
+In the server, a stream also notices at once when its client disconnects, even while the provider
+is silent (a model thinking for minutes): the client's socket is watched, and the wait on the
+provider is interrupted, freeing the client's slot and the provider's connection. And when the
+server shuts down, `cut_streams` ends the streams still waiting on their provider with an error
+event before the graceful timeout runs out.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Callable, Iterator
 
-from service.errors import ProviderError, ProxyError
+import gevent
+import gevent.monkey
+
+from service import request_state
+from service.errors import ProxyError, Unavailable
 from service.usage import ProviderCall
 
 log = logging.getLogger(__name__)
@@ -48,6 +59,25 @@ def event_data(frame: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+class ClientGone(Exception):
+    """The client closed its connection while its stream waited on the provider."""
+
+
+# Greenlets of the streams waiting on their provider right now (not while writing to a client).
+_waiting: set[gevent.Greenlet] = set()
+
+
+def cut_streams() -> None:
+    """End every stream still waiting on its provider with an error event (server shutdown)."""
+    for greenlet in list(_waiting):
+        cut = Unavailable(
+            "The server is shutting down and ended this stream before its end; send the request again.",
+            code="server_shutting_down",
+            kind="shutdown",
+        )
+        gevent.kill(greenlet, cut, block=False)
+
+
 def relay_events(
     frames: Iterator[bytes],
     call: ProviderCall,
@@ -61,24 +91,78 @@ def relay_events(
     the call is recorded once: complete, failed (with the error's kind) or cut by the client.
     """
     problem = None
+    greenlet = gevent.getcurrent()
+    watcher = _watch_client(greenlet)
     try:
-        for frame in frames:
+        while True:
+            if watcher is not None and watcher.gone:
+                raise ClientGone
+            _waiting.add(greenlet)
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            finally:
+                _waiting.discard(greenlet)
             if watch is not None:
                 watch(frame)
             call.sent_bytes()
             call.content_events += 1
             yield frame
-    except ProviderError as error:
+    except ProxyError as error:
         # The status line has gone out already; an error event tells SDKs the stream failed
         # (the openai client raises APIError on it) instead of ending it as if it were complete.
         problem = error.kind
         log.warning("%s stream failed: %s", call.deployment or "provider", error.message)
         yield error_event(error)
+    except ClientGone:
+        problem = "client_disconnected"
     except GeneratorExit:
         problem = "client_disconnected"  # closing below closes the provider's stream too
         raise
+    except BaseException:
+        problem = "cut"  # the server stopped the request (its worker's final stop)
+        raise
     finally:
+        if watcher is not None:
+            watcher.close()
         try:
             close()
         finally:
             call.finish(200, error=problem)
+
+
+class _ClientWatch:
+    """Watches the client's socket while its stream runs (in the gevent server only): when the
+    client leaves, `gone` is set, and a wait on the provider in progress is interrupted."""
+
+    def __init__(self, sock: socket.socket, greenlet: gevent.Greenlet) -> None:
+        self.sock = sock
+        self.greenlet = greenlet
+        self.gone = False
+        # Readable: the client closed its connection (or, rarely, sent more data).
+        self._io = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self._io.start(self._readable)
+
+    def _readable(self) -> None:
+        self._io.stop()
+        gevent.spawn(self._check)  # the loop's callback must not wait: look from a greenlet
+
+    def _check(self) -> None:
+        try:
+            self.gone = self.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            self.gone = True
+        if self.gone and self.greenlet in _waiting:
+            gevent.kill(self.greenlet, ClientGone(), block=False)
+
+    def close(self) -> None:
+        self._io.stop()
+
+
+def _watch_client(greenlet: gevent.Greenlet) -> _ClientWatch | None:
+    state = request_state.current()
+    sock = state.client_socket if state is not None else None
+    if sock is None or not gevent.monkey.is_module_patched("socket"):
+        return None
+    return _ClientWatch(sock, greenlet)

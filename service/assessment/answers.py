@@ -2,7 +2,7 @@
 
 Models answer in many shapes even when told exactly what to write: TSV, CSV, a Markdown table or
 JSON, often inside a code fence and between sentences of prose. `parse()` finds the table in any
-of these and returns rows with the four columns of SPEC section 7; `validate()` applies the rules
+of these and returns rows with the four columns of docs/assessment.md; `validate()` applies the rules
 (exactly the rubric's key concepts, known grades) and returns the rows in rubric order with
 canonical spellings. Both raise `AnswerError` whose message is the reason the answer was dropped.
 """

@@ -15,6 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from service.cpu import pause
+
+# Characters scanned between pauses that let the worker serve other requests (service.cpu).
+_PIECE = 8192
+
 # Keywords after which an expression (so possibly a regex) begins rather than a division.
 _KEYWORDS_BEFORE_EXPRESSION = frozenset(
     {
@@ -58,7 +63,11 @@ def remove_comments(source: str) -> str:
         while out and out[-1] in " \t":
             out.pop()
 
+    next_pause = _PIECE
     while i < n:
+        if i >= next_pause:
+            pause()
+            next_pause = i + _PIECE
         mode = stack[-1]
         c = source[i]
 

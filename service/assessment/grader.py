@@ -6,8 +6,8 @@ a provider), drops invalid answers, votes, and returns the 200 body (docs/assess
 
 A provider failure is the provider's error (`service.errors`), raised as it came; no usable answer
 is a `NoValidAnswer` (502) listing why each answer was dropped. The pure-Python steps (comment
-removal, reading and checking answers) run off the event loop (`service.cpu`), so a large request
-never stalls the other requests of its worker.
+removal, reading and checking answers) run one piece at a time (`service.cpu`), so a large
+request never stalls the other requests of its worker.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from service.assessment.comments import remove_comments
 from service.assessment.messages import build_messages
 from service.assessment.request import AssessmentRequest
 from service.assessment.rubric import Rubric
-from service.cpu import off_the_loop
+from service.cpu import pause
 from service.errors import ProviderBadAnswer
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def assess(request: AssessmentRequest, complete: Callable[[dict], dict], *, agen
     chat-completions body and returns the answer's JSON (raising a ProviderError on failure).
     Empty code gets the static answer and `complete` is never called."""
     started = time.perf_counter()
-    code, examples = off_the_loop(_prepare, request)
+    code, examples = _prepare(request)
     if not code.strip():
         log.info("Empty program graded without the model", extra={"student_id": request.student_id})
         return {
@@ -64,7 +64,7 @@ def assess(request: AssessmentRequest, complete: Callable[[dict], dict], *, agen
     if not isinstance(response, dict):
         raise ProviderBadAnswer("The model's provider sent an answer that is not a JSON object.")
     texts = _choice_texts(response)
-    valid, reasons = off_the_loop(_judge, texts, request.rubric, request.response_type)
+    valid, reasons = _judge(texts, request.rubric, request.response_type)
     for reason in reasons:
         # WARNING, not ERROR: a model misbehaving is not a fault of this service.
         # Caller-supplied values go in `extra`, which both log formats escape.
@@ -100,9 +100,12 @@ def _prepare(request: AssessmentRequest) -> tuple[str, list[tuple[str, str]]]:
     """The program and the examples as the model sees them (comments removed when asked)."""
     if not request.remove_comments:
         return request.code, list(request.examples)
-    return remove_comments(request.code), [
-        (remove_comments(code), answer) for code, answer in request.examples
-    ]
+    code = remove_comments(request.code)
+    examples = []
+    for example, answer in request.examples:
+        pause()
+        examples.append((remove_comments(example), answer))
+    return code, examples
 
 
 def _judge(texts: list[str | None], rubric: Rubric, response_type: str) -> tuple[list[list[dict]], list[str]]:
@@ -111,6 +114,7 @@ def _judge(texts: list[str | None], rubric: Rubric, response_type: str) -> tuple
     reasons: list[str] = []
     read = answers.parse_json_answer if response_type == "json" else answers.parse
     for number, text in enumerate(texts, start=1):
+        pause()
         try:
             valid.append(answers.validate(read(text or ""), rubric))
         except answers.AnswerError as error:

@@ -65,3 +65,94 @@ def test_sample_routes_work_from_the_installed_package(server, fake):
     assert [row["Grade"] for row in body["data"]] == ["Convincing Evidence"] * 4
     sent = fake.requests[-1].body["messages"][-1]["content"]
     assert '"catch-the-stars://high-score"' in sent and "missed one" not in sent
+
+
+def test_grading_writes_a_usage_record_with_the_calling_client(server, fake):
+    fake.enqueue(
+        Reply([tsv_answer(*(["No Evidence"] * 4))], usage={"prompt_tokens": 321, "completion_tokens": 45})
+    )
+    status, body = call(server.url + "/test/assessment", {"student-id": "usage-1"})
+    assert status == 200
+    request_id = (
+        body
+        and [line["request_id"] for line in server.log_records() if line.get("student_id") == "usage-1"][-1]
+    )
+    [record] = [
+        line
+        for line in server.log_records()
+        if line["logger"] == "service.usage" and line["request_id"] == request_id
+    ]
+    assert (record["route"], record["status"], record["client"]) == ("/test/assessment", 200, "anonymous")
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (321, 45)
+    assert record["model"] == "gpt-4o-mini"
+
+
+def heaviest_request() -> tuple[dict, list[str]]:
+    """The most a request may ask of the grader (service.assessment.request's limits): every
+    program and example full of comments to remove, the most rubric rows and answers."""
+    from service.assessment.request import MAX_CODE_CHARS, MAX_EXAMPLES, MAX_GRADED_CHARS, MAX_RUBRIC_ROWS
+
+    concepts = [f"Concept {number}" for number in range(MAX_RUBRIC_ROWS)]
+    rubric = "Key Concept,Instructions\n" + "".join(f"{c},Look for it\n" for c in concepts)
+    line = "var a = 1; // a comment /* and a block */ b = '//not' + `${c}` / 2;\n"
+    code = (line * (MAX_CODE_CHARS // len(line)))[:MAX_CODE_CHARS]
+    room = MAX_GRADED_CHARS - len(code) - len(rubric) - len(PROMPT)
+    example = (line * (room // MAX_EXAMPLES // len(line) + 1))[: room // MAX_EXAMPLES - 10]
+    fields = {
+        "code": code,
+        "prompt": PROMPT,
+        "rubric": rubric,
+        "examples": [[example, "ok"]] * MAX_EXAMPLES,
+        "remove-comments": True,
+        "num-responses": 10,
+    }
+    return fields, concepts
+
+
+# Asks for `GET /` every 20 ms and prints when each answer took how long: a process of its own, so
+# the test's own threads (the fake provider among them) never delay a health check it measures.
+PROBE = """
+import sys, time, urllib.request
+url, until = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < until:
+    started = time.monotonic()
+    urllib.request.urlopen(url, timeout=5).read()
+    print(started, time.monotonic() - started, flush=True)
+    time.sleep(0.02)
+"""
+
+
+def test_the_heaviest_request_allowed_leaves_the_worker_answering(fake):
+    import subprocess
+    import sys
+    import time
+
+    from testbed.server import running_server
+
+    fields, concepts = heaviest_request()
+    answer = tsv_answer(*(["Limited Evidence"] * len(concepts)), concepts=tuple(concepts))
+    fake.enqueue(Reply([answer] * 10))
+    # One worker: the health checks share it with the grading.
+    with running_server({"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": KEY, "AIPROXY_WORKERS": "1"}) as solo:
+        probe = subprocess.Popen(
+            [sys.executable, "-c", PROBE, solo.url + "/", "30"], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            time.sleep(0.3)  # the probe is running
+            started = time.monotonic()
+            response = fetch(
+                solo.url + "/assessment",
+                json.dumps(fields).encode(),
+                {"Content-Type": "application/json"},
+                timeout=60,
+            )
+            finished = time.monotonic()
+        finally:
+            probe.terminate()
+            lines = probe.communicate(timeout=10)[0].split()
+    assert response.status == 200, response.body[:500]
+    assert len(json.loads(response.body)["data"]) == len(concepts)
+    checks = [(float(at), float(took)) for at, took in zip(lines[::2], lines[1::2], strict=False)]
+    during = [took for at, took in checks if started - 0.05 <= at <= finished]
+    assert len(during) >= 3, "the grading was too quick to measure anything"
+    assert max(during) < 0.1, f"a health check waited {max(during) * 1000:.0f} ms"

@@ -12,9 +12,9 @@ from testbed.server import ROOT
 
 LAYERS = [
     # Plain building blocks: no imports from the rest of the service.
-    "settings aws request_state answers cpu providers.http_pool assessment assessment.comments "
+    "settings aws request_state answers cpu providers.http_pool assessment "
     "assessment.messages assessment.samples routes openapi",
-    "errors secrets logformat",
+    "errors secrets logformat assessment.comments",
     "usage bodies limits metrics observability assessment.rubric providers providers.bedrock.translate",
     "sse auth assessment.answers assessment.request providers.bedrock.stream routes.fields",
     # The providers, and the pure grading core.
@@ -25,7 +25,7 @@ LAYERS = [
     "assessment.providers",
     "routes.status routes.models routes.assessment routes.openai_api",
     "app",
-    "__init__ server",
+    "__init__ server worker",
 ]
 
 

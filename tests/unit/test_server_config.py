@@ -39,4 +39,5 @@ def test_server_settings_follow_the_configuration():
         AIPROXY_WORKER_CONNECTIONS="500",
         AIPROXY_GRACEFUL_TIMEOUT="12",
     )
-    assert printed == "['0.0.0.0:8080'] 3 500 12 gevent"
+    # service.worker.ProxyWorker is gunicorn's gevent worker with the hostile-traffic defences.
+    assert printed == "['0.0.0.0:8080'] 3 500 12 service.worker.ProxyWorker"

@@ -1,0 +1,163 @@
+"""The server's worker: gunicorn's gevent worker, made to hold up against hostile connections.
+
+Gunicorn's worker class is its public extension point (`worker_class`); this one keeps everything
+of the gevent worker and adds:
+
+- a time limit on a new connection's request head (AIPROXY_HEADER_TIMEOUT): a client that opens
+  a connection and sends its headers slowly, or never, is disconnected instead of holding one of
+  the worker's connections for the whole keep-alive time;
+- shedding idle connections when capacity runs short: when fewer than a tenth of the worker's
+  connections are free, those waiting longest for their next request are closed until half are
+  free, so a flood of idle or half-sent connections never leaves the worker unable to accept the
+  health check (in normal operation the load balancer's idle timeout closes idle connections
+  first, and nothing is shed);
+- JSON errors, with a request id, for requests the HTTP parser refuses (a bad Content-Length, a
+  NUL or bare CR in a header, a head or URL too large), where gunicorn would answer an HTML page;
+- at shutdown, streams still waiting on their provider when the graceful timeout is about to end
+  are ended with an error event (`service.sse.cut_streams`), so every client learns its stream
+  was cut and every request still writes its access line and usage record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+import uuid
+
+import gevent
+from gunicorn.http import errors as http_errors
+from gunicorn.workers.ggevent import GeventWorker
+
+from service.settings import load_settings
+
+# Statuses for what the HTTP parser refuses (anything else it refuses is a 400).
+_STATUSES = (
+    (http_errors.LimitRequestLine, 414, "The request line (method and URL) is too long."),
+    (http_errors.LimitRequestHeaders, 431, "The request's headers are too many or too large."),
+    (http_errors.UnsupportedTransferCoding, 501, "The request's Transfer-Encoding is not supported."),
+    (http_errors.ExpectationFailed, 417, "The request's Expect header cannot be met."),
+    (http_errors.ForbiddenProxyRequest, 403, "The request's proxy protocol header is not allowed."),
+)
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+}
+# Shedding starts when fewer than this share of a worker's connections are free, and closes
+# waiting connections until this much is free: a flood is drained in a few rounds.
+_LOW_WATER = 0.1
+_SHED_TO = 0.5
+_SHED_EVERY = 0.25  # seconds between checks
+
+
+class _Connection:
+    __slots__ = ("busy", "requests", "since", "socket")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.busy = False
+        self.requests = 0
+        self.since = time.monotonic()  # when it started waiting for its next request
+
+
+class ProxyWorker(GeventWorker):
+    def init_process(self) -> None:
+        settings = load_settings()
+        self.header_timeout = settings.header_timeout
+        self.connections: dict[gevent.Greenlet, _Connection] = {}
+        self._shedder: gevent.Greenlet | None = None
+        super().init_process()
+
+    # --- connections -----------------------------------------------------------------------
+
+    def handle(self, listener, client, addr) -> None:
+        if self._shedder is None:
+            self._shedder = gevent.spawn(self._shed_idle_connections)
+        current = gevent.getcurrent()
+        self.connections[current] = _Connection(client)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.connections.pop(current, None)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        connection = self.connections.get(gevent.getcurrent())
+        if connection is not None:
+            connection.busy = True
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            if connection is not None:
+                connection.busy = False
+                connection.requests += 1
+                connection.since = time.monotonic()
+
+    def timeout_ctx(self):
+        """How long to wait for the next request head: the keep-alive time, except on a new
+        connection, which must send its first request head within AIPROXY_HEADER_TIMEOUT."""
+        connection = self.connections.get(gevent.getcurrent())
+        first = connection is None or connection.requests == 0
+        return gevent.Timeout(self.header_timeout if first else self.cfg.keepalive, False)
+
+    def _shed_idle_connections(self) -> None:
+        capacity = self.worker_connections
+        low_water = max(1, int(capacity * _LOW_WATER))
+        target = max(low_water, int(capacity * _SHED_TO))
+        while self.alive:
+            gevent.sleep(_SHED_EVERY)
+            free = capacity - len(self.connections)
+            if free >= low_water:
+                continue
+            waiting = sorted((c for c in self.connections.values() if not c.busy), key=lambda c: c.since)
+            shed = waiting[: target - free]
+            for connection in shed:
+                with contextlib.suppress(OSError):
+                    connection.socket.shutdown(socket.SHUT_RDWR)  # its reader sees the end and closes it
+            if shed:
+                self.log.warning(
+                    "Closed %d idle connections: %d of %d connections were in use",
+                    len(shed),
+                    capacity - free,
+                    capacity,
+                )
+
+    # --- errors the HTTP parser finds --------------------------------------------------------
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        status, message = 500, "The server failed to handle this request; it has been reported."
+        if isinstance(exc, http_errors.ParseException | http_errors.NoMoreData):
+            status, message = 400, "The request is not valid HTTP."
+            for kind, kind_status, kind_message in _STATUSES:
+                if isinstance(exc, kind):
+                    status, message = kind_status, kind_message
+            self.log.info(
+                "Refused a request the HTTP parser could not read (%s): %s", status, type(exc).__name__
+            )
+        else:
+            self.log.exception("Error handling request")
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        error = {"message": message, "type": kind, "param": None, "code": None}
+        body = json.dumps({"error": error}, separators=(",", ":")).encode()
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"X-Request-Id: {uuid.uuid4().hex}\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            client.sendall(head.encode("latin-1") + body)
+
+    # --- shutdown ------------------------------------------------------------------------------
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        from service import sse
+
+        # Out of the signal handler, as gunicorn's own gevent worker does with its signals.
+        margin = min(2.0, self.cfg.graceful_timeout / 4)
+        gevent.spawn_later(max(0.0, self.cfg.graceful_timeout - margin), sse.cut_streams)

@@ -1,0 +1,154 @@
+"""Hostile connections against the real server process: slow heads, idle floods, bodies that never
+arrive, and requests the HTTP parser refuses. Counts and times are small and bounded, on 127.0.0.1.
+
+Each server here has one worker of 50 connections, so a flood of a few hundred sockets is several
+times its capacity, as 2,100 sockets are for the default two workers of 1,000.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from contextlib import ExitStack, closing
+
+import pytest
+
+from service.auth import hash_key
+from testbed.server import running_server
+from tests.support.http import fetch
+
+CAPACITY = "50"
+FLOOD = 150
+KEY = "aip_hostile-test-key-00000000000000000000000001"
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def answer_of(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the server sends until it closes the connection (or `timeout` passes)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def timed_health_check(url: str) -> float:
+    started = time.monotonic()
+    response = fetch(url + "/", timeout=15)
+    assert response.status == 200
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def small_server():
+    settings = {"AIPROXY_WORKER_CONNECTIONS": CAPACITY, "AIPROXY_HEADER_TIMEOUT": "2"}
+    with running_server(settings) as server:
+        yield server
+
+
+def test_slow_request_heads_are_cut_off_and_never_starve_the_health_check(small_server):
+    with ExitStack() as stack:
+        slow = []
+        for _ in range(FLOOD):
+            sock = stack.enter_context(closing(connect(small_server.url)))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and nothing more, ever
+            slow.append(sock)
+        # Three times the worker's capacity is waiting for a head: the health check still answers.
+        assert timed_health_check(small_server.url) < 3
+        # Every slow head is cut off after AIPROXY_HEADER_TIMEOUT (2 s), with time for the backlog.
+        deadline = time.monotonic() + 10
+        assert all(closed_by_server(sock, max(0.1, deadline - time.monotonic())) for sock in slow)
+
+
+def test_idle_keep_alive_connections_are_shed_when_capacity_runs_short(small_server):
+    with ExitStack() as stack:
+        idle = []
+        for _ in range(FLOOD):
+            sock = stack.enter_context(closing(connect(small_server.url)))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            idle.append(sock)
+        # The connections the worker took answered; then they sit idle, kept alive.
+        answered = [sock for sock in idle[:40] if b"200 OK" in sock.recv(65536)]
+        assert len(answered) == 40
+        assert timed_health_check(small_server.url) < 3
+        assert any(closed_by_server(sock, 0.1) for sock in idle[:40])  # the oldest idle ones went
+    assert "Closed" in small_server.log() and "idle connections" in small_server.log()
+
+
+def test_a_body_that_never_arrives_is_a_408_and_frees_the_clients_slot():
+    store = json.dumps({"web": {"keys": [hash_key(KEY)], "max_concurrent": 1}})
+    settings = {"AIPROXY_BODY_TIMEOUT": "1", "AIPROXY_CLIENT_KEYS": store}
+    with running_server(settings) as server, closing(connect(server.url)) as sock:
+        started = time.monotonic()
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {KEY}\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"model": '  # 10 of the 100 bytes promised
+        )
+        answer = answer_of(sock, timeout=10)
+        assert time.monotonic() - started < 5
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408")
+        assert b"X-Request-Id" in head
+        assert "did not arrive within 1 second" in json.loads(body)["error"]["message"]
+        # The one slot of the client is free again (max_concurrent 1): its next request is served.
+        again = fetch(server.url + "/test", headers={"Authorization": f"Bearer {KEY}"})
+        assert again.status == 200
+
+
+MALFORMED = {
+    "bad Content-Length": (b"POST /test HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", 400),
+    "two Content-Lengths": (
+        b"POST /test HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+        400,
+    ),
+    "NUL in a header": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n", 400),
+    "bare CR in a header": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\rb\r\n\r\n", 400),
+    "header too large": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+    "too many headers": (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 150 + b"\r\n", 431),
+    "URL too long": (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+}
+
+
+@pytest.mark.parametrize(("raw", "status"), MALFORMED.values(), ids=MALFORMED.keys())
+def test_requests_the_http_parser_refuses_get_a_json_error_with_a_request_id(small_server, raw, status):
+    with closing(connect(small_server.url)) as sock:
+        sock.sendall(raw)
+        head, _, body = answer_of(sock).partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+    headers = head.decode("latin-1").lower()
+    assert "content-type: application/json" in headers
+    assert "x-request-id: " in headers
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_no_redirect_is_built_from_the_host_header(small_server):
+    with closing(connect(small_server.url)) as sock:
+        sock.sendall(b"GET /v1/models//x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        head, _, body = answer_of(sock).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404"), head  # not a redirect: `//` is not folded into `/`
+    assert b"evil.example" not in head
+    assert json.loads(body)["error"]["type"] == "not_found_error"
