@@ -239,9 +239,10 @@ def test_api_md_examples_work_against_the_demo(demo, tmp_path):
     mistyped route or field. Only the Bedrock example fails, as it says (no AWS set up here)."""
     text = (ROOT / "API.md").read_text()
     blocks = re.findall(r"^```sh\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
-    assert len(blocks) > 10 and "export AIPROXY=" in blocks[0]
-    for block in blocks:
-        result = run_bash("\n".join(blocks[:1] + [block]), demo, tmp_path)
+    setup = blocks[0]
+    assert len(blocks) > 10 and "export AIPROXY=" in setup
+    for block in blocks[1:]:
+        result = run_bash(f"{setup}\n{block}", demo, tmp_path)
         assert result.returncode == 0, block + result.stderr
         assert "not_found_error" not in result.stdout, block + result.stdout
         if "bedrock/" in block:
