@@ -91,6 +91,8 @@ def _split_prompt(system: str) -> tuple[str, list[str]] | None:
 
 
 def _key_concepts(rubric_csv: str) -> list[str]:
+    # Read here rather than with service.assessment.rubric: the stand-in plays a model, which
+    # reads the rubric on its own, so a fault of the grader's parser is not mirrored here.
     rows = [row for row in csv.reader(io.StringIO(rubric_csv.strip())) if any(c.strip() for c in row)]
     if not rows:
         return []
