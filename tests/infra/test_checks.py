@@ -86,7 +86,7 @@ def test_snapshots_are_up_to_date(synth_dir):
 
 
 def test_snapshots_mask_asset_hashes(synth_dir, template_paths):
-    raw = template_paths["aiproxy"].read_text()
+    raw = template_paths["aiproxy-test"].read_text()
     image_hashes = set(re.findall(r"container-assets-[^:]+:([0-9a-f]{64})", raw))
     assert image_hashes
     rendered = snapshots.render(json.loads(raw))
@@ -137,6 +137,19 @@ def test_existing_vpc_is_used_by_attributes_without_creating_one(existing_vpc_te
     balancer = next(iter(template.find_resources("AWS::ElasticLoadBalancingV2::LoadBalancer").values()))
     assert balancer["Properties"]["Subnets"] == ["subnet-0aaaaaaaaaaaaaa01", "subnet-0aaaaaaaaaaaaaa02"]
     template.has_resource_properties("AWS::EC2::SecurityGroup", {"VpcId": "vpc-0123456789abcdef0"})
+
+
+def test_customer_managed_keys_are_off_by_default(existing_vpc_template):
+    # AppConfig's default (cdk.json's example turns them on): AWS-managed encryption, no key to pay for.
+    template = existing_vpc_template
+    template.resource_count_is("AWS::KMS::Key", 0)
+    for resource_type, prop in (
+        ("AWS::SecretsManager::Secret", "KmsKeyId"),
+        ("AWS::Logs::LogGroup", "KmsKeyId"),
+        ("AWS::SNS::Topic", "KmsMasterKeyId"),
+    ):
+        found = template.find_resources(resource_type)
+        assert found and not any(prop in r.get("Properties", {}) for r in found.values()), resource_type
 
 
 def test_only_known_generated_wildcards_are_acknowledged():
