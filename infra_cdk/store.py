@@ -2,10 +2,10 @@
 
 Serverless rather than a node: the store holds a few counters per client (kilobytes) at low
 traffic. Serverless Valkey bills at least 100 MB of data (about 0.0084 USD an hour, some 6 USD a
-month) plus ECPUs (0.0023 USD per million, cents at this traffic), spans the subnets' zones and
-patches itself; a cache.t4g.micro node (about 0.0128 USD an hour for Valkey, some 9.30 USD a
-month) runs around the clock in one zone, and a replica for a second zone doubles that.
-docs/deploying-pipeline-changes.md has the reasoning.
+month) plus ECPUs (0.0023 USD per million), spans the subnets' zones and patches itself; a
+cache.t4g.micro node (about 0.0128 USD an hour for Valkey, some 9.30 USD a month) runs around the
+clock in one zone, and a replica for a second zone doubles that. docs/deploying-pipeline-changes.md
+has the reasoning.
 
 Serverless caches always encrypt in transit and at rest; access is through ElastiCache RBAC:
 the service's user authenticates with the `redis_auth` secret (CloudFormation resolves it at
