@@ -49,8 +49,9 @@ BOOTSTRAP_ROLES_REASON = (
     "the statement's condition, to update the pipeline stack."
 )
 BUILD_KEY_REASON = (
-    "Build output goes only to the pipeline's artifact bucket (SSE-S3, private, TLS only); a "
-    "customer-managed KMS key per branch pipeline would restrict no reader further."
+    "Build output goes only to the pipeline's artifact bucket (encrypted, private, TLS only, "
+    "with a customer-managed key when another account deploys); a key for CodeBuild itself "
+    "would restrict no reader further."
 )
 READ_ONLY_REASON = (
     "Read-only actions that CDK Pipelines' generated roles allow on any resource: describe "

@@ -6,8 +6,8 @@
 - production type: Test environment + integration tests, then (after a person approves, unless
   configured off) Production + smoke tests; development type: the branch's one environment +
   smoke tests. A failed step stops the pipeline before the next environment.
-- Production may be in another account or region: the artifacts are then encrypted with a
-  customer-managed key the other account's deploy role may use (cross_account_keys).
+- Production may be in another account (of the same region): the artifacts are then encrypted
+  with a customer-managed key the other account's deploy role may use (cross_account_keys).
 - Notifications of executions started, failed and succeeded, and of approvals waiting, go to an
   SNS topic.
 - The CDK CLI and cdk-assets versions the pipeline runs are pinned (CDK_CLI_VERSION,
