@@ -1,5 +1,7 @@
 # The AI Proxy service image: the same server and settings as `make run`, on 0.0.0.0:80.
-FROM python:3.11-slim
+# The Docker official image through ECR Public's mirror (no Docker Hub pull limits in CodeBuild),
+# pinned by digest so a build uses exactly the image reviewed; bump the digest to take patches.
+FROM public.ecr.aws/docker/library/python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

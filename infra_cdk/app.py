@@ -23,7 +23,7 @@ def add_service_stacks(app: cdk.App, deployment: Deployment) -> list[ServiceStac
             stack_name=environment.stack_name,
             environment=environment,
             config=deployment.config,
-            env=_env(deployment),
+            env=cdk.Environment(account=environment.account, region=environment.region),
             description=f"AI Proxy {environment.environment_type} environment {environment.dns_name}",
         )
         for environment in deployment.environments

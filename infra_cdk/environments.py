@@ -15,10 +15,12 @@ by `cdk -c key=value` context, so the app synthesizes offline with no AWS creden
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 NAME_PREFIX = "aiproxy"
@@ -71,6 +73,15 @@ class EnvironmentTypeSettings:
     # 5 per region). Production has one per AZ, so tasks keep their egress when an AZ fails;
     # the others share one, so several branch environments fit in an account.
     nat_gateways: int
+    # The load balancer refuses to be deleted (production: a stray `cdk destroy` cannot take it down).
+    deletion_protection: bool
+    # The p99 latency alarm's threshold: ALB TargetResponseTime, i.e. until the first byte of the
+    # answer (a stream's headers), so long streams do not raise it; assessments wait on the model.
+    latency_p99_alarm_seconds: float
+    # The WAF's rate-based rule: requests per source IP in any 5 minutes before it blocks that IP.
+    waf_rate_limit: int
+    # A person approves in the pipeline before the environment is deployed.
+    manual_approval: bool
 
 
 ENVIRONMENT_TYPE_SETTINGS: dict[str, EnvironmentTypeSettings] = {
@@ -79,18 +90,33 @@ ENVIRONMENT_TYPE_SETTINGS: dict[str, EnvironmentTypeSettings] = {
         log_retention_days=7,
         retain_data=False,
         nat_gateways=1,
+        deletion_protection=False,
+        latency_p99_alarm_seconds=120,
+        waf_rate_limit=1000,
+        manual_approval=False,
     ),
     "test": EnvironmentTypeSettings(
         size=TaskSize(cpu=256, memory_mib=512, min_tasks=1, max_tasks=2),
         log_retention_days=30,
         retain_data=False,
         nat_gateways=1,
+        deletion_protection=False,
+        latency_p99_alarm_seconds=120,
+        waf_rate_limit=1000,
+        manual_approval=False,
     ),
     "production": EnvironmentTypeSettings(
         size=TaskSize(cpu=512, memory_mib=1024, min_tasks=2, max_tasks=6),
         log_retention_days=365,
         retain_data=True,
         nat_gateways=2,
+        deletion_protection=True,
+        # Chats answer within seconds and an assessment within a minute or two; past this, the
+        # provider or the service is struggling.
+        latency_p99_alarm_seconds=60,
+        # Clients are servers (a school platform's backend), so many users share one IP.
+        waf_rate_limit=3000,
+        manual_approval=True,
     ),
 }
 
@@ -116,10 +142,34 @@ class AppConfig:
     size_overrides: Mapping[str, int] = field(default_factory=dict)
     # Amazon Bedrock model ids / inference profile ids the service may invoke (none yet).
     bedrock_models: tuple[str, ...] = ()
+    # Who gets each environment's alarms by e-mail (each address confirms its subscription once).
+    alarm_emails: tuple[str, ...] = ()
+    # A customer-managed KMS key per stack for its secrets, log groups and SNS topics (about
+    # 1 USD a month per key); off: AWS-managed encryption.
+    customer_managed_keys: bool = False
+    # Production in another account than the pipeline (and the other environments); the region
+    # may only repeat `region`. Its DNS delegation then needs a public zone in that account:
+    # production_hosted_zone_id, for production_base_domain (default: base_domain).
+    production_account: str | None = None
+    production_region: str | None = None
+    production_hosted_zone_id: str | None = None
+    production_base_domain: str | None = None
+    # Overrides of the per-type settings (None: the type's own value).
+    production_manual_approval: bool | None = None
+    waf_rate_limit: int | None = None
+    latency_p99_alarm_seconds: float | None = None
 
     @property
     def zones(self) -> tuple[str, ...]:
         return self.availability_zones or (f"{self.region}a", f"{self.region}b")
+
+    @property
+    def production_elsewhere(self) -> bool:
+        """Production runs in another account or region than the pipeline."""
+        return (self.production_account or self.account, self.production_region or self.region) != (
+            self.account,
+            self.region,
+        )
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -134,6 +184,18 @@ class ServiceEnvironment:
     log_retention_days: int
     retain_data: bool
     nat_gateways: int
+    deletion_protection: bool
+    latency_p99_alarm_seconds: float
+    waf_rate_limit: int
+    manual_approval: bool
+    # Where it runs, and the existing public zone of `base_domain` its own zone is delegated from.
+    account: str
+    region: str
+    availability_zones: tuple[str, ...]
+    hosted_zone_id: str
+    existing_vpc: ExistingVpc | None
+    alarm_emails: tuple[str, ...]
+    customer_managed_key: bool
 
     @property
     def dns_name(self) -> str:
@@ -232,16 +294,65 @@ def validate_size(size: TaskSize, environment_type: str) -> TaskSize:
 def _environment(config: AppConfig, environment_type: str, branch: str, subdomain: str) -> ServiceEnvironment:
     settings = ENVIRONMENT_TYPE_SETTINGS[environment_type]
     size = validate_size(replace(settings.size, **config.size_overrides), environment_type)
+    manual_approval = settings.manual_approval
+    if environment_type == "production" and config.production_manual_approval is not None:
+        manual_approval = config.production_manual_approval
+    placement = _placement(config, environment_type)
     return ServiceEnvironment(
         environment_type=environment_type,
         branch=branch,
         subdomain=subdomain,
-        base_domain=config.base_domain,
         size=size,
         log_retention_days=settings.log_retention_days,
         retain_data=settings.retain_data,
         nat_gateways=settings.nat_gateways,
+        deletion_protection=settings.deletion_protection,
+        latency_p99_alarm_seconds=config.latency_p99_alarm_seconds or settings.latency_p99_alarm_seconds,
+        waf_rate_limit=config.waf_rate_limit or settings.waf_rate_limit,
+        manual_approval=manual_approval,
+        alarm_emails=config.alarm_emails,
+        customer_managed_key=config.customer_managed_keys,
+        **placement,
     )
+
+
+def _placement(config: AppConfig, environment_type: str) -> dict[str, Any]:
+    """Account, region, zones, VPC and base zone of an environment of `environment_type`."""
+    if environment_type != "production" or not config.production_elsewhere:
+        return {
+            "account": config.account,
+            "region": config.region,
+            "availability_zones": config.zones,
+            "existing_vpc": config.existing_vpc,
+            "base_domain": config.base_domain,
+            "hosted_zone_id": config.hosted_zone_id,
+        }
+    account = config.production_account or config.account
+    region = config.production_region or config.region
+    if region != config.region:
+        # CDK Pipelines would add a support stack in that region and allow the pipeline's role
+        # KMS actions on every key ("*") to reach its replication bucket.
+        raise ConfigurationError(
+            f"production_region={region} differs from region={config.region}: the pipeline deploys "
+            "to other accounts of its own region only (a cross-region pipeline would give its role "
+            "rights on every KMS key of the account); leave production_region unset or equal to region"
+        )
+    if account != config.account and not config.production_hosted_zone_id:
+        raise ConfigurationError(
+            f"production_account={account} needs production_hosted_zone_id: production's DNS "
+            f"delegation cannot be written into hosted zone {config.hosted_zone_id} of account "
+            f"{config.account}; give a public zone in {account} (for production_base_domain, "
+            f"default {config.base_domain})"
+        )
+    # The existing VPC is one of the pipeline's account: production elsewhere gets its own.
+    return {
+        "account": account,
+        "region": region,
+        "availability_zones": config.zones,
+        "existing_vpc": None,
+        "base_domain": config.production_base_domain or config.base_domain,
+        "hosted_zone_id": config.production_hosted_zone_id or config.hosted_zone_id,
+    }
 
 
 def service_environments(config: AppConfig, environment_type: str, branch: str) -> list[ServiceEnvironment]:
@@ -267,6 +378,13 @@ def pipeline_stack_name(environment_type: str, branch: str) -> str:
 
 # --- reading `cdk -c key=value` context -----------------------------------------------------------
 
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """The context of cdk.json: the CDK feature flags and the example configuration."""
+    return json.loads((REPOSITORY_ROOT / "cdk.json").read_text())["context"]
+
 
 def _split(value: Any) -> tuple[str, ...]:
     """A list from context: a JSON list (cdk.json) or a comma-separated string (-c)."""
@@ -285,6 +403,42 @@ def _positive_int(key: str, value: Any) -> int:
     return number
 
 
+def _positive_number(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{key}={value!r} is not a number") from None
+    if number <= 0:
+        raise ConfigurationError(f"{key}={value!r} must be above 0")
+    return number
+
+
+def _bool(key: str, value: Any) -> bool:
+    """A flag from context: a JSON boolean (cdk.json) or true/false (-c)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise ConfigurationError(f"{key}={value!r} is not true or false")
+
+
+_EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
+
+
+def _emails(key: str, value: Any) -> tuple[str, ...]:
+    emails = _split(value)
+    for email in emails:
+        if not _EMAIL.match(email):
+            raise ConfigurationError(f"{key}: {email!r} is not an e-mail address")
+    return emails
+
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+
+
 _SIZE_KEYS = {
     "task_cpu": "cpu",
     "task_memory_mib": "memory_mib",
@@ -299,7 +453,14 @@ _TEXT_KEYS = (
     "github_owner",
     "github_repo",
     "codestar_connection_arn",
+    "production_account",
+    "production_region",
+    "production_hosted_zone_id",
+    "production_base_domain",
 )
+# Context keys read as flags and numbers (the AppConfig attribute of the same name).
+_FLAG_KEYS = ("customer_managed_keys", "production_manual_approval")
+_NUMBER_KEYS = {"waf_rate_limit": _positive_int, "latency_p99_alarm_seconds": _positive_number}
 
 
 def config_from_context(get: Callable[[str], Any]) -> AppConfig:
@@ -309,10 +470,21 @@ def config_from_context(get: Callable[[str], Any]) -> AppConfig:
         value = get(key)
         if value is not None and str(value).strip():
             values[key] = str(value).strip()
+    for key in ("account", "production_account"):
+        if key in values and not _ACCOUNT.match(values[key]):
+            raise ConfigurationError(f"{key}={values[key]!r} is not a 12-digit AWS account id")
     if get("availability_zones"):
         values["availability_zones"] = _split(get("availability_zones"))
     if get("bedrock_models"):
         values["bedrock_models"] = _split(get("bedrock_models"))
+    if get("alarm_emails"):
+        values["alarm_emails"] = _emails("alarm_emails", get("alarm_emails"))
+    for key in _FLAG_KEYS:
+        if get(key) is not None and str(get(key)).strip():
+            values[key] = _bool(key, get(key))
+    for key, parse in _NUMBER_KEYS.items():
+        if get(key) is not None and str(get(key)).strip():
+            values[key] = parse(key, get(key))
     sizes = {attr: _positive_int(key, get(key)) for key, attr in _SIZE_KEYS.items() if get(key) is not None}
     if sizes:
         values["size_overrides"] = sizes
@@ -339,6 +511,35 @@ def _existing_vpc(get: Callable[[str], Any], zones: tuple[str, ...] | None) -> E
     )
 
 
+def _context_values(config: AppConfig) -> dict[str, str]:
+    """Every configured value as `-c` context text (comma-joined lists, lowercase flags)."""
+    values: dict[str, str] = {}
+    for key in _TEXT_KEYS:
+        if getattr(config, key) is not None:
+            values[key] = getattr(config, key)
+    if config.availability_zones:
+        values["availability_zones"] = ",".join(config.availability_zones)
+    for key in ("bedrock_models", "alarm_emails"):
+        if getattr(config, key):
+            values[key] = ",".join(getattr(config, key))
+    for key in _FLAG_KEYS:
+        if getattr(config, key) is not None:
+            values[key] = str(getattr(config, key)).lower()
+    for key in _NUMBER_KEYS:
+        if getattr(config, key) is not None:
+            values[key] = f"{getattr(config, key):g}"
+    for key, attr in _SIZE_KEYS.items():
+        if attr in config.size_overrides:
+            values[key] = str(config.size_overrides[attr])
+    if config.existing_vpc is not None:
+        vpc = config.existing_vpc
+        values["vpc_id"] = vpc.vpc_id
+        values["availability_zones"] = ",".join(vpc.availability_zones)
+        values["vpc_public_subnet_ids"] = ",".join(vpc.public_subnet_ids)
+        values["vpc_private_subnet_ids"] = ",".join(vpc.private_subnet_ids)
+    return values
+
+
 @dataclass(kw_only=True, frozen=True)
 class Deployment:
     """What one run of the app builds: a pipeline type and branch, and the account-wide config."""
@@ -346,6 +547,9 @@ class Deployment:
     environment_type: str
     branch: str
     config: AppConfig
+    # What the app reads with no `-c` at all (the code's defaults and cdk.json): the pipeline's
+    # own `cdk synth` reads cdk.json from the checkout, so only the rest is passed with -c.
+    file_config: AppConfig = field(default_factory=AppConfig, compare=False, repr=False)
 
     @property
     def environments(self) -> list[ServiceEnvironment]:
@@ -356,29 +560,16 @@ class Deployment:
         return pipeline_stack_name(self.environment_type, self.branch)
 
     def context(self) -> dict[str, str]:
-        """The `cdk -c` context that rebuilds this deployment: what differs from the defaults.
+        """The `cdk -c` context that rebuilds this deployment: what differs from cdk.json and
+        the defaults.
 
         The pipeline synthesizes with it, so the pipeline keeps the configuration it was
-        created with (`cdk deploy -c ...`) when it updates itself.
+        created with (`cdk deploy -c ...`) when it updates itself, while a change committed to
+        cdk.json reaches it through the repository.
         """
         values = {"environment_type": self.environment_type, "branch": self.branch}
-        config, default = self.config, AppConfig()
-        for key in _TEXT_KEYS:
-            if getattr(config, key) != getattr(default, key):
-                values[key] = getattr(config, key)
-        if config.availability_zones:
-            values["availability_zones"] = ",".join(config.availability_zones)
-        if config.bedrock_models:
-            values["bedrock_models"] = ",".join(config.bedrock_models)
-        for key, attr in _SIZE_KEYS.items():
-            if attr in config.size_overrides:
-                values[key] = str(config.size_overrides[attr])
-        if config.existing_vpc is not None:
-            vpc = config.existing_vpc
-            values["vpc_id"] = vpc.vpc_id
-            values["availability_zones"] = ",".join(vpc.availability_zones)
-            values["vpc_public_subnet_ids"] = ",".join(vpc.public_subnet_ids)
-            values["vpc_private_subnet_ids"] = ",".join(vpc.private_subnet_ids)
+        current, baseline = _context_values(self.config), _context_values(self.file_config)
+        values.update({key: value for key, value in current.items() if baseline.get(key) != value})
         return values
 
     def context_arguments(self) -> str:
@@ -386,14 +577,20 @@ class Deployment:
         return " ".join(f"-c {shlex.quote(f'{key}={value}')}" for key, value in self.context().items())
 
 
-def deployment_from_context(get: Callable[[str], Any]) -> Deployment:
-    """The deployment that `cdk -c environment_type=... -c branch=...` asks for (default: main)."""
+def deployment_from_context(
+    get: Callable[[str], Any], file_context: Mapping[str, Any] | None = None
+) -> Deployment:
+    """The deployment that `cdk -c environment_type=... -c branch=...` asks for (default: main).
+
+    `file_context` is cdk.json's context alone (what `get` returns with no -c).
+    """
     environment_type = str(get("environment_type") or "production")
     branch = str(get("branch") or DEFAULT_BRANCH)
     deployment = Deployment(
         environment_type=validate_pipeline_type(environment_type),
         branch=validate_branch(branch),
         config=config_from_context(get),
+        file_config=config_from_context((file_context or {}).get),
     )
     deployment.environments  # noqa: B018 - validates sizes now, with a clear message
     return deployment

@@ -7,19 +7,23 @@ removes its one record (the delegation) from the shared zone.
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_route53_targets as targets
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra_cdk.nag import acknowledge
 
+ACCESS_LOG_PREFIX = "alb"
+
 
 class Ingress(Construct):
-    """Exposes `zone`, `certificate`, `load_balancer`, `https_listener` and `delegation`."""
+    """Exposes `zone`, `certificate`, `load_balancer`, `https_listener`, `delegation` and
+    `access_logs` (the bucket of the load balancer's access logs)."""
 
     def __init__(
         self,
@@ -31,6 +35,8 @@ class Ingress(Construct):
         base_domain: str,
         base_hosted_zone_id: str,
         idle_timeout: Duration,
+        access_log_retention: Duration,
+        deletion_protection: bool,
     ) -> None:
         super().__init__(scope, construct_id)
         self.zone = route53.PublicHostedZone(self, "Zone", zone_name=dns_name)
@@ -62,14 +68,31 @@ class Ingress(Construct):
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
             idle_timeout=idle_timeout,
             drop_invalid_header_fields=True,
+            deletion_protection=deletion_protection,
+        )
+        # ALB access logs support SSE-S3 only. Kept when the stack is deleted (a bucket that still
+        # holds logs cannot be deleted by CloudFormation); the lifecycle rule empties it.
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=access_log_retention, noncurrent_version_expiration=Duration.days(1)
+                )
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
         )
         acknowledge(
-            self.load_balancer,
-            "AwsSolutions-ELB2",
-            "The service writes one access line per request (request id, client, status, duration) "
-            "to CloudWatch, and the target 5xx alarm covers errors; ALB access logs would duplicate "
-            "them into an S3 bucket per branch environment.",
+            self.access_logs,
+            "AwsSolutions-S1",
+            "This bucket holds the load balancer's access logs; logging access to it would need "
+            "another bucket without logs of its own, and CloudTrail records its management calls.",
         )
+        self.load_balancer.log_access_logs(self.access_logs, prefix=ACCESS_LOG_PREFIX)
         self.https_listener = self.load_balancer.add_listener(
             "Https",
             port=443,

@@ -10,6 +10,7 @@ import jsii
 from aws_cdk import Acknowledgment, IAspect, Stack, Validations
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import IConstruct
 
@@ -31,6 +32,10 @@ ARTIFACTS_REASON = (
     "CDK's grant on the pipeline's own artifact bucket: the wildcards are object keys and the "
     "read/write action families (GetObject*, List*, ...) on that one bucket."
 )
+ARTIFACT_KEY_REASON = (
+    "CDK's grant on the pipeline's own artifact key (cross-account deployments): the wildcards "
+    "are the KMS action families (GenerateDataKey*, ReEncrypt*) on that one key."
+)
 OWN_LOGS_REASON = (
     "The CodeBuild project's own log group and test report groups, whose stream and report "
     "names are made when a build runs."
@@ -44,8 +49,9 @@ BOOTSTRAP_ROLES_REASON = (
     "the statement's condition, to update the pipeline stack."
 )
 BUILD_KEY_REASON = (
-    "Build output goes only to the pipeline's artifact bucket (SSE-S3, private, TLS only); a "
-    "customer-managed KMS key per branch pipeline would restrict no reader further."
+    "Build output goes only to the pipeline's artifact bucket (encrypted, private, TLS only, "
+    "with a customer-managed key when another account deploys); a key for CodeBuild itself "
+    "would restrict no reader further."
 )
 READ_ONLY_REASON = (
     "Read-only actions that CDK Pipelines' generated roles allow on any resource: describe "
@@ -81,21 +87,27 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def generated_grant_findings(document: dict[str, Any], bucket_logical_id: str | None) -> dict[str, str]:
+def generated_grant_findings(
+    document: dict[str, Any], bucket_logical_id: str | None, key_logical_id: str | None = None
+) -> dict[str, str]:
     """IAM5 finding id -> reason, for the wildcards of `document` that match a known pattern."""
     account_region = r"arn:[^:]+:(logs|codebuild):[^:]+:\d{12}:"
     own_logs = re.compile(account_region + r"(log-group:/aws/codebuild/<\w+>(:\*)?|report-group/<\w+>-\*)$")
     any_logs = re.compile(account_region + r"(log-group:/aws/codebuild/\*|report-group/\*)$")
     bootstrap = re.compile(r"arn:\*:iam::\d{12}:role/\*$")
     bucket = f"<{bucket_logical_id}.Arn>" if bucket_logical_id else None
+    key = f"<{key_logical_id}.Arn>" if key_logical_id else None
     findings: dict[str, str] = {}
     for statement in document.get("Statement", []):
         actions = [str(a) for a in as_list(statement.get("Action", []))]
         resources = [_nag_text(r) for r in as_list(statement.get("Resource", []))]
         on_bucket = bool(bucket) and all(r in (bucket, f"{bucket}/*") for r in resources)
+        on_key = bool(key) and resources == [key]
         for action in actions:
             if "*" in action and on_bucket and action.startswith("s3:"):
                 findings[f"AwsSolutions-IAM5[Action::{action}]"] = ARTIFACTS_REASON
+            elif "*" in action and on_key and action.startswith("kms:"):
+                findings[f"AwsSolutions-IAM5[Action::{action}]"] = ARTIFACT_KEY_REASON
         for resource in resources:
             if "*" not in resource:
                 continue
@@ -127,8 +139,11 @@ class AcknowledgeGeneratedGrants:
     """Aspect: on each IAM policy below the construct it is added to, acknowledge the wildcard
     findings of CDK-generated grants (see `generated_grant_findings`), with their reasons."""
 
-    def __init__(self, artifact_bucket: s3.IBucket | None = None) -> None:
+    def __init__(
+        self, artifact_bucket: s3.IBucket | None = None, artifact_key: kms.IKey | None = None
+    ) -> None:
         self._bucket = artifact_bucket
+        self._key = artifact_key
 
     def visit(self, node: IConstruct) -> None:
         if isinstance(node, codebuild.CfnProject) and self._bucket is not None:
@@ -138,5 +153,7 @@ class AcknowledgeGeneratedGrants:
         stack = Stack.of(node)
         document = stack.resolve(node.policy_document)
         bucket_id = stack.get_logical_id(self._bucket.node.default_child) if self._bucket else None
-        for finding, reason in generated_grant_findings(document, stack.resolve(bucket_id)).items():
+        key_id = stack.get_logical_id(self._key.node.default_child) if self._key else None
+        findings = generated_grant_findings(document, stack.resolve(bucket_id), stack.resolve(key_id))
+        for finding, reason in findings.items():
             acknowledge(node, finding, reason)

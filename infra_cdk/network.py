@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -23,6 +24,7 @@ class Network(Construct):
         existing_vpc: ExistingVpc | None = None,
         flow_log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
+        encryption_key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.vpc: ec2.IVpc
@@ -53,7 +55,11 @@ class Network(Construct):
             ],
         )
         self.flow_log_group = logs.LogGroup(
-            self, "FlowLogs", retention=flow_log_retention, removal_policy=removal_policy
+            self,
+            "FlowLogs",
+            retention=flow_log_retention,
+            removal_policy=removal_policy,
+            encryption_key=encryption_key,
         )
         vpc.add_flow_log(
             "FlowLog",

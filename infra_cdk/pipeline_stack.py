@@ -3,10 +3,15 @@
 - Source: the GitHub repository's branch, through a CodeStar (CodeConnections) connection.
 - Build: `make test`, then `cdk synth` with the context the pipeline was deployed with.
 - UpdatePipeline: the pipeline updates itself when its own definition changed.
-- production type: Test environment + integration tests, then Production + smoke tests;
-  development type: the branch's one environment + smoke tests. A failed step stops the
-  pipeline before the next environment.
-- Notifications of executions started, failed and succeeded go to an SNS topic.
+- production type: Test environment + integration tests, then (after a person approves, unless
+  configured off) Production + smoke tests; development type: the branch's one environment +
+  smoke tests. A failed step stops the pipeline before the next environment.
+- Production may be in another account (of the same region): the artifacts are then encrypted
+  with a customer-managed key the other account's deploy role may use (cross_account_keys).
+- Notifications of executions started, failed and succeeded, and of approvals waiting, go to an
+  SNS topic.
+- The CDK CLI and cdk-assets versions the pipeline runs are pinned (CDK_CLI_VERSION,
+  CDK_ASSETS_VERSION): a new release cannot change a deployment unreviewed.
 - The pull-request check is a separate CodeBuild project (pull_request_build.py).
 
 The deployed tests read a client key from the pipeline's secret `cicd/<pipeline>/test_client_key`
@@ -32,10 +37,12 @@ from aws_cdk import (
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codestarnotifications as notifications
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct, IConstruct
 
+from infra_cdk.encryption import NOTIFICATIONS_PUBLISHER, StackKey
 from infra_cdk.environments import Deployment, ServiceEnvironment
 from infra_cdk.nag import AcknowledgeGeneratedGrants, acknowledge, as_list
 from infra_cdk.pull_request_build import BUILD_IMAGE, PYTHON_RUNTIME, PullRequestBuild
@@ -43,6 +50,12 @@ from infra_cdk.secrets import empty_secret
 from infra_cdk.service_stack import ServiceStack
 
 STAGE_NAMES = {"test": "Test", "production": "Production", "development": "Development"}
+# The CDK CLI (synth and self-mutation) and cdk-assets (asset publishing) versions the pipeline
+# runs. The CLI must be at least as new as aws-cdk-lib (requirements-infra.txt): raise it first,
+# let the pipeline update itself, then raise the library (CDK Pipelines' cli_version notes).
+CDK_CLI_VERSION = "2.1148.1"
+CDK_ASSETS_VERSION = "4.7.3"
+APPROVAL_STEP = "Approve"
 # The environment the tests run against, and which of them: everything after the test
 # environment, the smoke subset after production and development.
 DEPLOYED_TESTS_REQUIREMENTS = "tests/deployed/requirements.txt"
@@ -52,6 +65,8 @@ NOTIFIED_EVENTS = (
     "codepipeline-pipeline-pipeline-execution-started",
     "codepipeline-pipeline-pipeline-execution-failed",
     "codepipeline-pipeline-pipeline-execution-succeeded",
+    # so that an approver learns a deployment waits for them
+    "codepipeline-pipeline-manual-approval-needed",
 )
 _PYTHON_BUILD_SPEC = codebuild.BuildSpec.from_object(
     {"phases": {"install": {"runtime-versions": PYTHON_RUNTIME}}}
@@ -127,7 +142,8 @@ class ServiceStage(Stage):
 
 class PipelineStack(Stack):
     """Exposes `pipeline` (CDK Pipelines), `stages`, `synth_step`, `test_steps`, `topic`,
-    `artifact_bucket`, `test_key_secret` and `pull_request_build`."""
+    `artifact_bucket`, `artifact_key` (cross-account only), `key` (customer-managed keys only),
+    `test_key_secret` and `pull_request_build`."""
 
     def __init__(self, scope: Construct, construct_id: str, *, deployment: Deployment, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -137,13 +153,39 @@ class PipelineStack(Stack):
             deployment.branch,
             connection_arn=config.codestar_connection_arn,
         )
+        self.key = (
+            StackKey(
+                self,
+                "Key",
+                description=f"AI Proxy pipeline {deployment.pipeline_stack_name}: secret, logs and topic",
+                topic_publishers=[NOTIFICATIONS_PUBLISHER],
+                removal_policy=RemovalPolicy.DESTROY,
+            ).key
+            if config.customer_managed_keys
+            else None
+        )
+        # Another account can read artifacts only through a customer-managed key it is granted;
+        # without one CodePipeline's default key (aws/s3) stays in this account.
+        cross_account = any(
+            (environment.account, environment.region) != (config.account, config.region)
+            for environment in deployment.environments
+        )
+        self.artifact_key = (
+            kms.Key(self, "ArtifactsKey", description="Pipeline artifacts", enable_key_rotation=True)
+            if cross_account
+            else None
+        )
         self.artifact_bucket = s3.Bucket(
             self,
             "Artifacts",
-            encryption=s3.BucketEncryption.S3_MANAGED,
+            encryption=s3.BucketEncryption.KMS if self.artifact_key else s3.BucketEncryption.S3_MANAGED,
+            encryption_key=self.artifact_key,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
-            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(30))],
+            versioned=True,
+            lifecycle_rules=[
+                s3.LifecycleRule(expiration=Duration.days(30), noncurrent_version_expiration=Duration.days(1))
+            ],
             removal_policy=RemovalPolicy.RETAIN,
         )
         acknowledge(
@@ -162,7 +204,8 @@ class PipelineStack(Stack):
             commands=[
                 "make test",
                 # The venv holds Node.js (for the CDK CLI) and the app's Python packages.
-                f'PATH="$PWD/.venv/bin:$PATH" npx -y aws-cdk@2 synth {deployment.context_arguments()}',
+                f'PATH="$PWD/.venv/bin:$PATH" npx -y aws-cdk@{CDK_CLI_VERSION} synth '
+                f"{deployment.context_arguments()}",
             ],
             primary_output_directory="cdk.out",
             timeout=Duration.minutes(45),
@@ -172,8 +215,10 @@ class PipelineStack(Stack):
             "Pipeline",
             synth=self.synth_step,
             artifact_bucket=self.artifact_bucket,
-            cross_account_keys=False,
+            cross_account_keys=cross_account,
             self_mutation=True,
+            cli_version=CDK_CLI_VERSION,
+            cdk_assets_cli_version=CDK_ASSETS_VERSION,
             publish_assets_in_parallel=False,
             code_build_defaults=pipelines.CodeBuildOptions(
                 build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE)
@@ -185,6 +230,7 @@ class PipelineStack(Stack):
             secret_name=f"cicd/{deployment.pipeline_stack_name}/test_client_key",
             description="Client key the deployed tests send; its hash is in each environment's key store",
             removal_policy=RemovalPolicy.DESTROY,
+            encryption_key=self.key,
         )
         acknowledge(
             self.test_key_secret,
@@ -201,7 +247,7 @@ class PipelineStack(Stack):
                 STAGE_NAMES[environment.environment_type],
                 environment=environment,
                 deployment=deployment,
-                env=Environment(account=config.account, region=config.region),
+                env=Environment(account=environment.account, region=environment.region),
             )
             integration = environment.environment_type == "test"
             tests = self._deployed_tests(
@@ -210,12 +256,29 @@ class PipelineStack(Stack):
                 stage=stage,
                 command=INTEGRATION_TESTS if integration else SMOKE_TESTS,
             )
-            self.pipeline.add_stage(stage, post=[tests])
+            approval = pipelines.ManualApprovalStep(
+                APPROVAL_STEP,
+                comment=f"Deploy {environment.dns_name}? The environments before it passed their tests.",
+            )
+            self.pipeline.add_stage(
+                stage, pre=[approval] if environment.manual_approval else [], post=[tests]
+            )
             self.stages.append(stage)
             self.test_steps.append(tests)
 
         self.pipeline.build_pipeline()
-        self.topic = sns.Topic(self, "Notifications", enforce_ssl=True)
+        if self.key is not None:
+            # CodeBuild reads the test key (an environment variable) with the project's role.
+            for step in self.test_steps:
+                iam.Grant.add_to_principal(
+                    grantee=step.project,
+                    actions=["kms:Decrypt"],
+                    resource_arns=[self.key.key_arn],
+                    conditions={
+                        "StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}
+                    },
+                )
+        self.topic = sns.Topic(self, "Notifications", enforce_ssl=True, master_key=self.key)
         notifications.NotificationRule(
             self,
             "PipelineEvents",
@@ -231,10 +294,11 @@ class PipelineStack(Stack):
             github_repo=config.github_repo,
             branch=deployment.branch,
             connection_arn=config.codestar_connection_arn,
+            encryption_key=self.key,
         )
         # Explain the wildcards of the roles CDK Pipelines and CodeBuild generate (nag.py).
         Aspects.of(self.pipeline).add(ScopeAssetBuilds(self.pipeline), priority=AspectPriority.MUTATING)
-        Aspects.of(self.pipeline).add(AcknowledgeGeneratedGrants(self.artifact_bucket))
+        Aspects.of(self.pipeline).add(AcknowledgeGeneratedGrants(self.artifact_bucket, self.artifact_key))
         Aspects.of(self.pull_request_build).add(AcknowledgeGeneratedGrants())
 
     def _deployed_tests(

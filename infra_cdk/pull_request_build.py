@@ -2,7 +2,9 @@
 
 A CodeBuild project with a GitHub webhook, separate from the pipeline: a pull request's code is
 untrusted, so its build may not deploy, read secrets or assume any role; it may only write its
-own logs and report the result back to GitHub.
+own logs and report the result back to GitHub. Pull requests from forks (anyone's code) are not
+built until a maintainer comments `/codebuild_run(<commit>)` on them (the webhook's
+PullRequestBuildPolicy); those from the repository's own branches build at once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from aws_cdk import Arn, ArnFormat, Duration, RemovalPolicy
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -23,6 +26,11 @@ PULL_REQUEST_EVENTS = (
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
 # The runtime `make test` needs (the project's Python; Node.js comes from the venv).
 PYTHON_RUNTIME = {"python": "3.11"}
+# Fork pull requests wait for a comment from someone who may write to the repository anyway.
+FORK_PULL_REQUEST_POLICY = {
+    "RequiresCommentApproval": "FORK_PULL_REQUESTS",
+    "ApproverRoles": ["GITHUB_WRITE", "GITHUB_MAINTAIN", "GITHUB_ADMIN"],
+}
 
 
 def connection_actions(connection_arn: str) -> list[str]:
@@ -45,10 +53,15 @@ class PullRequestBuild(Construct):
         branch: str,
         connection_arn: str,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        encryption_key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
-            self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+            self,
+            "Logs",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+            encryption_key=encryption_key,
         )
         self.project = codebuild.Project(
             self,
@@ -85,6 +98,10 @@ class PullRequestBuild(Construct):
         # Clone and report status through the GitHub connection, not stored account credentials.
         self.project.node.default_child.add_property_override(
             "Source.Auth", {"Type": "CODECONNECTIONS", "Resource": connection_arn}
+        )
+        # The L2 GitHub source has no option for it (aws-cdk-lib 2.275); CloudFormation does.
+        self.project.node.default_child.add_property_override(
+            "Triggers.PullRequestBuildPolicy", FORK_PULL_REQUEST_POLICY
         )
         # CodeBuild checks that the role may use the connection when it creates the project and
         # its webhook, so the grant is a policy of its own that the project waits for (in the

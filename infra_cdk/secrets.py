@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
@@ -41,15 +42,18 @@ class ServiceSecrets(Construct):
         environment_type: str,
         environment: str,
         removal_policy: RemovalPolicy,
+        encryption_key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.prefix = secret_prefix(environment_type, environment)
+        self.encryption_key = encryption_key
         self.secrets: dict[str, secretsmanager.Secret] = {}
         for name in SECRET_NAMES:
             options = {
                 "secret_name": secret_id(environment_type, environment, name),
                 "description": DESCRIPTIONS.get(name, f"AI Proxy secret {name}"),
                 "removal_policy": removal_policy,
+                "encryption_key": encryption_key,
             }
             if name in GENERATED:
                 generate = secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=40)
@@ -65,7 +69,8 @@ class ServiceSecrets(Construct):
             self.secrets[name] = secret
 
     def grant_read(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Allow GetSecretValue on this deployment's prefix only (the service reads by name)."""
+        """Allow GetSecretValue on this deployment's prefix only (the service reads by name), and
+        decrypting with the secrets' customer-managed key, if any, through Secrets Manager only."""
         stack = Stack.of(self)
         prefix_arn = stack.format_arn(
             service="secretsmanager",
@@ -77,6 +82,15 @@ class ServiceSecrets(Construct):
         grant = iam.Grant.add_to_principal(
             grantee=grantee, actions=["secretsmanager:GetSecretValue"], resource_arns=[prefix_arn]
         )
+        if self.encryption_key is not None:
+            iam.Grant.add_to_principal(
+                grantee=grantee,
+                actions=["kms:Decrypt"],
+                resource_arns=[self.encryption_key.key_arn],
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"secretsmanager.{stack.region}.amazonaws.com"}
+                },
+            )
         if isinstance(grantee, iam.Role):
             acknowledge(
                 grantee,
@@ -95,6 +109,7 @@ def empty_secret(
     description: str,
     removal_policy: RemovalPolicy,
     initial_value: str | None = None,
+    encryption_key: kms.IKey | None = None,
 ) -> secretsmanager.Secret:
     """A secret created with no value (or a non-secret `initial_value`), for an administrator to fill in.
 
@@ -102,7 +117,12 @@ def empty_secret(
     a value as unset, so an empty secret is the honest start.
     """
     secret = secretsmanager.Secret(
-        scope, construct_id, secret_name=secret_name, description=description, removal_policy=removal_policy
+        scope,
+        construct_id,
+        secret_name=secret_name,
+        description=description,
+        removal_policy=removal_policy,
+        encryption_key=encryption_key,
     )
     secret.node.default_child.add_property_deletion_override("GenerateSecretString")
     if initial_value is not None:

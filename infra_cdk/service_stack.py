@@ -1,4 +1,5 @@
-"""One environment of the service: network, ingress, compute, secrets and monitoring, wired up."""
+"""One environment of the service: network, ingress and firewall, compute, secrets, the shared
+limits store, monitoring and its dashboard, wired up."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from constructs import Construct
 
 from infra_cdk.bedrock import bedrock_settings, grant_invoke
 from infra_cdk.compute import CONTAINER_PORT, Compute
+from infra_cdk.dashboard import ServiceDashboard
+from infra_cdk.edge import WebFirewall
+from infra_cdk.encryption import ALARM_PUBLISHER, StackKey
 from infra_cdk.environments import AppConfig, ServiceEnvironment
 from infra_cdk.ingress import Ingress
 from infra_cdk.monitoring import Monitoring
 from infra_cdk.network import Network
 from infra_cdk.secrets import ServiceSecrets
+from infra_cdk.store import SharedStore
+from service.secrets import REDIS_AUTH
 from service.settings import SETTINGS
 
 
@@ -48,6 +54,10 @@ REQUESTS_PER_TASK_PER_MINUTE = 600
 # Output names the pipeline reads (the smoke and integration tests need the URL).
 URL_OUTPUT = "Url"
 LOG_GROUP_OUTPUT = "LogGroupName"
+DASHBOARD_OUTPUT = "DashboardUrl"
+# The shared limits store's URL (rediss://<user>@<host>:<port>); the password is the secret
+# redis_auth under the deployment's prefix.
+REDIS_URL_SETTING = "AIPROXY_REDIS_URL"
 
 
 class ServiceStack(Stack):
@@ -64,21 +74,34 @@ class ServiceStack(Stack):
         # The availability zones are configuration: seeding the context value the VPC would
         # otherwise look up keeps synthesis offline.
         zones_key = f"availability-zones:account={self.account}:region={self.region}"
-        self.node.set_context(zones_key, list(config.zones))
+        self.node.set_context(zones_key, list(environment.availability_zones))
         self.service_environment = environment
         # RetainExceptOnCreate: kept when the stack is deleted or a resource replaced, but
         # deleted when the first create rolls back, so a retry does not fail on its names.
         removal_policy = (
             RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE if environment.retain_data else RemovalPolicy.DESTROY
         )
+        # The key lives as long as the secrets and logs it encrypts.
+        self.key = (
+            StackKey(
+                self,
+                "Key",
+                description=f"AI Proxy {environment.dns_name}: secrets, logs and alarm topic",
+                topic_publishers=[ALARM_PUBLISHER],
+                removal_policy=removal_policy,
+            ).key
+            if environment.customer_managed_key
+            else None
+        )
 
         self.network = Network(
             self,
             "Network",
-            availability_zones=config.zones,
+            availability_zones=environment.availability_zones,
             nat_gateways=environment.nat_gateways,
-            existing_vpc=config.existing_vpc,
+            existing_vpc=environment.existing_vpc,
             removal_policy=removal_policy,
+            encryption_key=self.key,
         )
         vpc = self.network.vpc
         self.ingress = Ingress(
@@ -86,15 +109,26 @@ class ServiceStack(Stack):
             "Ingress",
             vpc=vpc,
             dns_name=environment.dns_name,
-            base_domain=config.base_domain,
-            base_hosted_zone_id=config.hosted_zone_id,
+            base_domain=environment.base_domain,
+            base_hosted_zone_id=environment.hosted_zone_id,
             idle_timeout=ALB_IDLE_TIMEOUT,
+            access_log_retention=Duration.days(environment.log_retention_days),
+            deletion_protection=environment.deletion_protection,
+        )
+        self.firewall = WebFirewall(
+            self,
+            "Firewall",
+            load_balancer=self.ingress.load_balancer,
+            rate_limit=environment.waf_rate_limit,
+            metric_prefix=environment.stack_name,
         )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
             log_retention=_retention(environment.log_retention_days),
             removal_policy=removal_policy,
+            alarm_emails=environment.alarm_emails,
+            encryption_key=self.key,
         )
         self.secrets = ServiceSecrets(
             self,
@@ -102,6 +136,7 @@ class ServiceStack(Stack):
             environment_type=environment.environment_type,
             environment=environment.dns_name,
             removal_policy=removal_policy,
+            encryption_key=self.key,
         )
         self.compute = Compute(
             self,
@@ -123,6 +158,16 @@ class ServiceStack(Stack):
         self.secrets.grant_read(self.compute.task_definition.task_role)
         # Amazon Bedrock: the configured models and inference profiles only (infra_cdk/bedrock.py).
         grant_invoke(self.compute.task_definition.task_role, config.bedrock_models)
+
+        self.store = SharedStore(
+            self,
+            "Store",
+            vpc=vpc,
+            clients=self.compute.service,
+            password=self.secrets.secrets[REDIS_AUTH],
+            name=environment.stack_name,
+        )
+        self.compute.container.add_environment(REDIS_URL_SETTING, self.store.url)
 
         self.target_group = self.ingress.https_listener.add_targets(
             "Service",
@@ -148,7 +193,25 @@ class ServiceStack(Stack):
             "Requests", requests_per_target=REQUESTS_PER_TASK_PER_MINUTE, target_group=self.target_group
         )
 
-        self.monitoring.watch(self.target_group)
+        self.monitoring.watch(
+            load_balancer=self.ingress.load_balancer,
+            target_group=self.target_group,
+            service=self.compute.service,
+            environment=environment.dns_name,
+            min_tasks=environment.size.min_tasks,
+            latency_p99=Duration.seconds(environment.latency_p99_alarm_seconds),
+        )
+        self.dashboard = ServiceDashboard(
+            self,
+            "Dashboard",
+            environment=environment.dns_name,
+            load_balancer=self.ingress.load_balancer,
+            target_group=self.target_group,
+            service=self.compute.service,
+            store_name=self.store.cache.serverless_cache_name,
+            alarms=list(self.monitoring.alarms.values()),
+            latency_p99_alarm_seconds=environment.latency_p99_alarm_seconds,
+        )
 
         self.url_output = CfnOutput(self, URL_OUTPUT, value=environment.url, description="The service's URL")
         self.log_group_output = CfnOutput(
@@ -158,6 +221,12 @@ class ServiceStack(Stack):
             description="CloudWatch log group of the service's tasks",
         )
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn, description="Alarm topic")
+        CfnOutput(
+            self,
+            DASHBOARD_OUTPUT,
+            value=self.dashboard.url,
+            description="The environment's CloudWatch dashboard",
+        )
 
 
 # The retention periods environments.py uses, by days (CloudWatch allows only fixed periods).

@@ -29,19 +29,24 @@ ASSET_HASH_MASK = "<asset-hash>"
 
 def example_deployments() -> list[Any]:
     """What `make synth` checks: main's production pipeline (test + production environments)
-    and a development pipeline of an example branch, with the default configuration."""
-    from infra_cdk.environments import AppConfig, Deployment
+    and a development pipeline of an example branch, with cdk.json's example configuration."""
+    from infra_cdk.environments import Deployment, config_from_context
 
-    config = AppConfig()
+    config = config_from_context(cdk_json_context().get)
     return [
-        Deployment(environment_type="production", branch="main", config=config),
-        Deployment(environment_type="development", branch="example-branch", config=config),
+        Deployment(environment_type="production", branch="main", config=config, file_config=config),
+        Deployment(
+            environment_type="development", branch="example-branch", config=config, file_config=config
+        ),
     ]
 
 
 def cdk_json_context() -> dict[str, Any]:
-    """The feature flags of cdk.json: an App built in Python without them would differ from `cdk synth`."""
-    return json.loads((REPOSITORY_ROOT / "cdk.json").read_text())["context"]
+    """The context of cdk.json (feature flags and the example configuration): an App built in
+    Python without it would differ from `cdk synth`."""
+    from infra_cdk.environments import cdk_json_context as read
+
+    return read()
 
 
 def synthesize(outdir: Path) -> Path:

@@ -30,7 +30,9 @@ def image_env() -> dict[str, str]:
 
 
 def test_image_basics():
-    assert instructions("FROM") == ["python:3.11-slim"]
+    # The Docker official image from ECR Public's mirror, pinned by the digest of its tag.
+    [base] = instructions("FROM")
+    assert re.fullmatch(r"public\.ecr\.aws/docker/library/python:3\.11-slim@sha256:[0-9a-f]{64}", base), base
     [user] = instructions("USER")
     assert user not in ("root", "0")
     assert instructions("EXPOSE") == ["80"]

@@ -15,7 +15,7 @@ from cfnlint.api import ManualArgs, lint_file
 from infra_cdk import snapshots
 from infra_cdk.app import add_checks, add_service_stacks
 from infra_cdk.environments import AppConfig, Deployment, ExistingVpc
-from infra_cdk.nag import READ_ONLY_ACTIONS, READ_ONLY_REASON, generated_grant_findings
+from infra_cdk.nag import ARTIFACT_KEY_REASON, READ_ONLY_ACTIONS, READ_ONLY_REASON, generated_grant_findings
 
 # cfn-lint 1.58 reports its informational I1022 ("Prefer using Fn::Sub over Fn::Join"), which it
 # otherwise skips for CDK templates, as an E3703 error inside CodePipeline action configurations
@@ -86,7 +86,7 @@ def test_snapshots_are_up_to_date(synth_dir):
 
 
 def test_snapshots_mask_asset_hashes(synth_dir, template_paths):
-    raw = template_paths["aiproxy"].read_text()
+    raw = template_paths["aiproxy-test"].read_text()
     image_hashes = set(re.findall(r"container-assets-[^:]+:([0-9a-f]{64})", raw))
     assert image_hashes
     rendered = snapshots.render(json.loads(raw))
@@ -139,6 +139,19 @@ def test_existing_vpc_is_used_by_attributes_without_creating_one(existing_vpc_te
     template.has_resource_properties("AWS::EC2::SecurityGroup", {"VpcId": "vpc-0123456789abcdef0"})
 
 
+def test_customer_managed_keys_are_off_by_default(existing_vpc_template):
+    # AppConfig's default (cdk.json's example turns them on): AWS-managed encryption, no key to pay for.
+    template = existing_vpc_template
+    template.resource_count_is("AWS::KMS::Key", 0)
+    for resource_type, prop in (
+        ("AWS::SecretsManager::Secret", "KmsKeyId"),
+        ("AWS::Logs::LogGroup", "KmsKeyId"),
+        ("AWS::SNS::Topic", "KmsMasterKeyId"),
+    ):
+        found = template.find_resources(resource_type)
+        assert found and not any(prop in r.get("Properties", {}) for r in found.values()), resource_type
+
+
 def test_only_known_generated_wildcards_are_acknowledged():
     bucket = "Artifacts82DD59A1"
     document = {
@@ -177,6 +190,22 @@ def test_only_known_generated_wildcards_are_acknowledged():
     }
     assert "AwsSolutions-IAM5[Resource::arn:aws:s3:::someone-elses-bucket/*]" not in findings
     assert "AwsSolutions-IAM5[Resource::*]" not in findings
+
+
+def test_kms_wildcards_are_acknowledged_on_the_artifact_key_only():
+    # Cross-account pipelines encrypt artifacts with their own key; CDK grants its action families.
+    key_actions = ["kms:Decrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]
+    on_artifact_key = {
+        "Statement": [{"Action": key_actions, "Resource": {"Fn::GetAtt": ["ArtifactsKey1", "Arn"]}}]
+    }
+    assert generated_grant_findings(on_artifact_key, None, "ArtifactsKey1") == {
+        "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": ARTIFACT_KEY_REASON,
+        "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": ARTIFACT_KEY_REASON,
+    }
+    on_other_key = {"Statement": [{"Action": key_actions, "Resource": {"Fn::GetAtt": ["OtherKey", "Arn"]}}]}
+    assert generated_grant_findings(on_other_key, None, "ArtifactsKey1") == {}
+    anywhere = {"Statement": [{"Action": key_actions, "Resource": "*"}]}
+    assert generated_grant_findings(anywhere, None, "ArtifactsKey1") == {}
 
 
 def test_starting_builds_anywhere_is_not_acknowledged_as_read_only():

@@ -266,6 +266,13 @@ def test_deployment_context_rebuilds_the_same_deployment():
             min_tasks="2",
             max_tasks="5",
             bedrock_models="amazon.nova-lite-v1:0",
+            alarm_emails="ops@example.org",
+            customer_managed_keys="true",
+            production_account="333333333333",
+            production_hosted_zone_id="Z0PROD",
+            production_manual_approval="false",
+            waf_rate_limit="2500",
+            latency_p99_alarm_seconds="45",
         )
     )
     assert deployment_from_context(deployment.context().get) == deployment
@@ -277,3 +284,99 @@ def test_deployment_context_rebuilds_the_same_deployment():
     # Defaults are left out, so a plain pipeline's command stays short.
     plain = deployment_from_context(context(environment_type="development", branch="b1"))
     assert plain.context_arguments() == "-c environment_type=development -c branch=b1"
+
+
+def test_operations_settings_per_environment_type():
+    test, production = service_environments(AppConfig(), "production", "main")
+    (development,) = service_environments(AppConfig(), "development", "b1")
+    # Only production's load balancer refuses deletion and only production waits for an approval.
+    assert [e.deletion_protection for e in (test, production, development)] == [False, True, False]
+    assert [e.manual_approval for e in (test, production, development)] == [False, True, False]
+    assert production.waf_rate_limit > test.waf_rate_limit
+    assert production.latency_p99_alarm_seconds < test.latency_p99_alarm_seconds
+
+
+def test_operations_settings_from_context():
+    deployment = deployment_from_context(
+        context(
+            alarm_emails="ops@example.org, oncall@example.org",
+            customer_managed_keys="true",
+            production_manual_approval="false",
+            waf_rate_limit="5000",
+            latency_p99_alarm_seconds="30",
+        )
+    )
+    test, production = deployment.environments
+    assert production.alarm_emails == test.alarm_emails == ("ops@example.org", "oncall@example.org")
+    assert production.customer_managed_key and test.customer_managed_key
+    assert not production.manual_approval
+    assert (production.waf_rate_limit, production.latency_p99_alarm_seconds) == (5000, 30)
+    # Defaults: no e-mails, AWS-managed encryption, approval before production.
+    (plain,) = service_environments(AppConfig(), "development", "b1")
+    assert (plain.alarm_emails, plain.customer_managed_key) == ((), False)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"alarm_emails": "ops@example"}, "'ops@example' is not an e-mail address"),
+        ({"customer_managed_keys": "maybe"}, "customer_managed_keys='maybe' is not true or false"),
+        ({"waf_rate_limit": "0"}, "waf_rate_limit='0' must be at least 1"),
+        ({"production_account": "2222"}, "production_account='2222' is not a 12-digit AWS account id"),
+        ({"production_account": "222222222222"}, "needs production_hosted_zone_id"),
+        (
+            {"production_region": "eu-west-1"},
+            "production_region=eu-west-1 differs from region=us-east-1",
+        ),
+    ],
+)
+def test_bad_operations_settings_are_refused(values, message):
+    with pytest.raises(ConfigurationError, match=message):
+        deployment_from_context(context(**values))
+
+
+def test_production_in_another_account_gets_its_own_zone_and_vpc():
+    config = config_from_context(
+        context(
+            production_account="222222222222",
+            production_hosted_zone_id="Z0PROD",
+            production_base_domain="prod.example.org",
+            vpc_id="vpc-1",
+            availability_zones="us-east-1a,us-east-1b",
+            vpc_public_subnet_ids="subnet-1,subnet-2",
+            vpc_private_subnet_ids="subnet-3,subnet-4",
+        )
+    )
+    test, production = service_environments(config, "production", "main")
+    assert (test.account, test.hosted_zone_id, test.dns_name) == (
+        "111111111111",
+        config.hosted_zone_id,
+        "aiproxy-test.example.org",
+    )
+    assert test.existing_vpc is not None
+    assert (production.account, production.region) == ("222222222222", "us-east-1")
+    assert (production.hosted_zone_id, production.dns_name) == ("Z0PROD", "aiproxy.prod.example.org")
+    assert production.existing_vpc is None  # that VPC is in the pipeline's account
+
+
+def test_pipeline_passes_only_what_cdk_json_does_not_say():
+    # cdk.json's configuration comes with the checkout (and a change to it reaches the pipeline);
+    # what was given with -c when the pipeline was deployed is kept with -c.
+    from infra_cdk.environments import cdk_json_context
+
+    file_context = cdk_json_context()
+    assert file_context["production_account"] == "222222222222"
+    same = deployment_from_context(context(**file_context), file_context)
+    assert same.context_arguments() == "-c environment_type=production -c branch=main"
+    overridden = deployment_from_context(
+        context(**{**file_context, "alarm_emails": "other@example.org", "waf_rate_limit": "50"}), file_context
+    )
+    assert overridden.context() == {
+        "environment_type": "production",
+        "branch": "main",
+        "alarm_emails": "other@example.org",
+        "waf_rate_limit": "50",
+    }
+    # Those arguments on top of cdk.json rebuild the same deployment.
+    rebuilt = deployment_from_context(context(**{**file_context, **overridden.context()}), file_context)
+    assert rebuilt == overridden

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from infra_cdk.environments import AppConfig
+from infra_cdk import snapshots
+from infra_cdk.environments import config_from_context
+from infra_cdk.pipeline_stack import CDK_ASSETS_VERSION, CDK_CLI_VERSION
 
-CONFIG = AppConfig()
+CONFIG = config_from_context(snapshots.cdk_json_context().get)  # the examples' configuration
 PRODUCTION = "aiproxy-cicd"  # main's production pipeline
 DEVELOPMENT = "aiproxy-cicd-dev-example-branch"
 PULL_REQUEST_EVENTS = ("PULL_REQUEST_CREATED", "PULL_REQUEST_UPDATED", "PULL_REQUEST_REOPENED")
@@ -80,7 +83,9 @@ def test_production_pipeline_deploys_test_then_production_with_tests_after_each(
         ("aiproxy-test.Deploy", "CloudFormation"),
         ("IntegrationTests", "CodeBuild"),
     ]
+    # A person approves before production is deployed (ENVIRONMENT_TYPE_SETTINGS, on by default).
     assert stage_actions(stages[5]) == [
+        ("Approve", "Manual"),
         ("aiproxy.Prepare", "CloudFormation"),
         ("aiproxy.Deploy", "CloudFormation"),
         ("SmokeTests", "CodeBuild"),
@@ -114,8 +119,62 @@ def test_build_runs_make_test_then_synthesizes_its_own_deployment(templates, sta
     commands = build_commands(templates[stack], "Build", "Build")
     assert commands[0] == "make test"
     assert len(commands) == 2
-    assert "aws-cdk@2 synth" in commands[1]
+    assert f"npx -y aws-cdk@{CDK_CLI_VERSION} synth" in commands[1]
+    # cdk.json's configuration comes with the checkout; only what differs is passed.
     assert commands[1].endswith(f"synth -c environment_type={environment_type} -c branch={branch}")
+
+
+@pytest.mark.parametrize("stack", PIPELINES)
+def test_pipeline_runs_pinned_cdk_cli_and_cdk_assets_versions(templates, stack, synth_dir: Path):
+    assert CDK_CLI_VERSION.startswith("2.") and CDK_CLI_VERSION.count(".") == 2
+    assert "npm install -g aws-cdk@" + CDK_CLI_VERSION in build_commands(
+        templates[stack], "UpdatePipeline", "SelfMutate"
+    )
+    # The asset projects' build specs are files of the cloud assembly.
+    installs = {
+        line.strip().strip('",')
+        for spec in synth_dir.glob("buildspec-*Asset.yaml")
+        for line in spec.read_text().splitlines()
+        if "npm install" in line
+    }
+    assert installs == {f"npm install -g cdk-assets@{CDK_ASSETS_VERSION}"}
+
+
+def test_only_production_waits_for_an_approval_and_approvers_are_told(templates):
+    approvals = {
+        stack: [
+            (stage["Name"], a["Name"])
+            for stage in pipeline_stages(templates[stack])
+            for a in stage["Actions"]
+            if a["ActionTypeId"]["Category"] == "Approval"
+        ]
+        for stack in PIPELINES
+    }
+    assert approvals == {PRODUCTION: [("Production", "Approve")], DEVELOPMENT: []}
+    templates[PRODUCTION].has_resource_properties(
+        "AWS::CodeStarNotifications::NotificationRule",
+        {"EventTypeIds": Match.array_with(["codepipeline-pipeline-manual-approval-needed"])},
+    )
+
+
+def test_production_in_another_account_is_deployed_with_its_roles_and_a_shared_artifact_key(templates):
+    # cdk.json's example puts production in account 222222222222.
+    template = templates[PRODUCTION]
+    assert CONFIG.production_account == "222222222222" != CONFIG.account
+    for name, account in (("aiproxy-test.Deploy", CONFIG.account), ("aiproxy.Deploy", "222222222222")):
+        stage = "Production" if name.startswith("aiproxy.") else "Test"
+        role = json.dumps(action(template, stage, name)["RoleArn"])
+        assert f"iam::{account}:role/cdk-hnb659fds-deploy-role-{account}-{CONFIG.region}" in role
+    (pipeline,) = template.find_resources("AWS::CodePipeline::Pipeline").values()
+    key_id = pipeline["Properties"]["ArtifactStore"]["EncryptionKey"]["Id"]["Fn::GetAtt"][0]
+    key = template.to_json()["Resources"][key_id]
+    assert key["Properties"]["EnableKeyRotation"] is True
+    readers = [
+        json.dumps(s["Principal"])
+        for s in key["Properties"]["KeyPolicy"]["Statement"]
+        if "kms:Decrypt" in s["Action"]
+    ]
+    assert any("iam::222222222222:role/cdk-hnb659fds-deploy-role" in r for r in readers)
 
 
 @pytest.mark.parametrize("stack", PIPELINES)
@@ -157,18 +216,32 @@ def test_deployed_tests_run_against_the_stage_url(templates, stack, stage, step,
 def test_deployed_test_steps_may_read_the_test_key_and_deploy_nothing(templates):
     template = templates[PRODUCTION]
     (secret_id,) = template.find_resources("AWS::SecretsManager::Secret")
+    (key_id,) = template.find_resources(
+        "AWS::KMS::Key", {"Properties": {"Description": Match.string_like_regexp("secret")}}
+    )
     for stage, step in (("Test", "IntegrationTests"), ("Production", "SmokeTests")):
         logical_id = action(template, stage, step)["Configuration"]["ProjectName"]["Ref"]
         role = project(template, logical_id)["Properties"]["ServiceRole"]["Fn::GetAtt"][0]
         statements = role_statements(template, role)
         secret_statements = [s for s in statements if "secretsmanager" in str(s["Action"])]
         assert [s["Resource"] for s in secret_statements] == [{"Ref": secret_id}]
+        # ... and decrypt it with its key, through Secrets Manager only.
+        assert {
+            "Action": "kms:Decrypt",
+            "Condition": {
+                "StringEquals": {"kms:ViaService": f"secretsmanager.{CONFIG.region}.amazonaws.com"}
+            },
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [key_id, "Arn"]},
+        } in statements
         assert not any(
             a.startswith(("cloudformation:", "sts:", "iam:", "ecs:")) for a in actions_of(statements)
         )
 
 
 def test_pull_request_check_runs_make_test_on_pull_requests_into_the_branch(templates):
+    # Pull requests from the repository's branches build at once; those from forks wait for a
+    # comment from someone who may write to the repository.
     for stack, (_, branch) in PIPELINES.items():
         template = templates[stack]
         template.has_resource_properties(
@@ -193,6 +266,10 @@ def test_pull_request_check_runs_make_test_on_pull_requests_into_the_branch(temp
                             {"Type": "BASE_REF", "Pattern": f"^refs/heads/{branch}$"},
                         ]
                     ],
+                    "PullRequestBuildPolicy": {
+                        "RequiresCommentApproval": "FORK_PULL_REQUESTS",
+                        "ApproverRoles": ["GITHUB_WRITE", "GITHUB_MAINTAIN", "GITHUB_ADMIN"],
+                    },
                 },
             },
         )
@@ -302,6 +379,7 @@ def test_notifications_of_started_failed_and_succeeded_go_to_the_topic(templates
                 "codepipeline-pipeline-pipeline-execution-started",
                 "codepipeline-pipeline-pipeline-execution-failed",
                 "codepipeline-pipeline-pipeline-execution-succeeded",
+                "codepipeline-pipeline-manual-approval-needed",
             ],
             "Resource": Match.object_like(
                 {"Fn::Join": Match.array_with([Match.array_with([{"Ref": pipeline_id}])])}
@@ -340,9 +418,18 @@ def test_artifact_bucket_is_encrypted_private_and_tls_only(templates, stack):
     (bucket_id, bucket), *others = template.find_resources("AWS::S3::Bucket").items()
     assert not others
     props = bucket["Properties"]
-    assert props["BucketEncryption"] == {
-        "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-    }
+    (encryption,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    if stack == PRODUCTION:  # deploys to another account, which reads artifacts with this key
+        (key_id,) = template.find_resources(
+            "AWS::KMS::Key", {"Properties": {"Description": "Pipeline artifacts"}}
+        )
+        assert encryption["ServerSideEncryptionByDefault"] == {
+            "SSEAlgorithm": "aws:kms",
+            "KMSMasterKeyID": {"Fn::GetAtt": [key_id, "Arn"]},
+        }
+    else:
+        assert encryption == {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
     assert props["PublicAccessBlockConfiguration"] == {
         "BlockPublicAcls": True,
         "BlockPublicPolicy": True,
@@ -367,7 +454,7 @@ def test_artifact_bucket_is_encrypted_private_and_tls_only(templates, stack):
         },
     )
     (pipeline,) = template.find_resources("AWS::CodePipeline::Pipeline").values()
-    assert pipeline["Properties"]["ArtifactStore"] == {"Location": {"Ref": bucket_id}, "Type": "S3"}
+    assert pipeline["Properties"]["ArtifactStore"]["Location"] == {"Ref": bucket_id}
 
 
 def test_stage_stacks_are_the_environments_stacks(template_paths, template_json):

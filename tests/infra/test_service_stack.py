@@ -11,11 +11,11 @@ from aws_cdk.assertions import Match, Template
 
 from infra_cdk import snapshots
 from infra_cdk.app import build
-from infra_cdk.environments import AppConfig, Deployment
+from infra_cdk.environments import Deployment, config_from_context
 from service.secrets import SECRET_NAMES, SecretStore, secret_id
 from service.settings import SETTINGS
 
-CONFIG = AppConfig()  # the examples synthesize with the defaults
+CONFIG = config_from_context(snapshots.cdk_json_context().get)  # the examples' configuration
 DEV = "aiproxy-dev-example-branch"
 # stack -> (ENVIRONMENT_TYPE, DNS name, min tasks, max tasks, log retention days)
 ENVIRONMENTS = {
@@ -25,6 +25,12 @@ ENVIRONMENTS = {
 }
 # stack -> NAT gateways (each with an Elastic IP) of its own VPC
 NAT_GATEWAYS = {"aiproxy-test": 1, "aiproxy": 2, DEV: 1}
+# stack -> (account, base zone it is delegated from): cdk.json puts production in another account.
+PLACEMENT = {
+    "aiproxy-test": (CONFIG.account, CONFIG.hosted_zone_id),
+    "aiproxy": (CONFIG.production_account, CONFIG.production_hosted_zone_id),
+    DEV: (CONFIG.account, CONFIG.hosted_zone_id),
+}
 SETTING_DEFAULTS = {s.env: s.default for s in SETTINGS}
 
 
@@ -99,7 +105,7 @@ def test_subdomain_zone_is_delegated_from_the_base_zone(templates, stack):
     template.has_resource_properties(
         "AWS::Route53::RecordSet",
         {
-            "HostedZoneId": CONFIG.hosted_zone_id,
+            "HostedZoneId": PLACEMENT[stack][1],
             "Name": f"{dns_name}.",
             "Type": "NS",
             "ResourceRecords": {"Fn::GetAtt": [zone_id, "NameServers"]},
@@ -265,7 +271,10 @@ def test_container_settings_image_and_unprivileged_port(templates, stack):
     environment_type, dns_name, *_ = ENVIRONMENTS[stack]
     _, task = only(templates[stack], "AWS::ECS::TaskDefinition")
     (container,) = task["Properties"]["ContainerDefinitions"]
-    assert {e["Name"]: e["Value"] for e in container["Environment"]} == {
+    environment = {e["Name"]: e["Value"] for e in container["Environment"]}
+    # The shared store's URL is the cache's endpoint (tests/infra/test_store.py).
+    assert environment.pop("AIPROXY_REDIS_URL")
+    assert environment == {
         "ENVIRONMENT": dns_name,
         "ENVIRONMENT_TYPE": environment_type,
         "LOG_FORMAT": "json",
@@ -359,14 +368,15 @@ def test_secrets_are_created_empty_with_the_names_the_service_reads(templates, s
 
 def test_production_keeps_its_secrets_and_logs_when_the_stack_is_deleted(templates):
     # RetainExceptOnCreate: production keeps them on delete and replacement, but a first create
-    # that rolls back deletes them, so the retry does not fail on "already exists".
+    # that rolls back deletes them, so the retry does not fail on "already exists". The key
+    # that encrypts them lives exactly as long.
     for stack, deletion, replacement in (
         ("aiproxy", "RetainExceptOnCreate", "Retain"),
         ("aiproxy-test", "Delete", "Delete"),
         (DEV, "Delete", "Delete"),
     ):
         template = templates[stack]
-        for resource_type in ("AWS::SecretsManager::Secret", "AWS::Logs::LogGroup"):
+        for resource_type in ("AWS::SecretsManager::Secret", "AWS::Logs::LogGroup", "AWS::KMS::Key"):
             found = template.find_resources(resource_type)
             assert found
             for resource in found.values():
@@ -377,19 +387,30 @@ def test_production_keeps_its_secrets_and_logs_when_the_stack_is_deleted(templat
 @pytest.mark.parametrize("stack", ENVIRONMENTS)
 def test_task_role_reads_only_its_own_secret_prefix(templates, stack):
     environment_type, dns_name, *_ = ENVIRONMENTS[stack]
+    account = PLACEMENT[stack][0]
     template = templates[stack]
     _, task = only(template, "AWS::ECS::TaskDefinition")
     task_role = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
     execution_role = task["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
     policies = template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": task_role}]}})
     statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    key_id, _ = only(template, "AWS::KMS::Key")
     assert statements == [
         {
             "Action": "secretsmanager:GetSecretValue",
             "Effect": "Allow",
-            "Resource": f"arn:aws:secretsmanager:{CONFIG.region}:{CONFIG.account}:secret:"
+            "Resource": f"arn:aws:secretsmanager:{CONFIG.region}:{account}:secret:"
             f"{environment_type}/{dns_name}/*",
-        }
+        },
+        # The secrets' customer-managed key, through Secrets Manager only.
+        {
+            "Action": "kms:Decrypt",
+            "Condition": {
+                "StringEquals": {"kms:ViaService": f"secretsmanager.{CONFIG.region}.amazonaws.com"}
+            },
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [key_id, "Arn"]},
+        },
     ]
     role = template.to_json()["Resources"][task_role]
     assert "ManagedPolicyArns" not in role["Properties"]
@@ -413,42 +434,6 @@ def test_logs_go_to_a_log_group_with_retention(templates, stack):
 @pytest.mark.parametrize("stack", ENVIRONMENTS)
 def test_url_output(templates, stack):
     templates[stack].has_output("Url", {"Value": f"https://{ENVIRONMENTS[stack][1]}"})
-
-
-def test_alarms_on_target_5xx_and_unhealthy_hosts_notify_the_topic(templates):
-    template = templates["aiproxy"]
-    topic_id, _ = only(template, "AWS::SNS::Topic")
-    group_id, _ = only(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
-    for metric in ("HTTPCode_Target_5XX_Count", "UnHealthyHostCount"):
-        template.has_resource_properties(
-            "AWS::CloudWatch::Alarm",
-            {
-                "MetricName": metric,
-                "Namespace": "AWS/ApplicationELB",
-                "AlarmActions": [{"Ref": topic_id}],
-                "OKActions": [{"Ref": topic_id}],
-                "Dimensions": Match.array_with(
-                    [{"Name": "TargetGroup", "Value": {"Fn::GetAtt": [group_id, "TargetGroupFullName"]}}]
-                ),
-            },
-        )
-    # Publishing to the topic requires TLS.
-    template.has_resource_properties(
-        "AWS::SNS::TopicPolicy",
-        {
-            "Topics": [{"Ref": topic_id}],
-            "PolicyDocument": {
-                "Statement": Match.array_with(
-                    [
-                        Match.object_like(
-                            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
-                        )
-                    ]
-                ),
-                "Version": Match.any_value(),
-            },
-        },
-    )
 
 
 def test_own_vpc_spans_two_configured_zones(templates):
