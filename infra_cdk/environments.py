@@ -1,6 +1,6 @@
 """What gets deployed where: typed settings per environment type and the naming rules.
 
-SPEC.md section 8: a pipeline of branch B, of environment type `production`, deploys a test
+docs/deploying.md: a pipeline of branch B, of environment type `production`, deploys a test
 environment and then production; of type `development`, one environment. Names:
 
 | type, branch            | environments (DNS subdomain = stack name) | pipeline stack       |

@@ -1,4 +1,4 @@
-"""The service's secrets, created empty under the deployment's prefix (SPEC.md section 4).
+"""The service's secrets, created empty under the deployment's prefix (docs/running.md, "Secrets").
 
 The names come from `service.secrets`, the module the running service reads them with, so the
 two sides cannot drift apart. An administrator sets the values after the first deploy.
@@ -23,7 +23,7 @@ INITIAL_VALUES = {"client_api_keys": "{}"}
 DESCRIPTIONS = {
     "honeybadger_api_key": "Honeybadger API key (error reports); empty turns reporting off",
     "openai_api_key": "Key of the OpenAI-compatible upstream; empty makes the LLM routes answer 503",
-    "client_api_keys": "Client key store as JSON (README: Client keys); required in test and production",
+    "client_api_keys": "Client key store as JSON (docs/client-keys.md); required in test and production",
     REDIS_AUTH: "Password of the shared limits store (Valkey); generated, nobody needs to type it",
 }
 # Secrets no person issues: the stack generates their values (letters and digits, which every

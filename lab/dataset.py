@@ -1,6 +1,6 @@
 """A labelled dataset on disk, loaded and validated.
 
-Layout (TESTING.md, "Assessment accuracy lab"):
+Layout (docs/accuracy-lab.md):
 
     prompt.txt               the grader's system prompt
     rubric.csv               the rubric, as sent to POST /assessment

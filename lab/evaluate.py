@@ -4,7 +4,7 @@ Grades every student program of a labelled dataset through `grader.assess` (the 
 POST /assessment), compares the grades with the human labels, and writes `report.html`,
 `summary.json` and `confidence.json` (HIGH, MEDIUM or LOW per key concept, for the clients that
 show it to teachers: `lab.confidence`). With thresholds it exits 1 when a measure falls short, so
-it can gate a prompt change in CI. TESTING.md ("Assessment accuracy lab") explains the dataset,
+it can gate a prompt change in CI. docs/accuracy-lab.md explains the dataset,
 the measures and cost; docs/accuracy-lab-report.md the report and confidence.json.
 
 Exit status: 0 done (and every threshold met), 1 a threshold not met, 2 bad dataset, option,
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="log each graded student and dropped answer")
     limits = parser.add_argument_group("thresholds (exit status 1 when one is not met)")
     limits.add_argument(
-        "--thresholds", type=Path, metavar="FILE", help="JSON file of thresholds (see TESTING.md)"
+        "--thresholds", type=Path, metavar="FILE", help="JSON file of thresholds (see docs/accuracy-lab.md)"
     )
     limits.add_argument("--min-accuracy", type=float, metavar="X", help="overall exact-match accuracy, 0-1")
     limits.add_argument(

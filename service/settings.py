@@ -112,7 +112,7 @@ def setting(env: str, default: str, parse: Callable[[str, str], Any], help: str)
 
 
 # Secrets are not settings: they are read through `service.secrets`, which looks at these same
-# sources first (docs/configuration.md, "Secrets"). They are listed here so config.txt.sample documents them.
+# sources first (docs/running.md, "Secrets"). They are listed here so config.txt.sample documents them.
 SECRET_VARIABLES: dict[str, str] = {
     "OPENAI_API_KEY": "provider key for OPENAI_BASE_URL; else secret openai_api_key",
     "HONEYBADGER_API_KEY": "enables Honeybadger error reports; else secret honeybadger_api_key",

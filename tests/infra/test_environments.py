@@ -1,4 +1,4 @@
-"""Naming rules and configuration of the CDK app (SPEC.md section 8); plain Python, no synthesis."""
+"""Naming rules and configuration of the CDK app (docs/deploying.md); plain Python, no synthesis."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def deployed_stack_names(outdir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def other_branch_stack_names(tmp_path_factory) -> dict[str, str]:
-    # The examples cover main and a development branch; SPEC section 8 also names a production
+    # The examples cover main and a development branch; docs/deploying.md also names a production
     # pipeline of another branch. Synthesized here without the cdk-nag checks (names only).
     outdir = tmp_path_factory.mktemp("production-b1")
     app = cdk.App(outdir=str(outdir), context=snapshots.cdk_json_context(), analytics_reporting=False)
@@ -77,7 +77,7 @@ def other_branch_stack_names(tmp_path_factory) -> dict[str, str]:
 
 def test_deployed_stack_names_follow_spec_section_8(synth_dir, other_branch_stack_names):
     # Each environment is a stack of its own for `cdk deploy` and a stage stack of the pipeline;
-    # both must create the CloudFormation stack SPEC section 8 names.
+    # both must create the CloudFormation stack docs/deploying.md names.
     assert deployed_stack_names(synth_dir) == {
         "aiproxy-test": "aiproxy-test",
         "aiproxy": "aiproxy",
