@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
@@ -13,15 +14,17 @@ from service import openapi, request_state
 from service.answers import Answer
 from service.auth import ClientGate, ClientKeys
 from service.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
-from service.limits import LocalLimiter
+from service.limits import Limiter, LocalLimiter
 from service.metrics import RequestMetrics
 from service.observability import configure_logging, install_honeybadger
 from service.pipeline import RequestPipeline
-from service.routes import assessment, models, openai_api, status
+from service.prices import PriceTable, shipped_prices
+from service.routes import assessment, limits, models, openai_api, status
 from service.routing import build_router
 from service.runtime import Runtime
-from service.secrets import HONEYBADGER_API_KEY, SecretStore
+from service.secrets import HONEYBADGER_API_KEY, REDIS_AUTH, SecretStore
 from service.settings import Settings, load_settings
+from service.shared_limits import SharedLimiter, store_client
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,9 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         settings=settings,
         secrets=secrets,
         keys=keys,
-        limiter=LocalLimiter(),
+        limiter=build_limiter(settings, secrets),
         router=build_router(settings, secrets),
+        prices=PriceTable({**shipped_prices(), **settings.prices}),
     )
 
     app = ProxyApp(__name__)
@@ -92,6 +96,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     app.register_blueprint(openapi.blueprint)
     app.register_blueprint(models.blueprint(runtime))
     app.register_blueprint(assessment.blueprint(runtime))
+    app.register_blueprint(limits.blueprint(runtime))
     app.wsgi_app = RequestPipeline(  # type: ignore[method-assign]
         app.wsgi_app,
         gate=ClientGate(keys),
@@ -101,8 +106,24 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         body_timeout=settings.body_timeout,
         output_estimate=settings.output_tokens_estimate,
         metrics=RequestMetrics(),
+        prices=runtime.prices,
+        generating_paths=frozenset({"/assessment", "/test/assessment", "/test/openai"}),
     )
     return app
+
+
+def build_limiter(settings: Settings, secrets: SecretStore) -> Limiter:
+    """Client limits counted in the shared store (AIPROXY_REDIS_URL), or in this process."""
+    if not settings.redis_url:
+        return LocalLimiter()
+    store = store_client(settings.redis_url, lambda: secrets.get(REDIS_AUTH))
+    return SharedLimiter(
+        store,
+        LocalLimiter(),
+        on_store_error=settings.limits_on_store_error,
+        lease_seconds=settings.limits_lease_seconds,
+        where=urlsplit(settings.redis_url).hostname or "",
+    )
 
 
 def _register_error_handlers(app: Flask) -> None:

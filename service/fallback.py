@@ -15,7 +15,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from service.errors import ProviderError
+from service import request_state
+from service.errors import ProviderError, RequestRejected
 from service.routing import Deployment
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,27 @@ def first_answer(
     if len(failures) == 1:
         raise failures[0][1]
     raise _all_failed(failures)
+
+
+def priced_for_budget(deployments: Sequence[Deployment]) -> Sequence[Deployment]:
+    """The deployments the current request may use: all, but for a client with a budget only those
+    whose model has a price (service.prices), so a budget is never bypassed silently."""
+    state = request_state.current()
+    admission = state.admission if state is not None else None
+    if admission is None or not admission.limits.has_budget or state.prices is None:
+        return deployments
+    priced = [
+        d for d in deployments if state.prices.price(f"{d.provider.name}/{d.model}", d.routed_name, d.model)
+    ]
+    if not priced:
+        raise RequestRejected(
+            f"Model {deployments[0].routed_name!r} has no price, and client {admission.client!r} has a "
+            "budget: it may use only models with a price (the proxy's operators can add one with "
+            "AIPROXY_PRICES).",
+            param="model",
+            code="model_not_priced",
+        )
+    return priced
 
 
 def _all_failed(failures: list[tuple[Deployment, ProviderError]]) -> ProviderError:

@@ -66,6 +66,7 @@ class Admission:
     reset_tokens: float = 0.0
     spent_day: float = 0.0
     spent_month: float = 0.0
+    token_second: int = 0  # the second of the token window the estimate was reserved in
     local: bool = True  # counted in this process (no store, or the store failed)
     settled: bool = False
 
@@ -113,6 +114,11 @@ def duration_text(seconds: float) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
+def dollars(amount: float) -> str:
+    """`$12.50`, and small amounts to the tenth of a cent or finer: `$0.0012`."""
+    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"
+
+
 def windows(now: float) -> tuple[str, str]:
     """The UTC day and month `now` falls in, as budget window names (`2026-11-30`, `2026-11`)."""
     moment = datetime.fromtimestamp(now, UTC)
@@ -139,8 +145,8 @@ def budget_refusal(client: str, limits: Limits, spent_day: float, spent_month: f
         if budget is not None and spent >= budget:
             wait = (resets - datetime.fromtimestamp(now, UTC)).total_seconds()
             raise LimitExceeded(
-                f"Client {client!r} has spent its {window} budget of ${budget:,.2f} "
-                f"(${spent:,.2f} spent); it resets at {resets:%Y-%m-%d %H:%M} UTC, in {duration_text(wait)}.",
+                f"Client {client!r} has spent its {window} budget of {dollars(budget)} ({dollars(spent)} "
+                f"spent); it resets at {resets:%Y-%m-%d %H:%M} UTC, in {duration_text(wait)}.",
                 retry_after=math.ceil(wait),
                 code="budget_exceeded",
             )

@@ -146,6 +146,30 @@ def build_document() -> dict[str, Any]:
             "securitySchemes": {"clientKey": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Object": {"type": "object", "additionalProperties": True},
+                "Limits": {
+                    "type": "object",
+                    "required": ["client", "limits", "usage", "remaining"],
+                    "properties": {
+                        "client": {
+                            "type": ["string", "null"],
+                            "description": "null when the proxy runs open",
+                        },
+                        "limits": {
+                            "type": ["object", "null"],
+                            "description": "rpm, tpm, max_concurrent, budgets",
+                        },
+                        "usage": {
+                            "type": ["object", "null"],
+                            "description": "the last minute, in flight, spent",
+                        },
+                        "remaining": {"type": ["object", "null"]},
+                        "budget_resets": {
+                            "type": "object",
+                            "description": "ISO times the UTC day and month end",
+                        },
+                        "shared": {"type": "boolean", "description": "counted by every process and task"},
+                    },
+                },
                 "Error": {
                     "type": "object",
                     "required": ["error"],
@@ -230,6 +254,16 @@ def build_document() -> dict[str, Any]:
                     "summary": "List the upstream's models, then the configured Bedrock models and aliases",
                     "tags": ["OpenAI-compatible"],
                     "responses": {"200": _json("Model list"), **_UPSTREAM_ERRORS},
+                }
+            },
+            "/v1/limits": {
+                "get": {
+                    "summary": "The calling client's own limits, what it has used of them, and what is left",
+                    "tags": ["Client"],
+                    "responses": {
+                        "200": _json("Limits, usage and what remains", _ref("Limits")),
+                        **_AUTH_ERRORS,
+                    },
                 }
             },
             "/v1/models/{model_id}": {

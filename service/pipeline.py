@@ -33,6 +33,7 @@ from service.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, er
 from service.limits import Limiter
 from service.metrics import RequestMetrics
 from service.observability import REQUEST_ID_HEADER, request_id_from
+from service.prices import PriceTable
 from service.request_state import RequestState
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class RequestPipeline:
         body_timeout: float,
         output_estimate: int,
         metrics: RequestMetrics,
+        prices: PriceTable | None = None,
+        generating_paths: frozenset[str] = frozenset(),
     ) -> None:
         self._flask = flask_app
         self._gate = gate
@@ -61,6 +64,8 @@ class RequestPipeline:
         self._body_timeout = body_timeout
         self._output_estimate = output_estimate
         self._metrics = metrics
+        self._prices = prices
+        self._generating = generating_paths  # Flask routes that ask a model for output
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -68,11 +73,21 @@ class RequestPipeline:
         path = (environ.get("PATH_INFO") or "/").encode("latin-1").decode("utf-8", "replace")
         state = RequestState(request_id_from(environ.get("HTTP_X_REQUEST_ID", "")), method, path)
         state.client_socket = environ.get("gunicorn.socket")  # streams watch it (service.sse)
+        state.prices = self._prices
         token = request_state.begin(state)
         extra_headers: list[tuple[str, str]] = [(REQUEST_ID_HEADER, state.id)]
 
+        streams = False
+
         def start(status_line: str, headers: list, exc_info: Any = None) -> Any:
+            nonlocal streams
             state.status = int(status_line.partition(" ")[0])
+            streams = any(
+                n.lower() == "content-type" and v.startswith("text/event-stream") for n, v in headers
+            )
+            if state.admission is not None:
+                # The client's own limits: an upstream's rate-limit headers would describe the proxy's.
+                headers[:] = [h for h in headers if not h[0].lower().startswith("x-ratelimit-")]
             headers.extend(extra_headers)
             return start_response(status_line, headers, exc_info)
 
@@ -95,6 +110,16 @@ class RequestPipeline:
             finally:
                 request_state.end(token)
 
+        if state.admission is not None and state.admission.limits.has_budget and not streams:
+            # A client with a budget: what this request cost is counted before the client has the
+            # answer, so its next request, wherever it lands, sees it (a budget is overshot by at
+            # most one request). The answer is in memory already; only its sending waits.
+            whole = answer
+            try:
+                answer = [b"".join(whole)]
+            finally:
+                Closing(whole, lambda: self._settle(state)).close()
+            return Closing(answer, finish)
         # Once the answer has gone out (the server closes it then): the client does not wait for
         # the settling or the access line, its duration includes sending, and a stream holds its
         # in-flight slot to the end.
@@ -113,9 +138,8 @@ class RequestPipeline:
         body = bodies.json_object(raw) if route is not None else None
         if client is not None:
             state.client = client.name  # from here on, log lines name the client
-            estimate = bodies.estimate_tokens(
-                body, len(raw), self._output_estimate if route is None or route.generates else 0
-            )
+            generates = route.generates if route is not None else path in self._generating
+            estimate = bodies.estimate_tokens(body, len(raw), self._output_estimate if generates else 0)
             state.admission = self._limiter.admit(client.name, client.limits, estimate)
             extra_headers.extend(state.admission.headers())
         if route is None:

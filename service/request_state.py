@@ -50,6 +50,7 @@ class RequestState:
     used: Usage = field(default_factory=Usage)
     status: int | None = None  # the answer's status, once it is known
     client_socket: Any = None  # the client's connection, where the server hands it over
+    prices: Any = None  # the app's price table (service.prices.PriceTable): usage records' cost
 
     @property
     def route_name(self) -> str:

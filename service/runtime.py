@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from service.auth import ClientKeys
 from service.limits import Limiter
+from service.prices import PriceTable
 from service.routing import Router
 from service.secrets import SecretStore
 from service.settings import Settings
@@ -22,3 +23,4 @@ class Runtime:
     keys: ClientKeys  # the client key store, re-read when its secret changes
     limiter: Limiter  # client limits and budgets
     router: Router  # models to providers
+    prices: PriceTable  # what calls cost (usage records, budgets)

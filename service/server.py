@@ -64,6 +64,13 @@ def on_starting(server):  # gunicorn hook: in the master, before it listens or s
     from service.startup import check_before_listening
 
     check_before_listening(_settings)
+    if _settings.workers > 1 and not _settings.redis_url:
+        server.log.warning(
+            "No AIPROXY_REDIS_URL: each of the %d server processes counts client limits and budgets on its "
+            "own, so a client may get up to %d times its limits here (and that again for every task)",
+            _settings.workers,
+            _settings.workers,
+        )
 
 
 def when_ready(server):  # gunicorn hook: in the master, once the workers are being started

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from service.prices import Price, parse_prices
+
 DEFAULT_CONFIG_FILE = "config.txt"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
@@ -88,6 +90,32 @@ def _model_aliases(name: str, raw: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in aliases.items()}
 
 
+def _redis_url(name: str, raw: str) -> str | None:
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise SettingsError(
+            f"{name} is not valid; use redis://host:port or rediss://user@host:port (TLS), without a password"
+        )
+    if parts.password:
+        # A password in a setting ends up in process listings and logs: it belongs in the secret.
+        raise SettingsError(
+            f"{name} must not hold a password; put it in AIPROXY_REDIS_PASSWORD or the secret redis_auth"
+        )
+    return raw
+
+
+def _prices(name: str, raw: str) -> dict[str, Price]:
+    if not raw:
+        return {}
+    try:
+        return parse_prices(json.loads(raw), name)
+    except ValueError as error:  # not JSON, or an entry that is not a price
+        message = str(error) if str(error).startswith(name) else f"{name} is not valid JSON"
+        raise SettingsError(message.splitlines()[0]) from None
+
+
 def _bedrock_models(name: str, raw: str) -> tuple[str, ...]:
     # Accepted with or without the `bedrock/` prefix; kept without it (the id Bedrock knows).
     models = [part.strip().removeprefix("bedrock/") for part in raw.split(",")]
@@ -117,6 +145,7 @@ SECRET_VARIABLES: dict[str, str] = {
     "OPENAI_API_KEY": "provider key for OPENAI_BASE_URL; else secret openai_api_key",
     "HONEYBADGER_API_KEY": "enables Honeybadger error reports; else secret honeybadger_api_key",
     "AIPROXY_CLIENT_KEYS": "client key store as JSON (docs/client-keys.md); else secret client_api_keys",
+    "AIPROXY_REDIS_PASSWORD": "password of the limits store (AIPROXY_REDIS_URL); else secret redis_auth",
 }
 
 
@@ -275,6 +304,33 @@ class Settings:
         "50",
         _number(int, 1, 100000),
         "requests a client may have in flight at once unless its key store entry sets max_concurrent",
+    )
+    # The shared store of those limits (docs/client-keys.md, "Shared limits").
+    redis_url: str | None = setting(
+        "AIPROXY_REDIS_URL",
+        "",
+        _redis_url,
+        "Redis or Valkey where every process and task counts client limits, e.g. rediss://aiproxy@host:6379; "
+        "empty: each process counts alone",
+    )
+    limits_on_store_error: str = setting(
+        "AIPROXY_LIMITS_ON_STORE_ERROR",
+        "open",
+        _choice("open", "closed"),
+        "when the store cannot be reached: open (count per process meanwhile) or closed (answer 503)",
+    )
+    limits_lease_seconds: float = setting(
+        "AIPROXY_LIMITS_LEASE_SECONDS",
+        "30",
+        _number(float, 2, 3600),
+        "seconds the in-flight slots of a process that died stay taken (they are renewed while it lives)",
+    )
+    prices: dict[str, Price] = setting(
+        "AIPROXY_PRICES",
+        "",
+        _prices,
+        "prices in USD per million tokens, added to or replacing the shipped ones, e.g. "
+        '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}',
     )
     output_tokens_estimate: int = setting(
         "AIPROXY_OUTPUT_TOKENS_ESTIMATE",

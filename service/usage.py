@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,10 +25,6 @@ log = logging.getLogger("service.usage")
 
 _USAGE_KEY = b'"usage"'
 _decoder = json.JSONDecoder()
-
-# How a call's cost is priced: (model, prompt tokens, completion tokens, cached prompt tokens)
-# -> USD or None. Set by the app from its price table (service.prices).
-Pricer = Callable[[str | None, int, int, int], float | None]
 
 
 def normalise_usage(usage: Any) -> dict[str, int] | None:
@@ -86,8 +81,6 @@ class ProviderCall:
     Made while a request is handled (it reads the request's state then). `finish()` writes the
     usage record; only its first call counts, so every exit path may call it.
     """
-
-    pricer: Pricer | None = None  # set once by the app (service.app)
 
     def __init__(
         self,
@@ -155,8 +148,10 @@ class ProviderCall:
             if estimated:
                 fields["estimated"] = True
         cost = None
-        if self.pricer is not None and (usage or error is None):
-            cost = self.pricer(self.model, prompt, completion, (usage or {}).get("cached_tokens", 0))
+        prices = state.prices if state is not None else None  # the app's price table (service.prices)
+        if prices is not None and usage:
+            names = [f"{self.deployment}/{self.model}" if self.deployment else None, self.model]
+            cost = prices.cost(names, prompt, completion, usage.get("cached_tokens", 0))
             if cost is not None:
                 fields["cost_usd"] = cost
         if error:
@@ -181,7 +176,7 @@ class ProviderCall:
         used.completion_tokens += completion
         if cost is not None:
             used.cost_usd = (used.cost_usd or 0.0) + cost
-        elif self.pricer is not None and (prompt or completion):
+        elif prompt or completion:
             used.unpriced = True
         used.upstream_ms = (used.upstream_ms or 0.0) + fields["upstream_ms"]
         if "first_token_ms" in fields and used.first_token_ms is None:

