@@ -116,7 +116,7 @@ def build_limiter(settings: Settings, secrets: SecretStore) -> Limiter:
     """Client limits counted in the shared store (AIPROXY_REDIS_URL), or in this process."""
     if not settings.redis_url:
         return LocalLimiter()
-    store = store_client(settings.redis_url, lambda: secrets.get(REDIS_AUTH))
+    store = store_client(settings.redis_url, lambda: secrets.get(REDIS_AUTH), cluster=settings.redis_cluster)
     return SharedLimiter(
         store,
         LocalLimiter(),

@@ -90,6 +90,13 @@ def _model_aliases(name: str, raw: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in aliases.items()}
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{name}={raw!r} is not valid; use true or false")
+    return value in ("true", "1", "yes")
+
+
 def _redis_url(name: str, raw: str) -> str | None:
     if not raw:
         return None
@@ -312,6 +319,12 @@ class Settings:
         _redis_url,
         "Redis or Valkey where every process and task counts client limits, e.g. rediss://aiproxy@host:6379; "
         "empty: each process counts alone",
+    )
+    redis_cluster: bool = setting(
+        "AIPROXY_REDIS_CLUSTER",
+        "false",
+        _flag,
+        "true when the store speaks the cluster protocol (a clustered Valkey, ElastiCache Serverless)",
     )
     limits_on_store_error: str = setting(
         "AIPROXY_LIMITS_ON_STORE_ERROR",

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.credentials import CredentialProvider
 from redis.retry import Retry
 
@@ -178,17 +179,20 @@ class _Password(CredentialProvider):
         return (self.username, password) if self.username else (password,)
 
 
-def store_client(url: str, password: Callable[[], str | None]) -> redis.Redis:
-    """A client of the store at `url`, its password from `password()` (None: no AUTH)."""
+def store_client(url: str, password: Callable[[], str | None], *, cluster: bool = False) -> redis.Redis:
+    """A client of the store at `url`, its password from `password()` (None: no AUTH); with
+    `cluster`, one that speaks the cluster protocol (a clustered Valkey, ElastiCache Serverless)."""
     username = urlsplit(url).username
     # No retries: a store that fails is skipped for a second (SharedLimiter), not waited for.
-    options = {
+    options: dict = {
         "socket_timeout": _SOCKET_TIMEOUT,
         "socket_connect_timeout": _SOCKET_TIMEOUT,
         "retry": Retry(NoBackoff(), 0),
     }
     if password() or username:
         options["credential_provider"] = _Password(username, password)
+    if cluster:
+        return RedisCluster.from_url(url, **options)
     return redis.Redis.from_url(url, **options)
 
 

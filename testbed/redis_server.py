@@ -8,6 +8,9 @@ fresh machine needs nothing more than `make test`. Nothing is written to disk.
         store.url            # redis://127.0.0.1:<port>
         store.stop()         # an outage: the port stops answering
         store.start()        # back, empty, on the same port
+
+`RedisServer(cluster=True)` is a cluster of one node holding every slot: it speaks the cluster
+protocol and refuses a command whose keys fall in different slots, as a clustered Valkey does.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from importlib.util import find_spec
 from pathlib import Path
@@ -33,10 +37,12 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, *, cluster: bool = False) -> None:
         self.password = password
+        self.cluster = cluster
         self.port = free_port()
         self.process: subprocess.Popen | None = None
+        self._folder = tempfile.TemporaryDirectory()
 
     @property
     def url(self) -> str:
@@ -53,18 +59,36 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        if self.cluster:
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
+        self.process = subprocess.Popen(
+            command, cwd=self._folder.name, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(64):
+                        if self.cluster:
+                            self._own_every_slot()
                         return
             except OSError:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _own_every_slot(self) -> None:
+        import redis
+
+        node = redis.Redis(port=self.port, password=self.password)
+        node.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+        deadline = time.monotonic() + 10
+        while b"cluster_state:ok" not in node.execute_command("CLUSTER", "INFO"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the one-node cluster never became ready")
+            time.sleep(0.05)
+        node.close()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -82,3 +106,4 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self._folder.cleanup()

@@ -28,7 +28,7 @@ def clock():
 
 
 def limiter_for(store: RedisServer, clock: Clock, **options) -> SharedLimiter:
-    client = store_client(store.url, lambda: store.password)
+    client = store_client(store.url, lambda: store.password, cluster=store.cluster)
     return SharedLimiter(client, LocalLimiter(clock=clock), clock=clock, lease_seconds=30, **options)
 
 
@@ -208,3 +208,20 @@ def test_a_store_that_fails_refuses_requests_in_closed_mode(clock):
             limiter.admit("closed", Limits(rpm=2, max_concurrent=100), 0)
     assert refused.value.status == 503
     assert refused.value.code == "limits_unavailable"
+
+
+def test_every_script_runs_on_a_clustered_store(clock):
+    # A cluster refuses a command whose keys are in different slots: the hash tags keep each
+    # script's keys in one slot, and the lease renewal groups its keys by node.
+    with RedisServer(password="cluster-password", cluster=True) as store:
+        first, second = limiter_for(store, clock), limiter_for(store, clock)
+        limits = Limits(rpm=3, max_concurrent=1, tpm=1000, budget_usd_per_day=1.0)
+        held = first.admit("school-a", limits, 100)
+        with pytest.raises(LimitExceeded):
+            second.admit("school-a", limits, 100)
+        second.admit("school-b", limits, 100)  # another client: another slot
+        first.renew()
+        second.renew()
+        first.settle(held, used(tokens=40, cost=0.25))
+        assert second.usage("school-a", limits)["spent_usd_today"] == 0.25
+        assert not second.admit("school-a", limits, 100).local  # counted in the store, not around it
