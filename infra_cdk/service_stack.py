@@ -58,6 +58,8 @@ DASHBOARD_OUTPUT = "DashboardUrl"
 # The shared limits store's URL (rediss://<user>@<host>:<port>); the password is the secret
 # redis_auth under the deployment's prefix.
 REDIS_URL_SETTING = "AIPROXY_REDIS_URL"
+# A serverless cache speaks the cluster protocol (one endpoint, every slot behind it).
+REDIS_CLUSTER_SETTING = "AIPROXY_REDIS_CLUSTER"
 
 
 class ServiceStack(Stack):
@@ -168,6 +170,7 @@ class ServiceStack(Stack):
             name=environment.stack_name,
         )
         self.compute.container.add_environment(REDIS_URL_SETTING, self.store.url)
+        self.compute.container.add_environment(REDIS_CLUSTER_SETTING, "true")
 
         self.target_group = self.ingress.https_listener.add_targets(
             "Service",

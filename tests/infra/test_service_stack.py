@@ -274,6 +274,7 @@ def test_container_settings_image_and_unprivileged_port(templates, stack):
     environment = {e["Name"]: e["Value"] for e in container["Environment"]}
     # The shared store's URL is the cache's endpoint (tests/infra/test_store.py).
     assert environment.pop("AIPROXY_REDIS_URL")
+    assert environment.pop("AIPROXY_REDIS_CLUSTER") == "true"  # a serverless cache is a cluster
     assert environment == {
         "ENVIRONMENT": dns_name,
         "ENVIRONMENT_TYPE": environment_type,
