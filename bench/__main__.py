@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import functools
 import json
 import os
 import platform
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench import bedrock
+from bench import bedrock, store
 from bench.load import LoadResult, measure, percentile
 from bench.processes import cpu_seconds, current_rss_mib, fake_upstream, free_port, peak_rss_mib, proxy_server
 
@@ -40,6 +42,7 @@ class Scenario:
     count: int | None = None  # requests per client
     rounds: int = 1  # count only: interleave direct and proxy in this many rounds (bench.load.measure)
     bedrock: bool = False  # a `bedrock/` model against the fake Bedrock runtime (bench/bedrock.py)
+    store: bool = False  # through a proxy that counts client limits in Redis (bench/store.py)
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
@@ -76,6 +79,24 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             stream_chunks=chunks,
             stream_pause=args.stream_seconds / chunks,
             count=1,
+        ),
+        Scenario(
+            "latency-store",
+            f"as latency, the client's limits counted in Redis (upstream delay {args.delay * 1000:g} ms)",
+            clients=args.clients or 1,
+            stream=False,
+            delay=args.delay,
+            count=args.requests,
+            rounds=args.rounds,
+            store=True,
+        ),
+        Scenario(
+            "throughput-store",
+            "as throughput, the client's limits counted in Redis",
+            clients=args.clients or 50,
+            stream=False,
+            duration=args.duration,
+            store=True,
         ),
         Scenario(
             "bedrock",
@@ -193,6 +214,23 @@ def verdicts(
             f"p99 at most 5 times p50 at {scenario.clients} clients: p99 {p99 * 1000:.1f} ms, "
             f"p50 {p50 * 1000:.1f} ms ({p99 / p50:.1f} times)",
         )
+    if "latency" in found and "latency-store" in found:
+        added = {
+            name: percentile(found[name][1]["proxy"].latencies, 0.5)
+            - percentile(found[name][1]["direct"].latencies, 0.5)
+            for name in ("latency", "latency-store")
+        }
+        extra = added["latency-store"] - added["latency"]
+        check(
+            extra <= 0.0005, f"the shared store adds at most 0.5 ms to the added p50: {extra * 1000:+.2f} ms"
+        )
+    if "throughput" in found and "throughput-store" in found:
+        without, with_store = (found[name][1]["proxy"].rate for name in ("throughput", "throughput-store"))
+        check(
+            with_store >= 0.7 * without,
+            f"throughput at 50 clients with the shared store at least 70 % of without: "
+            f"{with_store:.0f} of {without:.0f} req/s ({with_store / without:.0%})",
+        )
     if "streams" in found:
         scenario, results = found["streams"]
         proxy = results["proxy"]
@@ -221,7 +259,16 @@ def log_problems(log: str) -> collections.Counter:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    names = ["latency", "throughput", "stream-throughput", "streams", "bedrock", "bedrock-stream"]
+    names = [
+        "latency",
+        "throughput",
+        "stream-throughput",
+        "streams",
+        "latency-store",
+        "throughput-store",
+        "bedrock",
+        "bedrock-stream",
+    ]
     parser.add_argument("--scenario", action="append", choices=names, help="run only these (repeatable)")
     parser.add_argument("--clients", type=int, help="concurrent clients (overrides each scenario's own)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per timed run")
@@ -250,16 +297,25 @@ def main(argv: list[str] | None = None) -> int:
     peaks: dict[str, float] = {}  # the proxy's peak RSS so far, after each scenario
     started = time.monotonic()
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
-    with proxy_server(upstream_url, args.workers, extra=bedrock.proxy_settings(bedrock_port)) as proxy:
+    with (
+        proxy_server(upstream_url, args.workers, extra=bedrock.proxy_settings(bedrock_port)) as proxy,
+        contextlib.ExitStack() as later,
+    ):
         idle_rss = current_rss_mib(proxy.process.pid)
 
         def proxy_cpu() -> float:
             return cpu_seconds(proxy.process.pid)
 
+        limited = None  # the proxy with the shared store, started for the first store scenario
         for scenario in chosen:
             print(f"{scenario.name}: {scenario.description}", file=sys.stderr, flush=True)
             if scenario.bedrock:
                 rows.append((scenario, bedrock.run_scenario(scenario, proxy.url, proxy_cpu, bedrock_port)))
+            elif scenario.store:
+                if limited is None:
+                    limited = later.enter_context(store.limited_proxy(upstream_url, args.workers))
+                limited_cpu = functools.partial(cpu_seconds, limited.process.pid)
+                rows.append((scenario, run_scenario(scenario, limited.url, limited_cpu, upstream_port)))
             else:
                 rows.append((scenario, run_scenario(scenario, proxy.url, proxy_cpu, upstream_port)))
             peaks[scenario.name] = peak_rss_mib(proxy.process.pid)

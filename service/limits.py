@@ -20,6 +20,7 @@ Every limit is an optional field of the client's key store entry (docs/client-ke
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -119,10 +120,15 @@ def dollars(amount: float) -> str:
     return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"
 
 
+@functools.lru_cache(maxsize=4)
+def _day_windows(day: int) -> tuple[str, str]:
+    moment = datetime.fromtimestamp(day * 86400, UTC)
+    return moment.strftime("%Y-%m-%d"), moment.strftime("%Y-%m")
+
+
 def windows(now: float) -> tuple[str, str]:
     """The UTC day and month `now` falls in, as budget window names (`2026-11-30`, `2026-11`)."""
-    moment = datetime.fromtimestamp(now, UTC)
-    return moment.strftime("%Y-%m-%d"), moment.strftime("%Y-%m")
+    return _day_windows(int(now // 86400))  # worked out once a day, not once a request
 
 
 def window_resets(now: float) -> tuple[datetime, datetime]:
