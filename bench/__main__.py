@@ -26,7 +26,15 @@ from dataclasses import dataclass
 
 from bench import bedrock, store
 from bench.load import LoadResult, measure, percentile
-from bench.processes import cpu_seconds, current_rss_mib, fake_upstream, free_port, peak_rss_mib, proxy_server
+from bench.processes import (
+    cpu_seconds,
+    current_rss_mib,
+    fake_process,
+    fake_upstream,
+    free_port,
+    peak_rss_mib,
+    proxy_server,
+)
 
 
 @dataclass
@@ -43,6 +51,7 @@ class Scenario:
     rounds: int = 1  # count only: interleave direct and proxy in this many rounds (bench.load.measure)
     bedrock: bool = False  # a `bedrock/` model against the fake Bedrock runtime (bench/bedrock.py)
     store: bool = False  # through a proxy that counts client limits in Redis (bench/store.py)
+    model: str = "gpt-4o-mini"  # "fallback": a model group whose first deployment always answers 503
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
@@ -79,6 +88,16 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             stream_chunks=chunks,
             stream_pause=args.stream_seconds / chunks,
             count=1,
+        ),
+        Scenario(
+            "latency-fallback",
+            "as latency, the model a group whose first deployment always answers 503 at once",
+            clients=args.clients or 1,
+            stream=False,
+            delay=args.delay,
+            count=args.requests,
+            rounds=args.rounds,
+            model=FALLBACK_MODEL,
         ),
         Scenario(
             "latency-store",
@@ -121,9 +140,23 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     ]
 
 
+FALLBACK_MODEL = "fallback"
+
+
+def fallback_settings(failing_url: str) -> dict[str, str]:
+    """A model group whose first deployment always fails at once, passed over by no cooldown: every
+    request of the fallback scenario pays for trying it."""
+    return {
+        "AIPROXY_UPSTREAMS": json.dumps({"failing": {"base_url": failing_url, "key_env": "FAILING_KEY"}}),
+        "FAILING_KEY": "sk-bench-failing",
+        "AIPROXY_MODEL_ALIASES": json.dumps({FALLBACK_MODEL: ["failing/gpt-4o-mini", "gpt-4o-mini"]}),
+        "AIPROXY_COOLDOWN_SECONDS": "0",
+    }
+
+
 def body_for(scenario: Scenario) -> bytes:
     body = {
-        "model": "gpt-4o-mini",
+        "model": scenario.model,
         "messages": [{"role": "user", "content": "Write one sentence about the sea."}],
     }
     if scenario.stream:
@@ -147,7 +180,11 @@ def run_scenario(
     ) as upstream_url:
         body = body_for(scenario)
         targets = {
-            "direct": (upstream_url + "/chat/completions", body, scenario.stream),
+            "direct": (
+                upstream_url + "/chat/completions",
+                body_for(Scenario("direct", "", 1, scenario.stream)),
+                scenario.stream,
+            ),
             "proxy": (proxy_url + "/v1/chat/completions", body, scenario.stream),
         }
         warm_body = body_for(Scenario("warm", "", 1, False))
@@ -214,6 +251,15 @@ def verdicts(
             f"p99 at most 5 times p50 at {scenario.clients} clients: p99 {p99 * 1000:.1f} ms, "
             f"p50 {p50 * 1000:.1f} ms ({p99 / p50:.1f} times)",
         )
+    if "latency" in found and "latency-fallback" in found:
+        hit, fallback = (
+            percentile(found[name][1]["proxy"].latencies, 0.5) for name in ("latency", "latency-fallback")
+        )
+        check(
+            fallback - hit < 0.002,
+            "a fallback (first deployment 503) adds under 2 ms to a direct hit: "
+            f"{(fallback - hit) * 1000:+.2f} ms",
+        )
     if "latency" in found and "latency-store" in found:
         added = {
             name: percentile(found[name][1]["proxy"].latencies, 0.5)
@@ -264,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput",
         "stream-throughput",
         "streams",
+        "latency-fallback",
         "latency-store",
         "throughput-store",
         "bedrock",
@@ -298,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     with (
-        proxy_server(upstream_url, args.workers, extra=bedrock.proxy_settings(bedrock_port)) as proxy,
+        fake_process("testbed.openai_upstream", free_port(), fail=503) as failing_url,
+        proxy_server(
+            upstream_url,
+            args.workers,
+            extra={**bedrock.proxy_settings(bedrock_port), **fallback_settings(failing_url)},
+        ) as proxy,
         contextlib.ExitStack() as later,
     ):
         idle_rss = current_rss_mib(proxy.process.pid)

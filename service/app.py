@@ -60,12 +60,17 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     )
     keys = ClientKeys(secrets, settings)
     keys.load_at_start(settings.environment_type)  # stops start-up when a store is required
+    store = (
+        store_client(settings.redis_url, lambda: secrets.get(REDIS_AUTH), cluster=settings.redis_cluster)
+        if settings.redis_url
+        else None
+    )
     runtime = Runtime(
         settings=settings,
         secrets=secrets,
         keys=keys,
-        limiter=build_limiter(settings, secrets),
-        router=build_router(settings, secrets),
+        limiter=build_limiter(settings, store),
+        router=build_router(settings, secrets, store),
         prices=PriceTable({**shipped_prices(), **settings.prices}),
     )
 
@@ -112,11 +117,10 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     return app
 
 
-def build_limiter(settings: Settings, secrets: SecretStore) -> Limiter:
+def build_limiter(settings: Settings, store: Any) -> Limiter:
     """Client limits counted in the shared store (AIPROXY_REDIS_URL), or in this process."""
-    if not settings.redis_url:
+    if store is None:
         return LocalLimiter()
-    store = store_client(settings.redis_url, lambda: secrets.get(REDIS_AUTH), cluster=settings.redis_cluster)
     return SharedLimiter(
         store,
         LocalLimiter(),

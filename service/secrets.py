@@ -86,6 +86,7 @@ class SecretStore:
         self._client: Any = None
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._asked: set[str] = set()
         # One lock per secret, held only while that secret is read from AWS.
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -103,6 +104,7 @@ class SecretStore:
         return secret_id(self._environment_type, self._environment, name)
 
     def get(self, name: str) -> str | None:
+        self._asked.add(name)  # the keys of named upstreams are secrets too
         override = self._source.get(env_variable(name))
         if override:
             return override
@@ -128,7 +130,7 @@ class SecretStore:
 
     def known_values(self) -> list[str]:
         """Every secret value currently held, so error reports can be scrubbed of them."""
-        values = [self._source.get(env_variable(name)) for name in SECRET_NAMES]
+        values = [self._source.get(env_variable(name)) for name in {*SECRET_NAMES, *self._asked}]
         values += [entry.value for entry in list(self._entries.values())]
         return [value for value in values if value]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -75,7 +76,34 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw or None
 
 
-def _model_aliases(name: str, raw: str) -> dict[str, str]:
+def _alias_target(value: Any) -> bool:
+    """A model name, or a model with a weight: `{"model": "<name>", "weight": 3}`."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return (
+        isinstance(value, dict)
+        and set(value) <= {"model", "weight"}
+        and isinstance(value.get("model"), str)
+        and bool(value["model"].strip())
+        and not isinstance(value.get("weight", 1), bool)
+        and isinstance(value.get("weight", 1), int | float)
+        and value.get("weight", 1) > 0
+    )
+
+
+def _alias_value(value: Any) -> bool:
+    """One model, or a model group: a list of ranks, each a model or a list of weighted models."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    if not isinstance(value, list) or not value:
+        return False
+    return all(
+        _alias_target(rank) or (isinstance(rank, list) and rank and all(_alias_target(t) for t in rank))
+        for rank in value
+    )
+
+
+def _model_aliases(name: str, raw: str) -> dict[str, Any]:
     if not raw:
         return {}
     try:
@@ -83,11 +111,101 @@ def _model_aliases(name: str, raw: str) -> dict[str, str]:
     except ValueError:
         aliases = None
     if not isinstance(aliases, dict) or not all(
-        isinstance(k, str) and k.strip() and isinstance(v, str) and v.strip() for k, v in aliases.items()
+        isinstance(k, str) and k.strip() and _alias_value(v) for k, v in aliases.items()
     ):
-        example = '{"claude": "bedrock/<model id>"}'
-        raise SettingsError(f"{name} is not valid; use a JSON object of names to models, e.g. {example}")
-    return {k.strip(): v.strip() for k, v in aliases.items()}
+        example = '{"claude": "bedrock/<model id>", "grader": ["azure/gpt-4o", "gpt-4o"]}'
+        raise SettingsError(
+            f"{name} is not valid; use a JSON object of names to a model or an ordered list of models, "
+            f"e.g. {example}"
+        )
+    return {k.strip(): v.strip() if isinstance(v, str) else v for k, v in aliases.items()}
+
+
+_UPSTREAM_FIELDS = {
+    "base_url": str,
+    "key_secret": str,
+    "key_env": str,
+    "key_header": str,
+    "headers": dict,
+    "query": dict,
+    "timeout": float,
+    "stream_usage": bool,
+}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An OpenAI-compatible upstream of AIPROXY_UPSTREAMS, reached with models named `<name>/<model>`."""
+
+    name: str
+    base_url: str
+    key_secret: str | None = None  # a secret's name (read as every secret is), holding the key
+    key_env: str | None = None  # or the environment variable (or config.txt line) holding it
+    key_header: str = "Authorization"  # `Authorization: Bearer <key>`, or the key alone in this header
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (never the key's header)
+    query: tuple[tuple[str, str], ...] = ()  # added to every request's URL (Azure's api-version)
+    timeout: float | None = None  # else AIPROXY_UPSTREAM_TIMEOUT
+    stream_usage: bool = True  # whether it accepts stream_options.include_usage
+
+
+def _upstreams(name: str, raw: str) -> dict[str, Upstream]:
+    if not raw:
+        return {}
+    example = '{"azure": {"base_url": "https://x.openai.azure.com/openai/v1", "key_secret": "azure_api_key"}}'
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{name} is not valid; use a JSON object of upstream names, e.g. {example}")
+    upstreams = {}
+    for upstream, entry in data.items():
+        where = f"{name}: upstream {upstream!r}"
+        if not isinstance(upstream, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", upstream):
+            raise SettingsError(
+                f"{name}: an upstream's name must be 1 to 32 lower-case letters, digits, - or _"
+            )
+        if upstream == "bedrock":
+            raise SettingsError(f"{where}: 'bedrock' names Amazon Bedrock; choose another name")
+        if not isinstance(entry, dict) or "base_url" not in entry:
+            raise SettingsError(f"{where} needs an object with base_url")
+        unknown = sorted(set(entry) - set(_UPSTREAM_FIELDS))
+        if unknown:
+            raise SettingsError(
+                f"{where} has unknown fields {unknown}; allowed: {', '.join(_UPSTREAM_FIELDS)}"
+            )
+        for field_name, kind in _UPSTREAM_FIELDS.items():
+            value = entry.get(field_name)
+            if value is None:
+                continue
+            wrong = (kind is float and (isinstance(value, bool) or not isinstance(value, int | float))) or (
+                kind is not float and not isinstance(value, kind)
+            )
+            if wrong:
+                raise SettingsError(f"{where}: {field_name} must be {kind.__name__}")
+        for field_name in ("headers", "query"):
+            pairs = entry.get(field_name) or {}
+            if not all(
+                isinstance(k, str) and isinstance(v, str) and "\n" not in k + v for k, v in pairs.items()
+            ):
+                raise SettingsError(f"{where}: {field_name} must map names to text")
+        if entry.get("key_secret") and entry.get("key_env"):
+            raise SettingsError(f"{where}: give key_secret or key_env, not both")
+        timeout = entry.get("timeout")
+        if timeout is not None and not 0.1 <= timeout <= 3600:
+            raise SettingsError(f"{where}: timeout must be from 0.1 to 3600 seconds")
+        upstreams[upstream] = Upstream(
+            name=upstream,
+            base_url=_url(f"{where}: base_url", entry["base_url"]),
+            key_secret=entry.get("key_secret"),
+            key_env=entry.get("key_env"),
+            key_header=entry.get("key_header") or "Authorization",
+            headers=tuple((entry.get("headers") or {}).items()),
+            query=tuple((entry.get("query") or {}).items()),
+            timeout=None if timeout is None else float(timeout),
+            stream_usage=entry.get("stream_usage", True),
+        )
+    return upstreams
 
 
 def _flag(name: str, raw: str) -> bool:
@@ -198,11 +316,31 @@ class Settings:
         _number(float, 0, 600),
         "longest wait before a retry; a longer upstream Retry-After is answered at once instead",
     )
-    model_aliases: dict[str, str] = setting(
+    upstreams: dict[str, Upstream] = setting(
+        "AIPROXY_UPSTREAMS",
+        "",
+        _upstreams,
+        "JSON object of more OpenAI-compatible upstreams, reached with models named <name>/<model>, e.g. "
+        '{"azure": {"base_url": "https://x.openai.azure.com/openai/v1", "key_secret": "azure_api_key"}}',
+    )
+    cooldown_seconds: float = setting(
+        "AIPROXY_COOLDOWN_SECONDS",
+        "30",
+        _number(float, 0, 3600),
+        "seconds a model group passes over a deployment that failed (429, 5xx, timeout) or its Retry-After",
+    )
+    group_timeout: float = setting(
+        "AIPROXY_GROUP_TIMEOUT",
+        "600",
+        _number(float, 1, 7200),
+        "seconds a model group may spend on one request over all its deployments; none is tried after",
+    )
+    model_aliases: dict[str, Any] = setting(
         "AIPROXY_MODEL_ALIASES",
         "",
         _model_aliases,
-        'JSON object of short model names, e.g. {"nova": "bedrock/us.amazon.nova-lite-v1:0"}',
+        "JSON object of short model names, each for a model or an ordered list tried in turn (a model "
+        'group), e.g. {"nova": "bedrock/us.amazon.nova-lite-v1:0", "grader": ["azure/gpt-4o", "gpt-4o"]}',
     )
     bedrock_models: tuple[str, ...] = setting(
         "AIPROXY_BEDROCK_MODELS",

@@ -150,7 +150,7 @@ class ProviderCall:
         cost = None
         prices = state.prices if state is not None else None  # the app's price table (service.prices)
         if prices is not None and usage:
-            names = [f"{self.deployment}/{self.model}" if self.deployment else None, self.model]
+            names = [self.deployment, self.model]
             cost = prices.cost(names, prompt, completion, usage.get("cached_tokens", 0))
             if cost is not None:
                 fields["cost_usd"] = cost

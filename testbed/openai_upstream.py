@@ -445,16 +445,19 @@ def _stream_events(
 def main() -> None:
     parser = command_line("Serve the fake OpenAI upstream until SIGTERM.")
     parser.add_argument("--stream-chunks", type=int, default=None, help="content chunks in a default stream")
+    parser.add_argument("--fail", type=int, default=None, metavar="STATUS", help="answer every request so")
     args = parser.parse_args()
-    serve_until_signalled(
-        FakeOpenAI(
-            delay=args.delay,
-            stream_pause=args.stream_pause,
-            stream_chunks=args.stream_chunks,
-            port=args.port,
-            record=False,
-        )
+    fake = FakeOpenAI(
+        delay=args.delay,
+        stream_pause=args.stream_pause,
+        stream_chunks=args.stream_chunks,
+        port=args.port,
+        record=False,
     )
+    if args.fail is not None:
+        status = args.fail
+        fake.responder = lambda request: Fail(status, "This deployment always fails (benchmark).")
+    serve_until_signalled(fake)
 
 
 if __name__ == "__main__":

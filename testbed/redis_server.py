@@ -15,6 +15,7 @@ protocol and refuses a command whose keys fall in different slots, as a clustere
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -36,11 +37,25 @@ def redis_binary() -> str:
     return str(Path(spec.origin).parent / "bin" / "redis-server")
 
 
+def _free_port_pair() -> int:
+    for _ in range(100):
+        port = random.randint(20000, 55000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free pair of ports for a cluster node")
+
+
 class RedisServer:
     def __init__(self, password: str | None = None, *, cluster: bool = False) -> None:
         self.password = password
         self.cluster = cluster
-        self.port = free_port()
+        # A cluster node also listens on its port + 10000 (the cluster bus): both must be free.
+        self.port = _free_port_pair() if cluster else free_port()
         self.process: subprocess.Popen | None = None
         self._folder = tempfile.TemporaryDirectory()
 

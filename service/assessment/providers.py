@@ -14,6 +14,7 @@ from service.routing import Deployment, Router
 
 class Grading:
     def __init__(self, router: Router, model: str, *, api_key: str | None = None) -> None:
+        self.router = router
         self.deployments = router.deployments(model)
         self.api_key = api_key
         self.answered_by: Deployment | None = None
@@ -29,8 +30,9 @@ class Grading:
         return (self.answered_by or self.deployments[0]).provider.agent
 
     def __call__(self, body: dict) -> dict:
-        def attempt(deployment: Deployment) -> dict:
-            return deployment.provider.complete({**body, "model": deployment.model}, api_key=self.api_key)
+        def attempt(deployment: Deployment, last: bool) -> dict:
+            body_for = {**body, "model": deployment.model}
+            return deployment.provider.complete(body_for, api_key=self.api_key, retries=None if last else 0)
 
-        self.answered_by, answer = first_answer(self.deployments, attempt)
+        self.answered_by, answer = first_answer(self.router, self.deployments, attempt)
         return answer

@@ -33,6 +33,7 @@ class RelayRequest:
     headers: Mapping[str, str] = field(default_factory=dict)  # request headers a client may pass on
     api_key: str | None = None  # a provider key the caller brought (legacy routes)
     prompt_estimate: int = 0  # tokens, for a stream cut before usage is known
+    retries: int | None = None  # instead of the provider's own (0: a model group's next deployment waits)
 
 
 class Provider(Protocol):
@@ -46,7 +47,7 @@ class Provider(Protocol):
         before any byte of the answer exists; a stream that fails later ends with an error event."""
         ...
 
-    def complete(self, body: dict, *, api_key: str | None = None) -> dict:
+    def complete(self, body: dict, *, api_key: str | None = None, retries: int | None = None) -> dict:
         """A chat completion the proxy composed (grading); the answer's JSON. Raises ProviderError."""
         ...
 

@@ -210,7 +210,7 @@ class OpenAICompatible:
     def relay(self, request: RelayRequest) -> Answer:
         if request.stream:
             return self._relay_stream(request)
-        call = ProviderCall(request.model, deployment=self.name)
+        call = ProviderCall(request.model, deployment=f"{self.name}/{request.model}")
         with measured(call):
             response = self.request(
                 request.method,
@@ -219,6 +219,7 @@ class OpenAICompatible:
                 query=request.query,
                 api_key=request.api_key,
                 headers=request.headers,
+                retries=request.retries,
             )
         headers = self.relayed_headers(response.headers, response.body_key)
         usage = response.usage
@@ -230,13 +231,18 @@ class OpenAICompatible:
         content_type = response.headers.get("content-type", _JSON)
         return Answer.of_bytes(response.status, response.body, content_type, headers=headers, on_close=record)
 
-    def complete(self, body: dict, *, api_key: str | None = None) -> dict:
+    def complete(self, body: dict, *, api_key: str | None = None, retries: int | None = None) -> dict:
         """Non-streaming POST /chat/completions of a body the proxy composed; the parsed answer."""
-        call = ProviderCall(body.get("model"), deployment=self.name)
+        call = ProviderCall(body.get("model"), deployment=f"{self.name}/{body.get('model')}")
         with measured(call):
             try:
                 response = self.request(
-                    "POST", "/chat/completions", body=json_bytes(body), api_key=api_key, relayed=False
+                    "POST",
+                    "/chat/completions",
+                    body=json_bytes(body),
+                    api_key=api_key,
+                    relayed=False,
+                    retries=retries,
                 )
             except ProviderKeyMissing as missing:
                 # The routes that compose a chat take the caller's own key too.
@@ -253,7 +259,7 @@ class OpenAICompatible:
         """GET /models: the `data` list of model objects."""
         call = ProviderCall(None, deployment=self.name)
         with measured(call):
-            data = self._json_object(self.request("GET", "/models"))
+            data = self._json_object(self.request("GET", "/models", retries=0))
         call.finish(200)
         models = data.get("data")
         if not isinstance(models, list):
@@ -270,13 +276,14 @@ class OpenAICompatible:
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         relayed: bool = True,
+        retries: int | None = None,
     ) -> _Response:
         """Send one request (retrying what may be retried) and return a 2xx/3xx answer, read whole.
 
         Raises ProviderError for anything else; the provider's own error status carries its
         status, body (with the provider key blanked out) and message.
         """
-        answer, key = self._open(method, path, body, query, api_key, headers, relayed)
+        answer, key = self._open(method, path, body, query, api_key, headers, relayed, retries)
         try:
             data = answer.read()
         except TransportError as error:
@@ -293,9 +300,10 @@ class OpenAICompatible:
         query: str = "",
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        retries: int | None = None,
     ) -> UpstreamStream:
         """Open a streaming request. Retries while opening only; nothing has been relayed yet."""
-        answer, key = self._open(method, path, body, query, api_key, headers, True)
+        answer, key = self._open(method, path, body, query, api_key, headers, True, retries)
         return UpstreamStream(self, answer, key)
 
     # --- relaying a stream -------------------------------------------------------------------
@@ -303,7 +311,10 @@ class OpenAICompatible:
     def _relay_stream(self, request: RelayRequest) -> Answer:
         raw, strip_usage = self._asking_for_usage(request)
         call = ProviderCall(
-            request.model, deployment=self.name, stream=True, prompt_estimate=request.prompt_estimate
+            request.model,
+            deployment=f"{self.name}/{request.model}",
+            stream=True,
+            prompt_estimate=request.prompt_estimate,
         )
         with measured(call):
             stream = self.stream(
@@ -313,6 +324,7 @@ class OpenAICompatible:
                 query=request.query,
                 api_key=request.api_key,
                 headers=request.headers,
+                retries=request.retries,
             )
         headers = [
             ("Content-Type", stream.headers.get("content-type", "text/event-stream")),
@@ -388,6 +400,7 @@ class OpenAICompatible:
         api_key: str | None,
         headers: Mapping[str, str] | None,
         relayed: bool,
+        retries: int | None,
     ) -> tuple[HTTPAnswer, str]:
         """Send the request until a 2xx/3xx answer opens, retrying what may be retried; the
         answer (body unread) and the provider key used. An error answer's body is read here."""
@@ -405,12 +418,14 @@ class OpenAICompatible:
             except TransportError as error:
                 failure = self._connection_error(error)
                 # A read timeout is not retried: the caller has already waited the whole timeout.
-                if error.kind != "timeout" and self._wait_before_retry(attempt, None, failure):
+                if error.kind != "timeout" and self._wait_before_retry(attempt, None, failure, retries):
                     continue
                 raise failure from None
             failure = self._status_error(answer.status, answer.headers, data, key, api_key, relayed)
             retry_after = failure.retry_after if isinstance(failure, ProviderThrottled) else None
-            if answer.status in RETRYABLE_STATUSES and self._wait_before_retry(attempt, retry_after, failure):
+            if answer.status in RETRYABLE_STATUSES and self._wait_before_retry(
+                attempt, retry_after, failure, retries
+            ):
                 continue
             raise failure
 
@@ -503,9 +518,11 @@ class OpenAICompatible:
             )
         return ProviderUnreachable(f"The upstream broke the connection ({error.reason}).", provider=self.name)
 
-    def _wait_before_retry(self, attempt: int, retry_after: float | None, failure: ProviderError) -> bool:
+    def _wait_before_retry(
+        self, attempt: int, retry_after: float | None, failure: ProviderError, retries: int | None
+    ) -> bool:
         """Sleep before retry number `attempt` and return True, or False when out of retries."""
-        if attempt > self.retries:
+        if attempt > (self.retries if retries is None else retries):
             return False
         if retry_after is not None:
             if retry_after > self.backoff_max:

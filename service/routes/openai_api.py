@@ -44,7 +44,7 @@ class RelayRoute(JsonRoute):
         headers = forwarded_headers(environ)
         query = environ.get("QUERY_STRING", "")
 
-        def attempt(deployment: Deployment) -> Answer:
+        def attempt(deployment: Deployment, last: bool) -> Answer:
             renamed = deployment.model != model
             request = RelayRequest(
                 self.path,
@@ -55,10 +55,11 @@ class RelayRoute(JsonRoute):
                 query=query,
                 headers=headers,
                 prompt_estimate=len(raw) // BYTES_PER_TOKEN,
+                retries=None if last else 0,
             )
             return deployment.provider.relay(request)
 
-        deployment, answer = first_answer(deployments, attempt)
+        deployment, answer = first_answer(self.router, deployments, attempt)
         answer.headers.append((DEPLOYMENT_HEADER, deployment.name))
         return answer
 

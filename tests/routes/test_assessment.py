@@ -390,3 +390,61 @@ def test_blank_sample_assessment_is_static(client, fake_openai, method):
     assert body["metadata"]["agent"] == "static"
     assert [row["Key Concept"] for row in body["data"]] == list(CONCEPTS)
     assert fake_openai.requests == []
+
+
+# --- the original service's current clients ----------------------------------------------------
+
+
+def json_answer(*grades: str, grade_field: str = "Grade") -> str:
+    rows = [
+        {"Key Concept": concept, "Observations": "seen", grade_field: grade, "Reason": "because"}
+        for concept, grade in zip(CONCEPTS, grades, strict=True)
+    ]
+    return "```json\n" + json.dumps(rows) + "\n```"
+
+
+def test_response_type_json_asks_for_json_rows_and_votes_on_them(client, fake_openai):
+    fake_openai.enqueue(
+        Reply(
+            [
+                json_answer("Limited Evidence", "No Evidence", "No Evidence", "No Evidence"),
+                "Key Concept\tObservations\tGrade\tReason\nVariables\tx\tNo Evidence\ty\n",  # TSV: not JSON
+                json_answer("Limited Evidence", "Convincing Evidence", "No Evidence", "No Evidence"),
+            ]
+        )
+    )
+    response = client.post("/assessment", data=fields(**{"response-type": "json", "num-responses": "3"}))
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["data"][0]["Votes"] == ["Limited Evidence", "Limited Evidence"]  # the TSV answer dropped
+    assert body["metadata"]["response_type"] == "json"
+    system = fake_openai.requests[-1].body["messages"][0]["content"]
+    assert "JSON array" in system and '"Key Concept"' in system
+
+
+def test_response_type_other_than_tsv_or_json_is_a_400(client, fake_openai):
+    assert_error(client.post("/assessment", data=fields(**{"response-type": "xml"})), 400, "response-type")
+    assert fake_openai.requests == []
+
+
+@pytest.mark.parametrize("response_type", ["tsv", "json"])
+def test_rows_labelled_label_instead_of_grade_are_read(client, fake_openai, response_type):
+    if response_type == "json":
+        answer = json_answer(*(["Extensive Evidence"] * 4), grade_field="Label")
+    else:
+        answer = tsv_answer(*(["Extensive Evidence"] * 4)).replace("\tGrade\t", "\tLabel\t", 1)
+    fake_openai.enqueue(Reply([answer]))
+    response = client.post("/assessment", data=fields(**{"response-type": response_type}))
+    assert response.status_code == 200, response.get_json()
+    assert [row["Grade"] for row in response.get_json()["data"]] == ["Extensive Evidence"] * 4
+
+
+def test_fields_the_proxy_does_not_act_on_are_listed_not_dropped_silently(client, fake_openai):
+    fake_openai.enqueue(Reply([tsv_answer(*NONE)]))
+    form = fields(**{"code-feature-extractor": "rules-v2", "lesson": "csd-u3-l7"})
+    response = client.post("/assessment", data=form)
+    assert response.status_code == 200
+    assert response.get_json()["metadata"]["ignored_fields"] == ["code-feature-extractor", "lesson"]
+    fake_openai.enqueue(Reply([tsv_answer(*NONE)]))
+    plain = client.post("/assessment", data=fields())
+    assert "ignored_fields" not in plain.get_json()["metadata"]

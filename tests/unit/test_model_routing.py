@@ -1,5 +1,7 @@
 """Aliases and prefixes decide which provider serves a model."""
 
+import json
+
 import pytest
 
 from service.routing import bedrock_model_id, build_router
@@ -16,7 +18,10 @@ def router_for(**settings):
 
 
 def test_aliases_resolve_once_and_pick_the_provider():
-    router = router_for(AIPROXY_MODEL_ALIASES=f'{{"claude": "{CLAUDE}", "fast": "gpt-4o-mini"}}')
+    router = router_for(
+        AIPROXY_MODEL_ALIASES=f'{{"claude": "{CLAUDE}", "fast": "gpt-4o-mini"}}',
+        OPENAI_BASE_URL="http://vllm.internal:8000/v1",  # not OpenAI: it may serve `org/model` names
+    )
     [claude] = router.deployments("claude")
     assert (claude.provider.name, claude.routed_name) == ("bedrock", CLAUDE)
     [fast] = router.deployments("fast")
@@ -55,3 +60,54 @@ def test_malformed_aliases_stop_start_up_with_one_line(raw):
 def test_malformed_bedrock_model_list_stops_start_up():
     with pytest.raises(SettingsError, match="AIPROXY_BEDROCK_MODELS"):
         make_settings(AIPROXY_BEDROCK_MODELS="a.b,,c.d")
+
+
+def test_a_group_is_ranks_tried_in_order_with_weights_within_a_rank():
+    group = [
+        [{"model": "a/m1", "weight": 9}, {"model": "a/m2", "weight": 1}],
+        "bedrock.anthropic.x-v1:0",
+        "m3",
+    ]
+    router = router_for(
+        AIPROXY_UPSTREAMS=json.dumps({"a": {"base_url": "http://a.internal/v1", "key_env": "A_KEY"}}),
+        AIPROXY_MODEL_ALIASES=json.dumps({"grader": group}),
+    )
+    firsts = [router.deployments("grader")[0].name for _ in range(400)]
+    assert 0.8 < firsts.count("a/m1") / 400 < 0.97  # 9 to 1
+    names = [d.name for d in router.deployments("grader")]
+    assert set(names[:2]) == {"a/m1", "a/m2"} and names[2:] == ["bedrock/anthropic.x-v1:0", "openai/m3"]
+    assert router.grouped() == {"a/m1", "a/m2", "bedrock/anthropic.x-v1:0", "openai/m3"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"x": []}',
+        '{"x": [3]}',
+        '{"x": [{"model": "m", "weight": 0}]}',
+        '{"x": [[{"model": "m", "extra": 1}]]}',
+        '{"x": [[]]}',
+    ],
+)
+def test_malformed_model_groups_stop_start_up_with_one_line(raw):
+    with pytest.raises(SettingsError) as caught:
+        make_settings(AIPROXY_MODEL_ALIASES=raw)
+    assert "AIPROXY_MODEL_ALIASES" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ('{"Bad Name": {"base_url": "http://x/v1"}}', "lower-case"),
+        ('{"bedrock": {"base_url": "http://x/v1"}}', "names Amazon Bedrock"),
+        ('{"a": {}}', "base_url"),
+        ('{"a": {"base_url": "ftp://x"}}', "http"),
+        ('{"a": {"base_url": "http://x", "colour": "red"}}', "unknown fields"),
+        ('{"a": {"base_url": "http://x", "key_secret": "s", "key_env": "E"}}', "not both"),
+        ('{"a": {"base_url": "http://x", "timeout": 0}}', "timeout"),
+    ],
+)
+def test_malformed_upstreams_stop_start_up_naming_the_problem(raw, says):
+    with pytest.raises(SettingsError) as caught:
+        make_settings(AIPROXY_UPSTREAMS=raw)
+    assert says in str(caught.value) and "\n" not in str(caught.value)

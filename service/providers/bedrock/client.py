@@ -279,7 +279,7 @@ class BedrockProvider:
         body = {**(request.body or {}), "model": PREFIX + (request.model or "")}
         call = ProviderCall(
             PREFIX + (request.model or ""),
-            deployment=NAME,
+            deployment=f"{NAME}/{request.model}",
             stream=request.stream,
             prompt_estimate=request.prompt_estimate,
         )
@@ -299,9 +299,10 @@ class BedrockProvider:
         events = sse.relay_events(_then_done(frames), call, close)
         return Answer(200, [("Content-Type", sse.EVENT_STREAM), *sse.STREAM_HEADERS], events, stream.close)
 
-    def complete(self, body: dict, *, api_key: str | None = None) -> dict:
-        """A chat completion the proxy composed; `api-key` does not apply to Bedrock (AWS credentials do)."""
-        call = ProviderCall(PREFIX + str(body.get("model")), deployment=NAME)
+    def complete(self, body: dict, *, api_key: str | None = None, retries: int | None = None) -> dict:
+        """A chat completion the proxy composed; `api-key` does not apply to Bedrock (AWS credentials
+        do), and its retries are botocore's own."""
+        call = ProviderCall(PREFIX + str(body.get("model")), deployment=f"{NAME}/{body.get('model')}")
         with measured(call):
             answer = self.chat(body, relayed=False)
         call.finish(200, usage=answer["usage"])
