@@ -417,6 +417,9 @@ class OpenAICompatible:
                 return data.replace(encoded, FILTERED)
         return data
 
+    def _redacted_value(self, value: str, key: str | None) -> str:
+        return self.redact(value.encode("latin-1"), key).decode("latin-1")
+
     def relayed_headers(self, upstream_headers: Mapping[str, str], key: str | None) -> list[tuple[str, str]]:
         """The upstream's headers a client gets (RELAYED_HEADERS; its request id renamed)."""
         relayed = []
@@ -426,9 +429,10 @@ class OpenAICompatible:
                 if seconds is not None:
                     relayed.append(("Retry-After", str(max(1, round(seconds)))))
             elif name in RELAYED_HEADERS:
-                relayed.append((name, self.redact(value.encode("latin-1"), key).decode("latin-1")))
+                relayed.append((name, self._redacted_value(value, key)))
             elif name == "x-request-id":
-                relayed.append(("X-Upstream-Request-Id", value[:200]))  # ours stays in X-Request-Id
+                # Ours stays in X-Request-Id. Blanked before it is cut, so no piece of a key stays.
+                relayed.append(("X-Upstream-Request-Id", self._redacted_value(value, key)[:200]))
         return relayed
 
     def _open(
