@@ -12,7 +12,8 @@ caller has already waited the whole timeout once.
 What the client sees of the upstream is filtered: only an allow-list of its answer headers, and
 the provider key blanked out of bodies, events and header values, in case an upstream echoes it.
 The proxy asks for uncompressed answers (`Accept-Encoding: identity`) and decodes gzip or deflate
-itself should an upstream compress anyway, so usage and redaction always see plain JSON.
+itself should an upstream compress anyway (a stream as it arrives), so clients, usage and
+redaction always see plain JSON.
 """
 
 from __future__ import annotations
@@ -171,12 +172,12 @@ class _Decoder:
             decoded = self._zlib.decompress(data)
         except zlib.error:
             if self._fed or self.encoding != "deflate":
-                raise self._failure() from None
+                raise self.failure() from None
             self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
             try:
                 decoded = self._zlib.decompress(data)
             except zlib.error:
-                raise self._failure() from None
+                raise self.failure() from None
         self._fed = self._fed or bool(data)
         return decoded
 
@@ -188,7 +189,7 @@ class _Decoder:
     def complete(self) -> bool:
         return self._zlib.eof
 
-    def _failure(self) -> ProviderBadAnswer:
+    def failure(self) -> ProviderBadAnswer:
         return ProviderBadAnswer(
             f"The upstream's {self.encoding} answer could not be decoded.", provider=self.provider
         )
@@ -201,7 +202,7 @@ def _decoded(body: bytes, encoding: str, provider: str = "") -> bytes:
     decoder = _Decoder(encoding, provider)
     data = decoder.feed(body) + decoder.end()
     if not decoder.complete:
-        raise decoder._failure()  # cut short: part of the answer is missing
+        raise decoder.failure()  # cut short: part of the answer is missing
     return data
 
 
