@@ -34,6 +34,13 @@ $(CHECKOV_VENV)/.deps: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
 	touch $@
 
+# The official OpenAI Node SDK that tests/e2e/test_node_client.py drives, exactly as the lock file
+# pins it, installed with the venv's npm; again only when the lock file changes.
+NODE_TESTS := tests/node
+$(NODE_TESTS)/node_modules/.installed: $(NODE_TESTS)/package.json $(NODE_TESTS)/package-lock.json | $(VENV)/.dev-deps
+	cd $(NODE_TESTS) && $(abspath $(BIN))/npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 ## Serve on http://127.0.0.1:5000 with the production server (gunicorn + gevent).
 run: $(VENV)/.run-deps
 	$(BIN)/gunicorn --config python:service.server 'service:create_app()'
@@ -47,7 +54,7 @@ demo: $(VENV)/.demo-deps
 	$(BIN)/python -m testbed.demo --provider-port $(DEMO_PROVIDER_PORT)
 
 ## Lint, format check, and every test (unit, routes, end-to-end, infrastructure, checkov).
-test: $(VENV)/.dev-deps $(CHECKOV_VENV)/.deps
+test: $(VENV)/.dev-deps $(CHECKOV_VENV)/.deps $(NODE_TESTS)/node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -94,4 +101,4 @@ checkov: $(VENV)/.dev-deps $(CHECKOV_VENV)/.deps
 	$(BIN)/python -m infra_cdk.checkov
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) cdk.out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(NODE_TESTS)/node_modules cdk.out .pytest_cache .ruff_cache

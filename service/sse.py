@@ -75,7 +75,18 @@ def cut_streams() -> None:
             code="server_shutting_down",
             kind="shutdown",
         )
-        gevent.kill(greenlet, cut, block=False)
+        _interrupt(greenlet, cut)
+
+
+def _interrupt(greenlet: gevent.Greenlet, error: BaseException) -> None:
+    """Raise `error` in `greenlet` as soon as the loop gets to it, if it is still waiting on its
+    provider then: by that time it may be writing to its client, which nothing must interrupt."""
+
+    def throw() -> None:
+        if greenlet in _waiting:
+            greenlet.throw(error)
+
+    gevent.get_hub().loop.run_callback(throw)
 
 
 def relay_events(
@@ -154,7 +165,7 @@ class _ClientWatch:
         except OSError:
             self.gone = True
         if self.gone and self.greenlet in _waiting:
-            gevent.kill(self.greenlet, ClientGone(), block=False)
+            _interrupt(self.greenlet, ClientGone())
 
     def close(self) -> None:
         self._io.stop()

@@ -9,6 +9,7 @@ Usage in a test:
         fake.enqueue(Reply(["answer 1", "answer 2"]))   # next request: these two choices
         fake.enqueue(Fail(429, "Slow down", headers={"Retry-After": "0"}), path="/chat/completions")
         fake.enqueue(Stream(pause=0.2, close_after=2))   # stream 2 chunks, then drop the connection
+        fake.enqueue(Stream(close_after=1, partial=b'data: {"id": "x", "obj'))  # ...inside an event
         fake.enqueue(Hang(5))                            # answer nothing for 5 s
         fake.responder = lambda request: Reply([...])    # or decide per request (None: default)
         ...
@@ -20,9 +21,16 @@ Queued behaviours are used first-in first-out, each by the first request whose p
 `path` (any path when None); then `responder`; then the default answer of the route. Defaults:
 chat/completions answers `n` choices (streamed when `"stream": true`, with a usage chunk when
 `stream_options.include_usage` is set), and embeddings, responses, completions, moderations,
-models and models/<id> answer in the OpenAI shapes. `delay` pauses before every answer,
-`stream_pause` between streamed chunks, `stream_chunks` sets how many content chunks a default
-stream has. `api_key` (when set) must arrive as `Authorization: Bearer <key>`, else 401.
+models and models/<id> answer in the OpenAI shapes. Streamed chat chunks are OpenAI's: every
+choice has `finish_reason` (null until the last content chunk), and once usage was asked for every
+chunk has `"usage": null` but the final usage chunk. Embeddings come as base64 (little-endian
+float32) when the request says `encoding_format: base64`, as the Node SDK's does by default.
+`delay` pauses before every answer, `stream_pause` between streamed chunks, `stream_chunks` sets
+how many content chunks a default stream has. `api_key` (when set) must arrive as
+`Authorization: Bearer <key>`, else 401 quoting the key sent, masked, as OpenAI does.
+`gzip="asked"` compresses answers (streams included) for a request whose Accept-Encoding allows
+gzip; `gzip="always"` compresses whatever the request asked, as a misbehaving upstream (or a
+proxy in front of one) does.
 
 From the command line (the benchmark runs it this way, in its own process):
 
@@ -34,10 +42,14 @@ prints `ready http://127.0.0.1:<port>/v1` and serves until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import gzip
 import json
 import ssl
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,12 +96,20 @@ class Hang:
 
 @dataclass
 class Stream:
-    """Stream `contents` (one chunk each), `pause` seconds apart; `close_after` chunks, then drop."""
+    """Stream `contents` (one chunk each), `pause` seconds apart; `close_after` chunks, then drop.
+
+    With `close_after`, `partial` is written after those chunks, before the drop: the start of an
+    event the upstream never finishes (`b'data: {"id": "x", "obj'`). `stall` is how long the
+    upstream then stays silent before it drops the connection (a proxy's read timeout comes first
+    when it is longer).
+    """
 
     contents: list[str] | None = None
     pause: float | None = None  # None: the fake's stream_pause
     usage: bool | None = None  # None: as the request's stream_options.include_usage says
     close_after: int | None = None
+    partial: bytes | None = None
+    stall: float = 0.0
 
 
 Behaviour = Reply | Fail | Hang | Stream
@@ -122,8 +142,12 @@ class FakeOpenAI(FakeServer[Recorded]):
         port: int = 0,
         record: bool = True,
         tls: ssl.SSLContext | None = None,
+        gzip: str | None = None,
     ) -> None:
         super().__init__(port=port, record=record, tls=tls)
+        if gzip not in (None, "asked", "always"):
+            raise ValueError(f"gzip must be None, 'asked' or 'always', not {gzip!r}")
+        self.gzip = gzip
         self.delay = delay
         self.stream_pause = stream_pause
         self.stream_chunks = stream_chunks
@@ -171,9 +195,27 @@ class FakeOpenAI(FakeServer[Recorded]):
             request.transport.get_extra_info("peername") if request.transport else None,
         )
 
+    def _compresses(self, recorded: Recorded) -> bool:
+        if self.gzip == "always":
+            return True
+        if self.gzip != "asked":
+            return False
+        for coding in recorded.headers.get("accept-encoding", "").split(","):
+            name, _, params = coding.partition(";")
+            if name.strip().lower() in ("gzip", "*") and params.replace(" ", "") not in ("q=0", "q=0.0"):
+                return True
+        return False
+
     async def _answer(self, request: web.Request, recorded: Recorded) -> web.StreamResponse:
+        response = await self._answer_plain(request, recorded)
+        if self._compresses(recorded) and not response.prepared and isinstance(response, web.Response):
+            response.body = gzip.compress(response.body or b"")
+            response.headers["Content-Encoding"] = "gzip"
+        return response
+
+    async def _answer_plain(self, request: web.Request, recorded: Recorded) -> web.StreamResponse:
         if self.api_key and recorded.headers.get("authorization") != f"Bearer {self.api_key}":
-            return _error(401, "Incorrect API key provided.", code="invalid_api_key")
+            return _error(401, _refusal(recorded.headers.get("authorization", "")), code="invalid_api_key")
         behaviour = self._next_behaviour(recorded)
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -195,9 +237,9 @@ class FakeOpenAI(FakeServer[Recorded]):
         )
         reply = behaviour if isinstance(behaviour, Reply) else Reply()
         if isinstance(behaviour, Stream):
-            return await self._stream(request, route, body, behaviour)
+            return await self._stream(request, recorded, route, body, behaviour)
         if wants_stream and reply.body is None:
-            return await self._stream(request, route, body, Stream(contents=reply.contents))
+            return await self._stream(request, recorded, route, body, Stream(contents=reply.contents))
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.body is not None:
@@ -250,11 +292,12 @@ class FakeOpenAI(FakeServer[Recorded]):
             )
         if route == "/embeddings" and recorded.method == "POST":
             inputs = _inputs(body)
+            encode = _base64_floats if body.get("encoding_format") == "base64" else list
             return web.json_response(
                 {
                     "object": "list",
                     "data": [
-                        {"object": "embedding", "index": i, "embedding": _vector(str(text))}
+                        {"object": "embedding", "index": i, "embedding": encode(_vector(str(text)))}
                         for i, text in enumerate(inputs)
                     ],
                     "model": model,
@@ -290,7 +333,7 @@ class FakeOpenAI(FakeServer[Recorded]):
         return None
 
     async def _stream(
-        self, request: web.Request, route: str, body: dict, behaviour: Stream
+        self, request: web.Request, recorded: Recorded, route: str, body: dict, behaviour: Stream
     ) -> web.StreamResponse:
         contents = behaviour.contents
         if contents is None:
@@ -308,18 +351,34 @@ class FakeOpenAI(FakeServer[Recorded]):
         prompt_tokens = _prompt_tokens(body)
         events = _stream_events(route, model, contents, prompt_tokens, include_usage)
 
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        # Each event is flushed out of the compressor as it is written, as a gzipping server
+        # that streams must, so a compressed stream still arrives event by event.
+        compressor = zlib.compressobj(wbits=31) if self._compresses(recorded) else None
+        if compressor is not None:
+            headers["Content-Encoding"] = "gzip"
+
+        def packed(data: bytes) -> bytes:
+            if compressor is None:
+                return data
+            return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+        response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         for number, event in enumerate(events):
             if behaviour.close_after is not None and number >= behaviour.close_after:
+                if behaviour.partial:
+                    await response.write(packed(behaviour.partial))
+                if behaviour.stall:
+                    await asyncio.sleep(behaviour.stall)
                 # Drop the connection mid-stream, without the terminating chunk.
                 request.transport.close()
                 return response
             if number and pause:
                 await asyncio.sleep(pause)
-            await response.write(event)
+            await response.write(packed(event))
+        if compressor is not None:
+            await response.write(compressor.flush())
         await response.write_eof()
         return response
 
@@ -343,6 +402,15 @@ def _error(
     return web.json_response(body, status=status, headers=headers)
 
 
+def _refusal(authorization: str) -> str:
+    """OpenAI's 401 message, which quotes the start and end of the key it refused."""
+    key = authorization.removeprefix("Bearer ").strip()
+    if not key:
+        return "You didn't provide an API key."
+    masked = f"{key[:4]}{'*' * max(0, len(key) - 8)}{key[-4:]}" if len(key) > 8 else key
+    return f"Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys."
+
+
 def _prompt_tokens(body: dict) -> int:
     return count_words(body.get("messages") or body.get("input") or body.get("prompt"))
 
@@ -360,6 +428,11 @@ def _usage(prompt: int, completion: int) -> dict:
 def _vector(text: str) -> list[float]:
     seed = sum(map(ord, text)) or 1
     return [((seed * (i + 7)) % 1000) / 1000 for i in range(8)]
+
+
+def _base64_floats(vector: list[float]) -> str:
+    """An embedding as `encoding_format: base64` sends it: little-endian float32s, base64."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def _model(name: str) -> dict:
@@ -420,19 +493,16 @@ def _stream_events(
         return events
     if route == "/completions":
         base = {"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model}
-        events = [
-            _sse({**base, "choices": [{"index": 0, "text": c, "logprobs": None, "finish_reason": None}]})
-            for c in contents
-        ]
-        events.append(_sse({**base, "choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}))
+        choices = [{"index": 0, "text": c, "logprobs": None, "finish_reason": None} for c in contents]
+        choices.append({"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"})
     else:
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model}
-        events = [_sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})]
-        events += [
-            _sse({**base, "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]})
-            for c in contents
-        ]
-        events.append(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        deltas = [{"role": "assistant", "content": ""}] + [{"content": c} for c in contents]
+        choices = [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None} for d in deltas]
+        choices.append({"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"})
+    # Once usage was asked for, OpenAI adds `"usage": null` to every chunk but the last.
+    unused = {"usage": None} if usage else {}
+    events = [_sse({**base, "choices": [choice], **unused}) for choice in choices]
     if usage:
         events.append(_sse({**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)}))
     events.append(_sse("[DONE]"))

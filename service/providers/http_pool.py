@@ -80,8 +80,15 @@ class Answer:
 
         A body that ends without a final newline gives its last bytes as a line too.
         """
+        return self.read_until(b"\n")
+
+    def read_until(self, separator: bytes) -> bytes:
+        """The body up to and including the next `separator`, once it has all arrived; at the end
+        of the body, what is left after the last separator; b"" once everything was read."""
         try:
-            return self._response.readline(b"\n")
+            piece = self._response.readline(separator)
+            # readline gives b"" at the end even when bytes without a separator are left.
+            return piece or self._response.read()
         except (OSError, HTTPParseError) as error:
             self.close()
             raise _transport_error(error) from None

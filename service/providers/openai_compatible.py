@@ -12,7 +12,8 @@ caller has already waited the whole timeout once.
 What the client sees of the upstream is filtered: only an allow-list of its answer headers, and
 the provider key blanked out of bodies, events and header values, in case an upstream echoes it.
 The proxy asks for uncompressed answers (`Accept-Encoding: identity`) and decodes gzip or deflate
-itself should an upstream compress anyway, so usage and redaction always see plain JSON.
+itself should an upstream compress anyway (a stream as it arrives), so clients, usage and
+redaction always see plain JSON.
 """
 
 from __future__ import annotations
@@ -141,20 +142,68 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
-def _decoded(body: bytes, encoding: str) -> bytes:
-    """`body` without the Content-Encoding an upstream used although asked for none."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding in ("gzip", "x-gzip", "deflate"):
+# What a server that streams compressed data writes at each flush (zlib's Z_SYNC_FLUSH): the end
+# of a piece that decodes to everything written before the flush.
+_FLUSH_MARK = b"\x00\x00\xff\xff"
+
+
+def _plain(encoding: str) -> bool:
+    return encoding.strip().lower() in ("", "identity")
+
+
+class _Decoder:
+    """Undoes the Content-Encoding (gzip or deflate) an upstream used although asked for none,
+    piece by piece as the body arrives."""
+
+    def __init__(self, encoding: str, provider: str = "") -> None:
+        self.encoding = encoding.strip().lower()
+        self.provider = provider
+        if self.encoding not in ("gzip", "x-gzip", "deflate"):
+            raise ProviderBadAnswer(
+                f"The upstream answered with an encoding the proxy cannot read ({self.encoding}).",
+                provider=provider,
+            )
+        # 47: a gzip or a zlib header, either; raw deflate (as some servers send) is tried after.
+        self._zlib = zlib.decompressobj(47)
+        self._fed = False
+
+    def feed(self, data: bytes) -> bytes:
         try:
-            return zlib.decompress(body, 47 if encoding != "deflate" else zlib.MAX_WBITS)
+            decoded = self._zlib.decompress(data)
         except zlib.error:
+            if self._fed or self.encoding != "deflate":
+                raise self.failure() from None
+            self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
             try:
-                return zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate, as some servers send
+                decoded = self._zlib.decompress(data)
             except zlib.error:
-                raise ProviderBadAnswer(f"The upstream's {encoding} answer could not be decoded.") from None
-    raise ProviderBadAnswer(f"The upstream answered with an encoding the proxy cannot read ({encoding}).")
+                raise self.failure() from None
+        self._fed = self._fed or bool(data)
+        return decoded
+
+    def end(self) -> bytes:
+        """What is left once the body has ended."""
+        return self._zlib.flush()
+
+    @property
+    def complete(self) -> bool:
+        return self._zlib.eof
+
+    def failure(self) -> ProviderBadAnswer:
+        return ProviderBadAnswer(
+            f"The upstream's {self.encoding} answer could not be decoded.", provider=self.provider
+        )
+
+
+def _decoded(body: bytes, encoding: str, provider: str = "") -> bytes:
+    """`body` without the Content-Encoding an upstream used although asked for none."""
+    if _plain(encoding):
+        return body
+    decoder = _Decoder(encoding, provider)
+    data = decoder.feed(body) + decoder.end()
+    if not decoder.complete:
+        raise decoder.failure()  # cut short: part of the answer is missing
+    return data
 
 
 class OpenAICompatible:
@@ -288,7 +337,7 @@ class OpenAICompatible:
             data = answer.read()
         except TransportError as error:
             raise self._connection_error(error) from None
-        data = _decoded(data, answer.headers.get("content-encoding", ""))
+        data = _decoded(data, answer.headers.get("content-encoding", ""), self.name)
         return _Response(answer.status, answer.headers, self.redact(data, key), key)
 
     def stream(
@@ -304,7 +353,11 @@ class OpenAICompatible:
     ) -> UpstreamStream:
         """Open a streaming request. Retries while opening only; nothing has been relayed yet."""
         answer, key = self._open(method, path, body, query, api_key, headers, True, retries)
-        return UpstreamStream(self, answer, key)
+        try:
+            return UpstreamStream(self, answer, key)
+        except ProviderError:
+            answer.close()  # an encoding it cannot read: nothing of it is relayed
+            raise
 
     # --- relaying a stream -------------------------------------------------------------------
 
@@ -377,6 +430,9 @@ class OpenAICompatible:
                 return data.replace(encoded, FILTERED)
         return data
 
+    def _redacted_value(self, value: str, key: str | None) -> str:
+        return self.redact(value.encode("latin-1"), key).decode("latin-1")
+
     def relayed_headers(self, upstream_headers: Mapping[str, str], key: str | None) -> list[tuple[str, str]]:
         """The upstream's headers a client gets (RELAYED_HEADERS; its request id renamed)."""
         relayed = []
@@ -386,9 +442,10 @@ class OpenAICompatible:
                 if seconds is not None:
                     relayed.append(("Retry-After", str(max(1, round(seconds)))))
             elif name in RELAYED_HEADERS:
-                relayed.append((name, self.redact(value.encode("latin-1"), key).decode("latin-1")))
+                relayed.append((name, self._redacted_value(value, key)))
             elif name == "x-request-id":
-                relayed.append(("X-Upstream-Request-Id", value[:200]))  # ours stays in X-Request-Id
+                # Ours stays in X-Request-Id. Blanked before it is cut, so no piece of a key stays.
+                relayed.append(("X-Upstream-Request-Id", self._redacted_value(value, key)[:200]))
         return relayed
 
     def _open(
@@ -414,7 +471,7 @@ class OpenAICompatible:
                 answer = self._pool.request(method, target, request_headers, body)
                 if answer.status < 400:
                     return answer, key
-                data = _decoded(answer.read(), answer.headers.get("content-encoding", ""))
+                data = _decoded(answer.read(), answer.headers.get("content-encoding", ""), self.name)
             except TransportError as error:
                 failure = self._connection_error(error)
                 # A read timeout is not retried: the caller has already waited the whole timeout.
@@ -563,6 +620,12 @@ class UpstreamStream:
         self.status = answer.status
         self.headers = answer.headers
         self.closed = False
+        # A compressed stream (asked for none) is decoded here: clients get plain events, and
+        # usage and redaction read them.
+        encoding = answer.headers.get("content-encoding", "")
+        self._decoder = None if _plain(encoding) else _Decoder(encoding, upstream.name)
+        self._decoded = bytearray()
+        self._ended = False
 
     def frames(self, call: ProviderCall, *, strip_usage: bool) -> Iterator[bytes]:
         """The stream's whole events, redacted; usage noted on `call` (and hidden when `strip_usage`).
@@ -593,7 +656,7 @@ class UpstreamStream:
 
     def _read_line(self) -> bytes:
         try:
-            return self._answer.read_line()
+            return self._answer.read_line() if self._decoder is None else self._decoded_line()
         except TransportError as error:
             if error.kind == "timeout":
                 raise ProviderTimeout(
@@ -603,6 +666,29 @@ class UpstreamStream:
             raise ProviderUnreachable(
                 "The upstream closed the stream before its end.", provider=self._upstream.name
             ) from None
+
+    def _decoded_line(self) -> bytes:
+        """The next line of a compressed stream, decoded; b"" at the end."""
+        assert self._decoder is not None
+        pending = self._decoded
+        while True:
+            end = pending.find(b"\n") + 1
+            if end:
+                line = bytes(pending[:end])
+                del pending[:end]
+                return line
+            if self._ended:
+                line = bytes(pending)
+                pending.clear()
+                return line
+            # A server streaming compressed events flushes after each: read to the flush, so an
+            # event is relayed when it arrives, not when more data pushes it out.
+            piece = self._answer.read_until(_FLUSH_MARK)
+            if piece:
+                pending += self._decoder.feed(piece)
+            else:
+                pending += self._decoder.end()
+                self._ended = True
 
     @staticmethod
     def _usage_event(frame: bytes, call: ProviderCall, strip_usage: bool) -> bytes | None:

@@ -73,3 +73,14 @@ def test_a_stream_the_upstream_breaks_off_raises_in_the_sdk(sdk, fake):
     stream = sdk.chat.completions.create(model="gpt-4o-mini", messages=[], stream=True)
     with pytest.raises(openai.APIError, match="closed the stream before its end"):
         list(stream)
+
+
+def test_the_sdks_stream_helper_assembles_the_final_completion(sdk, fake):
+    # The helper insists on OpenAI's chunk shapes (a finish_reason for every choice at the end).
+    fake.enqueue(Stream(["Hel", "per"]))
+    with sdk.chat.completions.stream(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == "Helper"
+    assert final.choices[0].finish_reason == "stop"

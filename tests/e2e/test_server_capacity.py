@@ -4,6 +4,7 @@ LLM calls take seconds to minutes, so these run against a fake upstream that wai
 answers, through the real server process with ONE worker.
 """
 
+import json
 import signal
 import threading
 import time
@@ -13,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from testbed.openai_upstream import Stream
 from testbed.proxy import proxy_with_fake_openai
 from tests.support.http import fetch
 from tests.support.waiting import wait_until
@@ -90,3 +92,25 @@ def test_grace_period_is_bounded():
         assert time.monotonic() - stopped < 10  # not the upstream's 60 s
         thread.join(timeout=10)
         assert outcome == ["cut off"]
+
+
+def test_a_stream_waiting_on_a_silent_upstream_is_ended_with_an_error_event_before_the_grace_ends():
+    grace = 4  # seconds; the worker cuts waiting streams a second before it ends
+    settings = one_worker(AIPROXY_GRACEFUL_TIMEOUT=str(grace), LOG_FORMAT="json")
+    with proxy_with_fake_openai(settings) as (fake, server):
+        fake.enqueue(Stream(["never sent"], pause=60))
+        body = json.dumps({"model": "gpt-4o-mini", "messages": [], "stream": True}).encode()
+        request = urllib.request.Request(server.url + "/v1/chat/completions", body)
+        with urllib.request.urlopen(request, timeout=30) as stream:
+            first = stream.readline()
+            assert first.startswith(b"data: {")
+            stopped = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            rest = stream.read()
+        # The client learns that its stream was cut, in an event its SDK raises as an API error.
+        error = json.loads(rest.strip().removeprefix(b"data: "))["error"]
+        assert error["code"] == "server_shutting_down"
+        assert time.monotonic() - stopped < grace
+        assert server.process.wait(timeout=20) == 0
+    usage = [r for r in server.log_records() if r["logger"] == "service.usage"]
+    assert [r["error"] for r in usage] == ["shutdown"]

@@ -8,6 +8,7 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 from email.utils import formatdate
 
 import pytest
@@ -338,6 +339,70 @@ def test_a_broken_answer_is_unreachable_at_once_never_a_hang(answer, streamed):
     assert caught.value.kind == "unreachable"
     assert "(" not in caught.value.message.split("(", 1)[-1]  # a plain reason, no parser internals
     assert time.monotonic() - started < 2
+
+
+def compressed_answer(body: bytes, encoding: str, wbits: int, stream: bool = False) -> bytes:
+    compressor = zlib.compressobj(wbits=wbits)
+    data = compressor.compress(body) + compressor.flush()
+    kind = b"text/event-stream" if stream else b"application/json"
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: "
+        + kind
+        + b"\r\nContent-Encoding: "
+        + encoding.encode()
+        + f"\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+
+
+# (Content-Encoding, zlib's wbits): gzip, deflate as the RFC says (zlib) and as some servers send it (raw).
+ENCODINGS = {"gzip": ("gzip", 31), "deflate": ("deflate", 15), "raw deflate": ("deflate", -15)}
+
+
+@pytest.mark.parametrize(("encoding", "wbits"), ENCODINGS.values(), ids=ENCODINGS.keys())
+def test_a_compressed_answer_is_decoded_and_redacted(encoding, wbits):
+    body = json.dumps({"object": "chat.completion", "echo": KEY, "choices": []}).encode()
+    client = make_client(raw_upstream(compressed_answer(body, encoding, wbits)), retries=0)
+    assert client.chat_completion(CHAT)["echo"] == "[FILTERED]"
+
+
+@pytest.mark.parametrize(("encoding", "wbits"), ENCODINGS.values(), ids=ENCODINGS.keys())
+def test_a_compressed_stream_is_decoded_into_whole_events(encoding, wbits):
+    body = b'data: {"n": 1}\n\ndata: {"key": "' + KEY.encode() + b'"}\n\ndata: [DONE]\n\n'
+    client = make_client(raw_upstream(compressed_answer(body, encoding, wbits, stream=True)), retries=0)
+    stream = client.stream("POST", "/chat/completions", body=b"{}")
+    try:
+        assert list(events(stream)) == [
+            b'data: {"n": 1}\n\n',
+            b'data: {"key": "[FILTERED]"}\n\n',
+            b"data: [DONE]\n\n",
+        ]
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\n\x0b\x01\x80{",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!",
+    ],
+    ids=["unknown encoding", "not what it says"],
+)
+def test_an_answer_the_proxy_cannot_decode_is_a_bad_answer_never_relayed(answer, streamed):
+    client = make_client(raw_upstream(answer), retries=0)
+    with pytest.raises(ProviderError) as caught:
+        if streamed:
+            stream = client.stream("POST", "/chat/completions", body=b"{}")
+            try:
+                list(events(stream))
+            finally:
+                stream.close()
+        else:
+            client.chat_completion(CHAT)
+    assert (caught.value.status, caught.value.provider) == (502, "openai")
+    assert "br" in caught.value.message or "could not be decoded" in caught.value.message
 
 
 def test_real_threads_share_one_client(fake_openai):

@@ -1,0 +1,259 @@
+"""The pool adapter's contract (service/providers/http_pool.py), against servers written by hand.
+
+The relay relies on what geventhttpclient does underneath: a line comes back as soon as it has
+arrived (streams are relayed event by event), an answer cut short is an error at once (never a
+hang, never a partial line passed off as whole), a connection goes back to the pool only once its
+answer was read to the end and is closed when the answer is abandoned (which is how an upstream
+learns that nobody listens any more), and a failure to connect is told apart from one after. Each
+test pins one of these, so an upgrade that changes it fails here rather than in the relay.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from service.providers.http_pool import OriginPool, TransportError
+from tests.support.raw_http import RawConnection, RawServer
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+
+
+def pool(url: str, *, read_timeout: float = 10, connect_timeout: float = 5) -> OriginPool:
+    return OriginPool(url, connect_timeout=connect_timeout, read_timeout=read_timeout, size=10)
+
+
+def get(origin: OriginPool):
+    return origin.request("GET", "/v1/stream", {"Accept": "text/event-stream"}, None)
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+# How each framing sends the head, a piece of the body, and the end of the body.
+FRAMINGS = {
+    "chunked": (HEAD + b"Transfer-Encoding: chunked\r\n\r\n", chunk, b"0\r\n\r\n"),
+    "content-length": (HEAD + b"Content-Length: 18\r\n\r\n", lambda data: data, b""),
+    "until close": (HEAD + b"Connection: close\r\n\r\n", lambda data: data, None),
+}
+
+
+# --- a line as soon as it has arrived -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("framing", FRAMINGS.values(), ids=FRAMINGS.keys())
+def test_a_line_is_returned_as_soon_as_it_has_arrived_before_the_rest_of_the_body(framing):
+    head, piece, end = framing
+    go_on = threading.Event()
+
+    def answer(connection: RawConnection) -> None:
+        connection.read_request()
+        connection.send(head + piece(b"line one\n"))
+        go_on.wait(5)  # the rest only once the client has the first line
+        connection.send(piece(b"line two\n"))
+        if end is not None:
+            connection.send(end)
+
+    with RawServer(answer) as server:
+        answer_ = get(pool(server.url))
+        started = time.monotonic()
+        assert answer_.read_line() == b"line one\n"
+        assert time.monotonic() - started < 1 and not go_on.is_set()
+        go_on.set()
+        assert answer_.read_line() == b"line two\n"
+        assert answer_.read_line() == b""
+        assert answer_.read_line() == b""  # and stays at the end
+
+
+def test_a_line_written_in_two_pieces_is_returned_whole_once_its_end_arrived():
+    def answer(connection: RawConnection) -> None:
+        connection.read_request()
+        connection.send(FRAMINGS["chunked"][0] + chunk(b'data: {"half": '))
+        time.sleep(0.5)
+        connection.send(chunk(b'"whole"}\n'), b"0\r\n\r\n")
+
+    with RawServer(answer) as server:
+        answer_ = get(pool(server.url))
+        started = time.monotonic()
+        assert answer_.read_line() == b'data: {"half": "whole"}\n'
+        assert time.monotonic() - started >= 0.4
+
+
+def test_the_last_bytes_of_a_body_without_a_final_newline_are_a_line():
+    def answer(connection: RawConnection) -> None:
+        connection.read_request()
+        connection.send(HEAD + b"Content-Length: 6\r\n\r\na\nlast")
+
+    with RawServer(answer) as server:
+        answer_ = get(pool(server.url))
+        assert [answer_.read_line() for _ in range(3)] == [b"a\n", b"last", b""]
+
+
+def test_read_until_returns_up_to_and_including_its_separator():
+    def answer(connection: RawConnection) -> None:
+        connection.read_request()
+        connection.send(HEAD + b"Content-Length: 12\r\n\r\nab||cd||tail")
+
+    with RawServer(answer) as server:
+        answer_ = get(pool(server.url))
+        assert [answer_.read_until(b"||") for _ in range(4)] == [b"ab||", b"cd||", b"tail", b""]
+
+
+# --- an answer cut short --------------------------------------------------------------------------------
+
+CUT_ANSWERS = {
+    "shorter than its length": HEAD + b"Content-Length: 100\r\n\r\nline\npart",
+    "chunked, cut inside a chunk": HEAD + b"Transfer-Encoding: chunked\r\n\r\na\r\nline\npar",
+    "chunked, no last chunk": HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunk(b"line\npart"),
+}
+
+
+@pytest.mark.parametrize("cut", CUT_ANSWERS.values(), ids=CUT_ANSWERS.keys())
+def test_an_answer_cut_before_its_end_is_an_error_at_once_never_a_partial_line(cut):
+    def answer(connection: RawConnection) -> None:
+        connection.read_request()
+        connection.send(cut)  # then the connection closes
+
+    with RawServer(answer) as server:
+        answer_ = get(pool(server.url, read_timeout=10))
+        assert answer_.read_line() == b"line\n"
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            answer_.read_line()  # "par(t)" never comes back as if it were a whole line
+        assert time.monotonic() - started < 1
+        assert (caught.value.kind, caught.value.reason) == ("broken", "the answer ended early")
+
+
+@pytest.mark.parametrize("cut", CUT_ANSWERS.values(), ids=CUT_ANSWERS.keys())
+def test_reading_a_cut_answer_whole_is_an_error_at_once(cut):
+    def answer(connection: RawConnection) -> None:
+        connection.read_request()
+        connection.send(cut)
+
+    with RawServer(answer) as server:
+        answer_ = get(pool(server.url, read_timeout=10))
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            answer_.read()
+        assert time.monotonic() - started < 1
+        assert caught.value.kind == "broken"
+
+
+def test_silence_in_the_middle_of_a_body_is_a_read_timeout():
+    def answer(connection: RawConnection) -> None:
+        connection.read_request()
+        connection.send(FRAMINGS["chunked"][0] + chunk(b"line\n") + chunk(b"par"))
+        connection.wait_for_eof(5)
+
+    with RawServer(answer) as server:
+        answer_ = get(pool(server.url, read_timeout=0.3))
+        assert answer_.read_line() == b"line\n"
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            answer_.read_line()
+        assert 0.25 < time.monotonic() - started < 2
+        assert caught.value.kind == "timeout"
+
+
+# --- connection reuse -------------------------------------------------------------------------------
+
+
+def keep_alive(connection: RawConnection) -> None:
+    """Answer every request on the connection with a two-line chunked body."""
+    while connection.read_request():
+        connection.send(FRAMINGS["chunked"][0] + chunk(b"one\n") + chunk(b"two\n") + b"0\r\n\r\n")
+
+
+@pytest.mark.parametrize("read", ["whole", "line by line"])
+def test_a_connection_is_reused_once_its_answer_was_read_to_the_end(read):
+    with RawServer(keep_alive) as server:
+        origin = pool(server.url)
+        for _ in range(3):
+            answer_ = get(origin)
+            if read == "whole":
+                assert answer_.read() == b"one\ntwo\n"
+            else:
+                assert [answer_.read_line() for _ in range(3)] == [b"one\n", b"two\n", b""]
+            answer_.close()
+        assert [len(c.requests) for c in server.connections] == [3]
+
+
+def test_an_answer_closed_before_its_end_closes_its_connection_and_the_next_request_gets_a_new_one():
+    saw_eof = threading.Event()
+
+    def answer(connection: RawConnection) -> None:
+        if len(server.connections) > 1:
+            return keep_alive(connection)
+        connection.read_request()
+        connection.send(FRAMINGS["chunked"][0] + chunk(b"first line\n"))  # and more to come
+        if connection.wait_for_eof(5):
+            saw_eof.set()
+
+    with RawServer(answer) as server:
+        origin = pool(server.url)
+        answer_ = get(origin)
+        assert answer_.read_line() == b"first line\n"
+        answer_.close()
+        # The upstream sees the connection closed: nobody will read the rest of its answer.
+        assert saw_eof.wait(2)
+        assert get(origin).read() == b"one\ntwo\n"
+        assert len(server.connections) == 2
+
+
+# --- failing to connect, told apart from failing later ----------------------------------------------
+
+
+def test_a_refused_connection_is_a_connect_error():
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]  # nobody listens once it is closed
+    with pytest.raises(TransportError) as caught:
+        get(pool(f"http://127.0.0.1:{port}"))
+    assert caught.value.kind == "connect"
+
+
+def test_a_connection_that_never_opens_is_a_connect_timeout():
+    # A listener that never accepts, its queue full: the kernel drops further SYNs.
+    with RawServer(lambda c: None, backlog=0, accept=False) as server:
+        fillers = []
+        for _ in range(8):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", server.port))
+            fillers.append(filler)
+        time.sleep(0.1)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransportError) as caught:
+                get(pool(server.url, connect_timeout=0.5))
+            assert caught.value.kind == "connect_timeout"
+            assert time.monotonic() - started < 3
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_a_connection_closed_without_an_answer_is_broken_not_a_connect_error():
+    def hang_up(connection: RawConnection) -> None:
+        connection.read_request()  # then close without a byte
+
+    with RawServer(hang_up) as server:
+        with pytest.raises(TransportError) as caught:
+            get(pool(server.url))
+        assert caught.value.kind == "broken"
+        assert caught.value.reason == "it closed the connection without an answer"
+
+
+def test_no_answer_within_the_read_timeout_is_a_timeout_not_a_connect_timeout():
+    def silent(connection: RawConnection) -> None:
+        connection.read_request()
+        connection.wait_for_eof(5)
+
+    with RawServer(silent) as server:
+        with pytest.raises(TransportError) as caught:
+            get(pool(server.url, read_timeout=0.3, connect_timeout=5))
+        assert caught.value.kind == "timeout"
