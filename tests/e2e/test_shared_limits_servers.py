@@ -157,8 +157,15 @@ def test_a_stream_is_charged_its_real_tokens_and_reaches_the_client_unchanged(se
         if line["logger"] == "service.usage" and line["client"] == "stream"
     ]
     assert record["completion_tokens"] > 0 and record["cost_usd"] > 0
-    limits = fetch(servers[1].url + "/v1/limits", headers={"Authorization": f"Bearer {key_of('stream')}"})
-    assert json.loads(limits.body)["usage"]["spent_usd_this_month"] == pytest.approx(record["cost_usd"])
+    # A stream is settled once its last event has gone out: the other process sees it right after.
+    deadline = time.monotonic() + 5
+    while True:
+        limits = fetch(servers[1].url + "/v1/limits", headers={"Authorization": f"Bearer {key_of('stream')}"})
+        spent = json.loads(limits.body)["usage"]["spent_usd_this_month"]
+        if spent == pytest.approx(record["cost_usd"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert spent == pytest.approx(record["cost_usd"])
 
 
 def test_the_slots_of_a_killed_process_come_back_after_the_lease(servers, fake, store):
