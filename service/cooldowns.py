@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 
 import redis
 
+from service.shared_limits import STORE_ERRORS
+
 log = logging.getLogger(__name__)
 
 MAX_COOLDOWN = 600.0  # seconds: a provider asking for longer is tried again after this anyway
@@ -62,7 +64,7 @@ class SharedCooldowns(Cooldowns):
         if seconds > 0:
             try:
                 self.store.set(self.key(name), "1", px=int(seconds * 1000))
-            except redis.RedisError as error:
+            except STORE_ERRORS as error:
                 log.debug("Could not share the cooldown of %s (%s)", name, type(error).__name__)
         return seconds
 
@@ -78,7 +80,7 @@ class SharedCooldowns(Cooldowns):
             pipeline.pttl(self.key(name))
         try:
             remaining = pipeline.execute()
-        except redis.RedisError as error:
+        except STORE_ERRORS as error:
             log.debug("Could not read the shared cooldowns (%s)", type(error).__name__)
             return
         now = self.clock()

@@ -47,6 +47,9 @@ from service.request_state import Usage
 
 log = logging.getLogger(__name__)
 
+# What a store that cannot be reached raises (the cluster client's own errors are not RedisErrors).
+STORE_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+
 RETRY_AFTER_OUTAGE = 1.0  # seconds before a store that failed is tried again
 _SOCKET_TIMEOUT = 0.5  # a store slower than this counts as down: the request must not wait on it
 _DAY_SECONDS, _MONTH_SECONDS = 2 * 86400, 32 * 86400  # how long a budget window's spending is kept
@@ -247,7 +250,7 @@ class SharedLimiter:
         ]
         try:
             answer = self._admit(keys=names, args=arguments)
-        except redis.RedisError as error:
+        except STORE_ERRORS as error:
             self._failed(error)
             return self._without_store(client, limits, estimate)
         self._recovered()
@@ -292,7 +295,7 @@ class SharedLimiter:
         ]
         try:
             self._settle(keys=[names[1], names[2], names[3], names[4]], args=arguments)
-        except redis.RedisError as error:
+        except STORE_ERRORS as error:
             # The slot's lease expires by itself; the tokens and cost of this request are not shared.
             self._failed(error)
 
@@ -303,7 +306,7 @@ class SharedLimiter:
                 requests, tokens, in_flight, day, month = self._usage(
                     keys=keys(client, now), args=[int(now * 1000), int(WINDOW_SECONDS * 1000)]
                 )
-            except redis.RedisError as error:
+            except STORE_ERRORS as error:
                 self._failed(error)
             else:
                 self._recovered()
@@ -378,5 +381,5 @@ class SharedLimiter:
             pipeline.pexpire(key, int(self.lease_seconds * 1000) + 1000)
         try:
             pipeline.execute()
-        except redis.RedisError as error:
+        except STORE_ERRORS as error:
             log.debug("Could not renew %d leases (%s)", len(leases), type(error).__name__)

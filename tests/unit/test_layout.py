@@ -16,7 +16,8 @@ LAYERS = [
     "assessment.messages assessment.samples routes openapi",
     "settings errors secrets logformat assessment.comments",
     "usage bodies limits metrics observability assessment.rubric providers providers.bedrock.translate",
-    "shared_limits cooldowns",
+    "shared_limits",
+    "cooldowns",
     "sse auth assessment.answers assessment.request providers.bedrock.stream routes.fields",
     # The providers, and the pure grading core.
     "providers.openai_compatible providers.bedrock.client assessment.voting assessment.grader keys startup",
