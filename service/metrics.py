@@ -62,7 +62,7 @@ UNRECORDED_ROUTES = frozenset({"/", "/metrics"})
 # A dimension value made of these, at most this long, is kept; anything else is `other`.
 # Model names and Bedrock ids fit (`meta-llama/Llama-3.1-8B`, `us.amazon.nova-lite-v1:0`).
 MAX_VALUE_LENGTH = 100
-_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 # New values each process accepts before folding the rest into `other`.
 MAX_MODELS = 50
 MAX_ERROR_KINDS = 50
@@ -135,7 +135,7 @@ def exposition() -> tuple[bytes, str]:
 
 def plain_value(value: Any) -> str | None:
     """`value` when it is a short, plain string fit for a dimension; else None."""
-    if isinstance(value, str) and len(value) <= MAX_VALUE_LENGTH and _PLAIN_VALUE.match(value):
+    if isinstance(value, str) and len(value) <= MAX_VALUE_LENGTH and _PLAIN_VALUE.fullmatch(value):
         return value
     return None
 
