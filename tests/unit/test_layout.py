@@ -23,7 +23,7 @@ LAYERS = [
     "routing",
     "fallback runtime pipeline",
     "assessment.providers",
-    "routes.status routes.models routes.assessment routes.openai_api",
+    "routes.status routes.models routes.assessment routes.openai_api routes.metrics",
     "app",
     "__init__ server worker",
 ]
