@@ -41,7 +41,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -50,6 +50,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from service.request_state import RequestState
 
 access_log = logging.getLogger("service.access")
+log = logging.getLogger(__name__)
 
 # The contract (infra_cdk/service_metrics.py); the service does not import the CDK app.
 NAMESPACE = "AIProxy"
@@ -118,7 +119,7 @@ BUDGET_USED_PERCENT = Gauge(
     "aiproxy_budget_used_percent",
     "The client's highest share of its daily or monthly budget, as of its latest request",
     ["client"],
-    # The latest value written by any worker, dead ones included: spending only grows in a window.
+    # The value written last, by whichever worker (dead ones included): the client's latest request.
     multiprocess_mode="mostrecent",
     registry=_registry,
 )
@@ -175,10 +176,7 @@ def budget_used_percent(admission: Any, cost: float) -> float | None:
     whichever limiter is configured."""
     limits = getattr(admission, "limits", None)
     shares = []
-    for budget_name, spent_name in (
-        ("budget_usd_per_day", "spent_day"),
-        ("budget_usd_per_month", "spent_month"),
-    ):
+    for budget_name, spent_name in _BUDGETS:
         budget, spent = getattr(limits, budget_name, None), getattr(admission, spent_name, None)
         if _number(budget) and budget > 0 and _number(spent):
             shares.append(100 * (spent + cost) / budget)
@@ -202,7 +200,7 @@ class RequestMetrics:
         environment: str | None = None,
         emf: bool = False,
         known_models: Iterable[str] = (),
-        route_of: Any = None,
+        route_of: Callable[[str, str], str | None] | None = None,
     ) -> None:
         self.environment = plain_value(environment) or LOCAL_ENVIRONMENT
         self.emf = emf
@@ -220,7 +218,10 @@ class RequestMetrics:
         route = self.route(state)
         if route not in UNRECORDED_ROUTES:
             figures = self.figures(state, route, status, fields["duration_ms"])
-            self._count(figures)
+            try:
+                self._count(figures)
+            except Exception:  # a fault in the counting must not cost the request its access line
+                log.exception("Could not count request %s in the Prometheus metrics", state.id)
             if self.emf:
                 fields.update(emf_document(figures))
         access_log.info("%s %s %s", state.method, state.path, status, extra=fields)
@@ -251,12 +252,13 @@ class RequestMetrics:
             figures["ErrorKind"] = self._error_kinds(kind)
         if used.calls:
             figures["UpstreamLatency"] = used.upstream_ms or 0.0
-            figures["PromptTokens"] = used.prompt_tokens
-            figures["CompletionTokens"] = used.completion_tokens
+            # As reported, but never below 0: a counter cannot go down.
+            figures["PromptTokens"] = max(0, used.prompt_tokens)
+            figures["CompletionTokens"] = max(0, used.completion_tokens)
             if used.model is not None:
                 # A name the provider served may be kept; one it refused (a typo, junk) may not.
                 figures["Model"] = self._models(used.model, admit=not failed)
-            if used.cost_usd is not None and _number(used.cost_usd):
+            if _number(used.cost_usd) and used.cost_usd >= 0:
                 figures["CostUSD"] = used.cost_usd
         if used.first_token_ms is not None:
             figures["TimeToFirstToken"] = used.first_token_ms
@@ -287,7 +289,7 @@ class RequestMetrics:
             BUDGET_USED_PERCENT.labels(client).set(figures["BudgetUsedPercent"])
 
 
-# Each metric's unit, and which directives carry it besides [Environment].
+# Each metric's unit, in the order the [Environment] directive lists those a request has.
 _UNITS = {
     "Requests": "Count",
     "Errors": "Count",

@@ -121,6 +121,17 @@ def test_the_health_check_and_the_scraper_are_not_counted(caplog, route):
     assert "_aws" not in json.loads(JsonFormatter().format(record))
 
 
+def test_impossible_figures_from_a_provider_never_break_the_record(caplog):
+    state = finished_request(prompt_tokens=-5, completion_tokens=2, cost_usd=-1.0)
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        metrics.RequestMetrics(emf=True).record(state)
+    [record] = caplog.records
+    line = json.loads(JsonFormatter().format(record))
+    assert_valid_emf(line)
+    assert (line["PromptTokens"], line["CompletionTokens"]) == (0, 2)
+    assert "CostUSD" not in line
+
+
 def test_model_names_are_bounded():
     models = metrics.BoundedValues(limit=2, known=["gpt-4o-mini"])
     assert models("x" * 101) == models("gpt 4") == models("gpt-4\n") == models(None) == models(42) == "other"
