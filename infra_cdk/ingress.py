@@ -22,8 +22,9 @@ ACCESS_LOG_PREFIX = "alb"
 
 
 class Ingress(Construct):
-    """Exposes `zone`, `certificate`, `load_balancer`, `https_listener`, `delegation` and
-    `access_logs` (the bucket of the load balancer's access logs)."""
+    """Exposes `zone`, `certificate`, `load_balancer`, `https_listener` (the only listener: plain
+    HTTP is refused), `delegation` and `access_logs` (the bucket of the load balancer's access
+    logs)."""
 
     def __init__(
         self,
@@ -101,19 +102,16 @@ class Ingress(Construct):
             ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
             open=True,
         )
+        # No listener on port 80, not even a redirect: a client that sends its key to http:// has
+        # leaked it before any redirect, and clients do not follow redirects of POST bodies well.
+        # Plain HTTP is refused outright (the security group does not open port 80).
         for security_group in self.load_balancer.connections.security_groups:
             acknowledge(
                 security_group,
                 "AwsSolutions-EC23",
-                "A public HTTPS API: the load balancer accepts 443 (and 80, redirected to 443) "
-                "from anywhere; clients authenticate with their keys.",
+                "A public HTTPS API: the load balancer accepts 443 only, from anywhere; clients "
+                "authenticate with their keys.",
             )
-        self.http_listener = self.load_balancer.add_redirect(
-            source_port=80,
-            source_protocol=elbv2.ApplicationProtocol.HTTP,
-            target_port=443,
-            target_protocol=elbv2.ApplicationProtocol.HTTPS,
-        )
         self.alias = route53.ARecord(
             self,
             "Alias",

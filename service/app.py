@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,8 +20,8 @@ from service.metrics import RequestMetrics
 from service.observability import configure_logging, install_honeybadger
 from service.pipeline import RequestPipeline
 from service.prices import PriceTable, shipped_prices
-from service.routes import assessment, limits, models, openai_api, status
-from service.routing import build_router
+from service.routes import assessment, limits, metrics, models, openai_api, status
+from service.routing import build_router, ranks_of
 from service.runtime import Runtime
 from service.secrets import HONEYBADGER_API_KEY, REDIS_AUTH, SecretStore
 from service.settings import Settings, load_settings
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         rotates=secrets.uses_aws,
         endpoint=settings.honeybadger_endpoint,
         environment=settings.environment_type or "local",
-        known_secrets=secrets.known_values,
+        known_secrets=lambda: [*secrets.known_values(), settings.metrics_key or ""],
         force_sync=settings.source.get("HONEYBADGER_FORCE_SYNC", "").lower() in ("1", "true"),
     )
 
@@ -102,15 +103,22 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     app.register_blueprint(models.blueprint(runtime))
     app.register_blueprint(assessment.blueprint(runtime))
     app.register_blueprint(limits.blueprint(runtime))
+    app.register_blueprint(metrics.blueprint(settings.metrics_key))
+    relay_routes = openai_api.relay_routes(runtime.router)
     app.wsgi_app = RequestPipeline(  # type: ignore[method-assign]
         app.wsgi_app,
         gate=ClientGate(keys),
         limiter=runtime.limiter,
-        routes=openai_api.relay_routes(runtime.router),
+        routes=relay_routes,
         max_body=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
         output_estimate=settings.output_tokens_estimate,
-        metrics=RequestMetrics(),
+        metrics=RequestMetrics(
+            environment=settings.environment,
+            emf=settings.log_format == "json",
+            known_models=_configured_models(settings),
+            route_of=_route_finder(app, relay_routes),
+        ),
         prices=runtime.prices,
         generating_paths=frozenset({"/assessment", "/test/assessment", "/test/openai"}),
     )
@@ -128,6 +136,38 @@ def build_limiter(settings: Settings, store: Any) -> Limiter:
         lease_seconds=settings.limits_lease_seconds,
         where=urlsplit(settings.redis_url).hostname or "",
     )
+
+
+def _configured_models(settings: Settings) -> set[str]:
+    """Model names the configuration declares, as requests and usage records name them."""
+    return {
+        settings.assessment_model,
+        *settings.model_aliases,
+        *(
+            model
+            for value in settings.model_aliases.values()
+            for rank in ranks_of(value)
+            for model, _ in rank
+        ),
+        *(f"bedrock/{model}" for model in settings.bedrock_models),
+    }
+
+
+def _route_finder(app: Flask, relay_routes: Iterable[str]) -> Callable[[str, str], str | None]:
+    """The route template of a request that did not reach Flask's routing (refused before it, or
+    a relay route), or None when no route matches: metrics never name a raw path."""
+    relayed = frozenset(relay_routes)
+
+    def route_of(method: str, path: str) -> str | None:
+        if path in relayed:
+            return path
+        try:
+            rule, _ = app.url_map.bind("localhost").match(path, method=method, return_rule=True)
+        except Exception:  # no route, wrong method, a redirect: none is this request's route
+            return None
+        return rule.rule
+
+    return route_of
 
 
 def _register_error_handlers(app: Flask) -> None:

@@ -11,8 +11,9 @@ Only hashes are stored, so the store itself cannot be used to call the proxy. A 
 several keys at once, which is how a key is rotated without downtime. The store is read through
 the app's SecretStore, so a changed secret takes effect within AIPROXY_SECRETS_TTL seconds.
 
-Every route except `GET /` (the load balancer's health check) needs a key when a store is
-configured; the request pipeline (`service.pipeline`) asks `ClientGate` before anything else.
+Every route except `GET /` (the load balancer's health check) and `GET /metrics` (its own key)
+needs a key when a store is configured; the request pipeline (`service.pipeline`) asks
+`ClientGate` before anything else.
 Without a store the proxy runs open, which is refused in `test` and `production`.
 """
 
@@ -264,7 +265,8 @@ def presented_key(authorization: str) -> str:
 
 
 def _is_open_route(method: str, path: str) -> bool:
-    return path == "/" and method in ("GET", "HEAD")
+    # `/metrics` asks for its own key, AIPROXY_METRICS_KEY (service.routes.metrics).
+    return path in ("/", "/metrics") and method in ("GET", "HEAD")
 
 
 class ClientGate:

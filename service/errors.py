@@ -28,6 +28,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from service import request_state
 from service.answers import Answer, json_bytes
 
 # The `type` OpenAI uses for each status; others fall back by class of status.
@@ -247,6 +248,9 @@ class ProviderThrottled(ProviderStatusError):
 
 def error_answer(error: ProxyError) -> Answer:
     """The answer a client gets for `error`: JSON in the OpenAI shape, with the error's headers."""
+    state = request_state.current()
+    if state is not None:
+        state.error_kind = error.kind  # the request's metrics count errors by kind
     body = error.relayed_body() if isinstance(error, ProviderStatusError) else None
     if body is None:
         body = json_bytes(error.body())

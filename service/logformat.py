@@ -43,8 +43,17 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+# `_aws` is the one private-looking extra kept: the metadata that makes the access line an EMF
+# document (service.metrics).
+_KEPT_PRIVATE = {"_aws"}
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
+    return {
+        k: v
+        for k, v in vars(record).items()
+        if k not in _STANDARD_ATTRS and (not k.startswith("_") or k in _KEPT_PRIVATE)
+    }
 
 
 class JsonFormatter(logging.Formatter):

@@ -143,7 +143,14 @@ def build_document() -> dict[str, Any]:
             "description": "OpenAI-compatible LLM gateway with rubric assessment. See API.md.",
         },
         "components": {
-            "securitySchemes": {"clientKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "clientKey": {"type": "http", "scheme": "bearer"},
+                "metricsKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "AIPROXY_METRICS_KEY, not a client key",
+                },
+            },
             "schemas": {
                 "Object": {"type": "object", "additionalProperties": True},
                 "Limits": {
@@ -227,6 +234,18 @@ def build_document() -> dict[str, Any]:
                     "tags": ["Status"],
                     "security": [],
                     "responses": {"200": {"description": "OK", "content": {"text/plain": {}}}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "The server's metrics in Prometheus' text format, summed over its workers",
+                    "tags": ["Status"],
+                    "security": [{"metricsKey": []}],
+                    "responses": {
+                        "200": {"description": "Prometheus text format", "content": {"text/plain": {}}},
+                        "401": _error("Missing or wrong metrics key"),
+                        "404": _error("No AIPROXY_METRICS_KEY configured: the route is off"),
+                    },
                 }
             },
             "/openapi.json": {

@@ -147,6 +147,6 @@ class RequestPipeline:
         return route(body, raw, environ)
 
     def _settle(self, state: RequestState) -> None:
-        admission, state.admission = state.admission, None
+        admission = state.admission  # left on the state: the metrics record reads the budget in it
         if admission is not None:
             self._limiter.settle(admission, state.used)

@@ -49,6 +49,7 @@ class RequestState:
     route: str | None = None  # the route's URL rule when it has one (else the path)
     used: Usage = field(default_factory=Usage)
     status: int | None = None  # the answer's status, once it is known
+    error_kind: str | None = None  # the kind of the error answered, if one was (service.errors)
     client_socket: Any = None  # the client's connection, where the server hands it over
     prices: Any = None  # the app's price table (service.prices.PriceTable): usage records' cost
 

@@ -6,11 +6,16 @@ up to AIPROXY_WORKER_CONNECTIONS requests at once as greenlets, and a fast reque
 behind slow ones. Every worker listens on a socket of its own on the same
 port (`reuse_port`), so the kernel spreads connections over the workers evenly, instead of the
 first worker to wake taking most of them. On SIGTERM gunicorn stops accepting connections and gives
-in-flight requests AIPROXY_GRACEFUL_TIMEOUT seconds to finish.
+in-flight requests AIPROXY_GRACEFUL_TIMEOUT seconds to finish. The master gives the workers a
+fresh directory for their Prometheus metrics (PROMETHEUS_MULTIPROC_DIR), so `GET /metrics`
+counts the requests of every worker, whichever worker answers it.
 """
 
 import logging
+import os
+import shutil
 import sys
+import tempfile
 
 from gunicorn import glogging
 
@@ -58,6 +63,7 @@ class Logger(glogging.Logger):
 
 
 logger_class = Logger
+_metrics_dir: str | None = None  # the directory on_starting made for the workers' metrics
 
 
 def on_starting(server):  # gunicorn hook: in the master, before it listens or starts a worker
@@ -71,6 +77,23 @@ def on_starting(server):  # gunicorn hook: in the master, before it listens or s
             _settings.workers,
             _settings.workers,
         )
+    # Prometheus' multiprocess mode (service.metrics): every worker, forked from here, writes its
+    # figures to files in this directory and `/metrics` adds up all of them. A fresh directory
+    # each start: files left by an earlier server would be counted again.
+    global _metrics_dir
+    _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aiproxy-metrics-")
+
+
+def child_exit(server, worker):  # gunicorn hook: in the master, once a worker has exited
+    # A dead worker's counts stay in the sums; only its "live" gauges are dropped.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # gunicorn hook: in the master, as it stops
+    if _metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
 def when_ready(server):  # gunicorn hook: in the master, once the workers are being started
@@ -78,3 +101,4 @@ def when_ready(server):  # gunicorn hook: in the master, once the workers are be
     server.log.info(
         "Listening at: http://%s:%s (%d gevent workers)", _host, _settings.port, _settings.workers
     )
+

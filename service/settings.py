@@ -76,6 +76,17 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw or None
 
 
+def _optional_key(min_length: int) -> Callable[[str, str], str | None]:
+    def parse(name: str, raw: str) -> str | None:
+        if raw and (len(raw) < min_length or any(c.isspace() for c in raw)):
+            raise SettingsError(
+                f"{name} is not valid; use at least {min_length} characters, no spaces, or nothing"
+            )
+        return raw or None
+
+    return parse
+
+
 def _alias_target(value: Any) -> bool:
     """A model name, or a model with a weight: `{"model": "<name>", "weight": 3}`."""
     if isinstance(value, str):
@@ -258,10 +269,13 @@ class Setting:
     help: str
 
 
-def setting(env: str, default: str, parse: Callable[[str, str], Any], help: str) -> Any:
+def setting(
+    env: str, default: str, parse: Callable[[str, str], Any], help: str, *, secret: bool = False
+) -> Any:
     """Declare a field of `Settings`: the variable it is read from, its default (as text), how
-    the text is parsed (raising SettingsError naming the variable) and a one-line description."""
-    return field(metadata={"env": env, "default": default, "parse": parse, "help": help})
+    the text is parsed (raising SettingsError naming the variable) and a one-line description.
+    A `secret` one is left out of the settings' repr, so it never reaches a log line."""
+    return field(repr=not secret, metadata={"env": env, "default": default, "parse": parse, "help": help})
 
 
 # Secrets are not settings: they are read through `service.secrets`, which looks at these same
@@ -488,6 +502,14 @@ class Settings:
         "1000",
         _number(int, 0, 1000000),
         "output tokens a request is assumed to use when it sets no max_tokens (the tpm limit's estimate)",
+    )
+    # Metrics.
+    metrics_key: str | None = setting(
+        "AIPROXY_METRICS_KEY",
+        "",
+        _optional_key(16),
+        "key GET /metrics asks for (Authorization: Bearer <key>); empty: /metrics answers 404",
+        secret=True,
     )
     # Every raw KEY=VALUE the settings were read from (environment over config.txt); the secrets
     # loader looks here for its overrides. Excluded from repr so no secret reaches a log line.

@@ -27,6 +27,8 @@ PORT = 5000  # the proxy's, as with `make run`
 PROVIDER_PORT = 5001  # the Makefile's DEMO_PROVIDER_PORT default, which `make evaluate DEMO=1` uses
 # The stand-in checks no key, but the proxy relays only when it has one.
 PROVIDER_KEY = "demo"
+# Opens the demo's GET /metrics (API.md's example sends it); a local demo's, never a deployment's.
+METRICS_KEY = "demo-metrics-key"
 
 
 @contextmanager
@@ -35,7 +37,12 @@ def running_demo(port: int, provider_port: int) -> Iterator[tuple[StandIn, Runni
     with (
         StandIn(port=provider_port) as provider,
         running_server(
-            {"PORT": str(port), "OPENAI_BASE_URL": provider.url, "OPENAI_API_KEY": PROVIDER_KEY}
+            {
+                "PORT": str(port),
+                "OPENAI_BASE_URL": provider.url,
+                "OPENAI_API_KEY": PROVIDER_KEY,
+                "AIPROXY_METRICS_KEY": METRICS_KEY,
+            }
         ) as proxy,
     ):
         yield provider, proxy

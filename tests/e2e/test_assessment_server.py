@@ -122,37 +122,47 @@ while time.monotonic() < until:
 """
 
 
-def test_the_heaviest_request_allowed_leaves_the_worker_answering(fake):
+def health_checks_during_grading(url: str, fields: dict, rows: int, fake) -> list[float]:
+    """How long each `GET /` took while the worker graded `fields`, `rows` concepts (seconds)."""
     import subprocess
     import sys
     import time
 
-    from testbed.server import running_server
-
-    fields, concepts = heaviest_request()
-    answer = tsv_answer(*(["Limited Evidence"] * len(concepts)), concepts=tuple(concepts))
-    fake.enqueue(Reply([answer] * 10))
-    # One worker: the health checks share it with the grading.
-    with running_server({"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": KEY, "AIPROXY_WORKERS": "1"}) as solo:
-        probe = subprocess.Popen(
-            [sys.executable, "-c", PROBE, solo.url + "/", "30"], stdout=subprocess.PIPE, text=True
+    concepts = tuple(f"Concept {number}" for number in range(rows))
+    fake.enqueue(Reply([tsv_answer(*(["Limited Evidence"] * rows), concepts=concepts)] * 10))
+    probe = subprocess.Popen(
+        [sys.executable, "-c", PROBE, url + "/", "30"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(0.3)  # the probe is running
+        started = time.monotonic()
+        response = fetch(
+            url + "/assessment", json.dumps(fields).encode(), {"Content-Type": "application/json"}, timeout=60
         )
-        try:
-            time.sleep(0.3)  # the probe is running
-            started = time.monotonic()
-            response = fetch(
-                solo.url + "/assessment",
-                json.dumps(fields).encode(),
-                {"Content-Type": "application/json"},
-                timeout=60,
-            )
-            finished = time.monotonic()
-        finally:
-            probe.terminate()
-            lines = probe.communicate(timeout=10)[0].split()
+        finished = time.monotonic()
+    finally:
+        probe.terminate()
+        lines = probe.communicate(timeout=10)[0].split()
     assert response.status == 200, response.body[:500]
-    assert len(json.loads(response.body)["data"]) == len(concepts)
+    assert len(json.loads(response.body)["data"]) == rows
     checks = [(float(at), float(took)) for at, took in zip(lines[::2], lines[1::2], strict=False)]
     during = [took for at, took in checks if started - 0.05 <= at <= finished]
     assert len(during) >= 3, "the grading was too quick to measure anything"
-    assert max(during) < 0.1, f"a health check waited {max(during) * 1000:.0f} ms"
+    return during
+
+
+def test_the_heaviest_request_allowed_leaves_the_worker_answering(fake):
+    from testbed.server import running_server
+
+    fields, concepts = heaviest_request()
+    # One worker: the health checks share it with the grading. The machine is shared too (other
+    # tests, the fake, the probe): a neighbour holding both cores can delay a health check by tens
+    # of milliseconds, so the measurement is taken up to three times. A worker that stops
+    # answering while it grades fails every time.
+    with running_server({"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": KEY, "AIPROXY_WORKERS": "1"}) as solo:
+        slowest = []
+        for _ in range(3):
+            slowest.append(max(health_checks_during_grading(solo.url, fields, len(concepts), fake)))
+            if slowest[-1] < 0.1:
+                break
+    assert slowest[-1] < 0.1, f"health checks waited {[round(took * 1000) for took in slowest]} ms"

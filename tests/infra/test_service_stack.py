@@ -136,8 +136,9 @@ def test_certificate_is_dns_validated_after_the_delegation_exists(templates):
     assert delegation_id in certificate["DependsOn"]
 
 
-def test_load_balancer_is_public_https_with_http_redirected(templates):
-    template = templates["aiproxy"]
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_load_balancer_is_public_https_only(templates, stack):
+    template = templates[stack]
     _, balancer = only(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")
     assert balancer["Properties"]["Scheme"] == "internet-facing"
     public_subnets = template.find_resources(
@@ -146,25 +147,22 @@ def test_load_balancer_is_public_https_with_http_redirected(templates):
     )
     assert sorted(s["Ref"] for s in balancer["Properties"]["Subnets"]) == sorted(public_subnets)
     certificate_id, _ = only(template, "AWS::CertificateManager::Certificate")
-    template.has_resource_properties(
-        "AWS::ElasticLoadBalancingV2::Listener",
-        {"Port": 443, "Protocol": "HTTPS", "Certificates": [{"CertificateArn": {"Ref": certificate_id}}]},
-    )
-    template.has_resource_properties(
-        "AWS::ElasticLoadBalancingV2::Listener",
-        {
-            "Port": 80,
-            "Protocol": "HTTP",
-            "DefaultActions": [
-                {
-                    "Type": "redirect",
-                    "RedirectConfig": Match.object_like(
-                        {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}
-                    ),
-                }
-            ],
-        },
-    )
+    # One listener, HTTPS: no port 80 listener, not even a redirect (a key sent to http:// would
+    # have leaked before the redirect), so plain HTTP is refused outright.
+    _, listener = only(template, "AWS::ElasticLoadBalancingV2::Listener")
+    assert listener["Properties"]["Port"] == 443
+    assert listener["Properties"]["Protocol"] == "HTTPS"
+    assert listener["Properties"]["Certificates"] == [{"CertificateArn": {"Ref": certificate_id}}]
+    balancer_group_id = balancer["Properties"]["SecurityGroups"][0]["Fn::GetAtt"][0]
+    group = template.to_json()["Resources"][balancer_group_id]["Properties"]
+    assert [(rule["FromPort"], rule["ToPort"], rule["CidrIp"]) for rule in group["SecurityGroupIngress"]] == [
+        (443, 443, "0.0.0.0/0")
+    ]
+    assert not [
+        rule
+        for rule in template.find_resources("AWS::EC2::SecurityGroupIngress").values()
+        if rule["Properties"]["GroupId"] == {"Fn::GetAtt": [balancer_group_id, "GroupId"]}
+    ]
 
 
 def load_balancer_attribute(template: Template, key: str) -> str:

@@ -25,7 +25,7 @@ LAYERS = [
     "routing",
     "fallback runtime pipeline",
     "assessment.providers",
-    "routes.status routes.models routes.assessment routes.openai_api routes.limits",
+    "routes.status routes.models routes.assessment routes.openai_api routes.limits routes.metrics",
     "app",
     "__init__ server worker",
 ]
