@@ -51,7 +51,8 @@ def request_fields(*, uploads: bool = False) -> dict[str, Any]:
         raise RequestRejected(
             f"The form has more than {limit:,} fields or files; send at most {limit:,}."
         ) from None
-    if any("\ufffd" in value for value in form.values()):
+    if request.mimetype == "multipart/form-data" and raw:
+        # Werkzeug reads a body it cannot parse as an empty form, and text parts with U+FFFD.
         name = _multipart_field_not_utf8(raw, request.mimetype_params.get("boundary", ""))
         if name is not None:
             raise RequestRejected(f"The form field {quoted(name, 100)} is not UTF-8 text.", param=name)
@@ -86,10 +87,22 @@ def urlencoded(raw: bytes) -> dict[str, str]:
 
 
 def _multipart_field_not_utf8(raw: bytes, boundary: str) -> str | None:
-    """The first text part of a multipart body whose bytes are not text in its charset."""
-    decoder = MultipartDecoder(boundary.encode("latin-1"))
+    """The first text part of a multipart body whose bytes are not text in its charset;
+    RequestRejected when the body is not multipart/form-data at all."""
+    if not boundary:
+        raise RequestRejected("The multipart/form-data body has no boundary in its Content-Type.")
+    decoder = MultipartDecoder(boundary.encode("latin-1", "replace"))
     decoder.receive_data(raw)
     decoder.receive_data(None)
+    try:
+        return _first_not_utf8(decoder)
+    except ValueError:
+        raise RequestRejected(
+            "The multipart/form-data body is not readable: its parts are malformed."
+        ) from None
+
+
+def _first_not_utf8(decoder: MultipartDecoder) -> str | None:
     part: Field | None = None
     data: list[bytes] = []
     event = decoder.next_event()

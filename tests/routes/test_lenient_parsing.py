@@ -96,6 +96,30 @@ def test_every_body_encoding_refuses_bytes_that_are_not_utf8(client, body, conte
     assert "\ufffd" not in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b"--b\r\n[]--b--\r\n", "multipart/form-data; boundary=b", "its parts are malformed"),
+        (b"student-id=s-1", "multipart/form-data; boundary=b", "its parts are malformed"),
+        (b"--b\r\n\r\nx\r\n--b--\r\n", "multipart/form-data", "no boundary"),
+    ],
+    ids=["not parts", "not multipart", "no boundary"],
+)
+def test_a_multipart_body_that_cannot_be_read_is_refused_not_taken_as_empty(
+    client, body, content_type, message
+):
+    error = error_of(client.post("/test/assessment/blank", data=body, content_type=content_type))
+    assert message in error["message"]
+
+
+def test_a_multipart_body_without_parts_is_an_empty_form(client):
+    for body in (b"", b"--b--\r\n"):
+        response = client.post(
+            "/test/assessment/blank", data=body, content_type="multipart/form-data; boundary=b"
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+
 def test_query_string_escapes_of_bytes_that_are_not_utf8_are_refused(client):
     error = error_of(client.get("/test/assessment/blank?student-id=s%FF1"))
     assert (error["param"], error["message"]) == (
