@@ -75,7 +75,7 @@ def cut_streams() -> None:
             code="server_shutting_down",
             kind="shutdown",
         )
-        gevent.kill(greenlet, cut, block=False)
+        gevent.kill(greenlet, cut)  # asynchronous: gevent.kill has no `block`
 
 
 def relay_events(
@@ -154,7 +154,7 @@ class _ClientWatch:
         except OSError:
             self.gone = True
         if self.gone and self.greenlet in _waiting:
-            gevent.kill(self.greenlet, ClientGone(), block=False)
+            gevent.kill(self.greenlet, ClientGone())
 
     def close(self) -> None:
         self._io.stop()
