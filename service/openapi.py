@@ -110,7 +110,7 @@ def _responses(ok: dict, *more: dict) -> dict:
     return merged
 
 
-def _relayed_post(summary: str, *, streams: bool) -> dict:
+def _relayed_post(summary: str, example: dict, *, streams: bool) -> dict:
     ok = _json("The upstream's answer, unchanged")
     if streams:
         ok["description"] += '; with "stream": true, Server-Sent Events ending with `data: [DONE]`'
@@ -119,7 +119,10 @@ def _relayed_post(summary: str, *, streams: bool) -> dict:
         "post": {
             "summary": summary,
             "tags": ["OpenAI-compatible"],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Object")}}},
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("Object"), "example": example}},
+            },
             "responses": _responses(
                 ok,
                 {"400": _error("Body empty, not JSON or not a JSON object, or the upstream rejected it")},
@@ -454,12 +457,23 @@ def build_document() -> dict[str, Any]:
             ),
             "/v1/chat/completions": _relayed_post(
                 "Chat completion (streams with stream: true; bedrock/... models: Amazon Bedrock)",
+                {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]},
                 streams=True,
             ),
-            "/v1/completions": _relayed_post("Legacy text completion", streams=True),
-            "/v1/responses": _relayed_post("Responses API", streams=True),
-            "/v1/embeddings": _relayed_post("Embeddings", streams=False),
-            "/v1/moderations": _relayed_post("Moderation", streams=False),
+            "/v1/completions": _relayed_post(
+                "Legacy text completion",
+                {"model": "gpt-3.5-turbo-instruct", "prompt": "Once upon a time", "max_tokens": 20},
+                streams=True,
+            ),
+            "/v1/responses": _relayed_post(
+                "Responses API", {"model": "gpt-4o-mini", "input": "Say hello"}, streams=True
+            ),
+            "/v1/embeddings": _relayed_post(
+                "Embeddings", {"model": "text-embedding-3-small", "input": ["first text"]}, streams=False
+            ),
+            "/v1/moderations": _relayed_post(
+                "Moderation", {"model": "omni-moderation-latest", "input": "some text"}, streams=False
+            ),
             "/v1/models": {
                 "get": {
                     "summary": "List the upstream's models, then the configured Bedrock models and aliases",

@@ -111,4 +111,5 @@ def test_the_server_answers_as_its_openapi_document_says(proxy, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # for the hooks module
     run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=TIME_LIMIT)
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+    print(run.stdout[-1500:])  # the summary, shown with -s
     assert re.search(r"Operations: +(\d+) selected / \1 total", run.stdout), run.stdout[:2000]
