@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 description of every route, served at `GET /openapi.json`.
 
 A test checks that every route the app registers is described here, so the two stay in step, and
-another runs schemathesis against the real server with this document (tests/e2e/test_openapi_conformance.py):
-every status, content type, header and body the server answers must be described, and the field
-constraints must be the ones `service.assessment.request` applies, no looser and no stricter.
+another runs schemathesis against the real server with this document
+(tests/e2e/test_openapi_conformance.py): every status, content type, header and body the server
+answers must be described, and the field constraints must be the ones `service.assessment.request`
+applies, no looser and no stricter.
 The OpenAI-compatible bodies are described loosely (`additionalProperties: true`): the proxy
 relays them unchanged and the OpenAI API reference is their real contract.
 
@@ -90,11 +91,17 @@ _PIPELINE_ERRORS = {
 }
 _PROVIDER_ERRORS = {
     "502": _error("Upstream unreachable or failed"),
-    "503": _error("No provider key configured (the message names OPENAI_API_KEY)"),
+    "503": _error(
+        "No provider key configured (the message names OPENAI_API_KEY), or the client key store or "
+        "the limits store is unavailable"
+    ),
     "504": _error("Upstream slower than AIPROXY_UPSTREAM_TIMEOUT"),
 }
 # Relayed routes answer any status the upstream answered, with its body (OpenAI-shaped).
 _RELAYED = {
+    "429": _error(
+        "Over the client's limits, or the upstream's rate limit relayed", **{"Retry-After": _RETRY_AFTER}
+    ),
     "401": _error(
         "Missing or wrong client key (with WWW-Authenticate), or the upstream refused the key it was sent",
         **{"WWW-Authenticate": _www_authenticate(required=False)},
