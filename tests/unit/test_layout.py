@@ -13,7 +13,7 @@ from testbed.server import ROOT
 LAYERS = [
     # Plain building blocks: no imports from the rest of the service.
     "settings aws request_state answers cpu providers.http_pool assessment "
-    "assessment.messages assessment.samples routes openapi",
+    "assessment.messages assessment.samples routes",
     "errors secrets logformat assessment.comments",
     "usage bodies limits metrics observability assessment.rubric providers providers.bedrock.translate",
     "sse auth assessment.answers assessment.request providers.bedrock.stream routes.fields",
@@ -23,7 +23,8 @@ LAYERS = [
     "routing",
     "fallback runtime pipeline",
     "assessment.providers",
-    "routes.status routes.models routes.assessment routes.openai_api",
+    # openapi describes the routes, with the assessment fields' limits.
+    "routes.status routes.models routes.assessment routes.openai_api openapi",
     "app",
     "__init__ server worker",
 ]
