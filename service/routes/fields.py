@@ -55,14 +55,16 @@ def request_fields(*, uploads: bool = False) -> dict[str, Any]:
         # Werkzeug reads a body it cannot parse as an empty form, and text parts with U+FFFD.
         name = _multipart_field_not_utf8(raw, request.mimetype_params.get("boundary", ""))
         if name is not None:
-            raise RequestRejected(f"The form field {quoted(name, 100)} is not UTF-8 text.", param=name)
+            raise RequestRejected(
+                f"The form field {quoted(name, 100)} is not UTF-8 text.", param=_param(name)
+            )
     fields.update(form.items())
     for name, upload in (files or {}).items():
         try:
             fields[name] = upload.read().decode("utf-8")
         except UnicodeDecodeError:
             raise RequestRejected(
-                f"The uploaded {quoted(name, 100)} is not UTF-8 text.", param=name
+                f"The uploaded {quoted(name, 100)} is not UTF-8 text.", param=_param(name)
             ) from None
     return fields
 
@@ -80,7 +82,7 @@ def urlencoded(raw: bytes) -> dict[str, str]:
         except UnicodeDecodeError:
             shown = name.decode("utf-8", "replace")
             raise RequestRejected(
-                f"The form field {quoted(shown, 100)} is not UTF-8 text.", param=shown
+                f"The form field {quoted(shown, 100)} is not UTF-8 text.", param=_param(shown)
             ) from None
         fields.setdefault(*text)
     return fields
@@ -120,6 +122,11 @@ def _first_not_utf8(decoder: MultipartDecoder) -> str | None:
                     return part.name
         event = decoder.next_event()
     return None
+
+
+def _param(name: str) -> str | None:
+    """A field's name as an error's `param`: not a copy of whatever a client sent as a name."""
+    return name if len(name) <= 100 else None
 
 
 def _charset(content_type: str) -> str:

@@ -120,6 +120,14 @@ def test_a_multipart_body_without_parts_is_an_empty_form(client):
         assert response.status_code == 200, response.get_data(as_text=True)
 
 
+def test_a_long_field_name_is_not_echoed_with_its_bad_bytes(client):
+    body = "x" * 5_000 + "=%FF"
+    response = client.post("/test/assessment/blank", data=body, content_type=FORM)
+    error = error_of(response)
+    assert error["param"] is None
+    assert len(response.get_data()) < 600
+
+
 def test_query_string_escapes_of_bytes_that_are_not_utf8_are_refused(client):
     error = error_of(client.get("/test/assessment/blank?student-id=s%FF1"))
     assert (error["param"], error["message"]) == (
