@@ -101,4 +101,3 @@ def when_ready(server):  # gunicorn hook: in the master, once the workers are be
     server.log.info(
         "Listening at: http://%s:%s (%d gevent workers)", _host, _settings.port, _settings.workers
     )
-

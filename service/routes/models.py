@@ -87,9 +87,11 @@ def blueprint(runtime: Runtime) -> Blueprint:
     def legacy_test_openai() -> Answer:
         """A tiny "Hello world" chat; parameters `model` and `api-key` (a provider key to use)."""
         params = request_fields()
-        model = params.get("model") or runtime.settings.assessment_model
-        if not isinstance(model, str):
+        model = params.get("model")
+        if model is not None and not isinstance(model, str):
+            # Not `or`: 0, false, {} and [] are not the default model but a mistake.
             raise RequestRejected("The parameter 'model' must be a string.", param="model")
+        model = (model or "").strip() or runtime.settings.assessment_model
         api_key = provider_key(params)
         deployment = router.deployment(model)
         body = {"model": deployment.model, "messages": [{"role": "user", "content": "Hello world"}]}

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import signal
@@ -171,11 +173,14 @@ def test_a_stream_is_charged_its_real_tokens_and_reaches_the_client_unchanged(se
 def test_the_slots_of_a_killed_process_come_back_after_the_lease(servers, fake, store):
     fake.enqueue(*[Stream(["a", "b"], pause=30)] * 2)
     before = len(fake.requests_to("/chat/completions"))
+
+    def hold_a_slot(server) -> None:
+        with contextlib.suppress(http.client.HTTPException, OSError):  # its server is killed
+            chat(server, "concurrent", stream=True)
+
     with running_server(settings_for(fake, store)) as doomed:
         for _ in range(2):  # both slots of the client, held by streams in the doomed process
-            threading.Thread(
-                target=chat, args=(doomed, "concurrent"), kwargs={"stream": True}, daemon=True
-            ).start()
+            threading.Thread(target=hold_a_slot, args=(doomed,), daemon=True).start()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and len(fake.requests_to("/chat/completions")) < before + 2:
             time.sleep(0.05)

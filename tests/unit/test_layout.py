@@ -13,7 +13,7 @@ from testbed.server import ROOT
 LAYERS = [
     # Plain building blocks: no imports from the rest of the service.
     "aws request_state answers cpu providers.http_pool assessment data prices "
-    "assessment.messages assessment.samples routes openapi",
+    "assessment.messages assessment.samples routes",
     "settings errors secrets logformat assessment.comments",
     "usage bodies limits metrics observability assessment.rubric providers providers.bedrock.translate",
     "shared_limits",
@@ -25,7 +25,8 @@ LAYERS = [
     "routing",
     "fallback runtime pipeline",
     "assessment.providers",
-    "routes.status routes.models routes.assessment routes.openai_api routes.limits routes.metrics",
+    # openapi describes the routes, with the assessment fields' limits.
+    "routes.status routes.models routes.assessment routes.openai_api routes.limits routes.metrics openapi",
     "app",
     "__init__ server worker",
 ]
