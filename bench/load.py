@@ -136,14 +136,15 @@ def measure(
     the difference is the result's `server_cpu`.
 
     Every target is warmed up first (connections opened, pools filled, any to a previous fake
-    dropped). A scenario with `rounds` > 1 splits its requests into that many rounds and
-    alternates the targets within them (direct, proxy; then proxy, direct; ...), so a drift of
-    the machine's speed during the run falls on every path alike instead of on whichever ran
-    while the machine was slower.
+    dropped). A scenario with `rounds` > 1 splits its requests (or its duration) into that many
+    rounds and alternates the targets within them (direct, proxy; then proxy, direct; ...), so a
+    drift of the machine's speed during the run falls on every path alike instead of on whichever
+    ran while the machine was slower.
     """
     for url, body, _ in targets.values():
         run_load(url, warm_body or body, clients=min(scenario.clients, 50), count=3)
-    rounds = min(scenario.rounds, scenario.count or 1)
+    rounds = max(1, scenario.rounds if scenario.count is None else min(scenario.rounds, scenario.count))
+    duration = None if scenario.duration is None else scenario.duration / rounds
     results = {path: LoadResult() for path in targets}
     order = list(targets)
     for number in range(rounds):
@@ -155,7 +156,7 @@ def measure(
             clock = (cpu_clocks or {}).get(path)
             cpu_before = clock() if clock else 0.0
             load = run_load(
-                url, body, clients=scenario.clients, stream=stream, duration=scenario.duration, count=count
+                url, body, clients=scenario.clients, stream=stream, duration=duration, count=count
             )
             if clock:
                 load.server_cpu = clock() - cpu_before

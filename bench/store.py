@@ -1,12 +1,14 @@
-"""The shared-store scenarios: a proxy whose client limits are counted in a real Redis.
+"""The limits scenarios: a proxy with a client key store whose client's limits are counted in the
+process (`limits`), or in a real Redis shared by every process (`store`).
 
-The load generator's key (`bench-client`) belongs to a client of this proxy's key store whose
-limits are high enough never to refuse a request: what is measured is the cost of counting (one
-store round trip before the upstream call and one after it), not of refusing.
+The load generator's key (`bench-client`) belongs to a client whose limits are high enough never
+to refuse a request: what is measured is the cost of counting, not of refusing. Comparing the two
+proxies, which differ only by AIPROXY_REDIS_URL, gives what the shared store adds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -21,14 +23,11 @@ LIMITS = {"rpm": 100_000, "max_concurrent": 100_000, "tpm": 1_000_000_000}
 
 
 @contextmanager
-def limited_proxy(upstream_url: str, workers: int) -> Iterator[RunningServer]:
-    store = {"bench": {"keys": [hashlib.sha256(CLIENT_KEY.encode()).hexdigest()], **LIMITS}}
-    with (
-        RedisServer() as redis,
-        proxy_server(
-            upstream_url,
-            workers,
-            extra={"AIPROXY_CLIENT_KEYS": json.dumps(store), "AIPROXY_REDIS_URL": redis.url},
-        ) as server,
-    ):
-        yield server
+def limited_proxy(upstream_url: str, workers: int, *, shared: bool) -> Iterator[RunningServer]:
+    """A proxy counting the client's limits in a Redis of its own when `shared`, else in-process."""
+    keys = {"bench": {"keys": [hashlib.sha256(CLIENT_KEY.encode()).hexdigest()], **LIMITS}}
+    with contextlib.ExitStack() as stack:
+        extra = {"AIPROXY_CLIENT_KEYS": json.dumps(keys)}
+        if shared:
+            extra["AIPROXY_REDIS_URL"] = stack.enter_context(RedisServer()).url
+        yield stack.enter_context(proxy_server(upstream_url, workers, extra=extra))

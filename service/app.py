@@ -25,7 +25,6 @@ from service.routing import build_router, ranks_of
 from service.runtime import Runtime
 from service.secrets import HONEYBADGER_API_KEY, REDIS_AUTH, SecretStore
 from service.settings import Settings, load_settings
-from service.shared_limits import SharedLimiter, store_client
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,14 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     )
     keys = ClientKeys(secrets, settings)
     keys.load_at_start(settings.environment_type)  # stops start-up when a store is required
-    store = (
-        store_client(settings.redis_url, lambda: secrets.get(REDIS_AUTH), cluster=settings.redis_cluster)
-        if settings.redis_url
-        else None
-    )
+    store = None
+    if settings.redis_url:
+        # redis-py (8 MiB a worker) is imported only by a server that has a store to talk to.
+        from service.shared_limits import store_client
+
+        store = store_client(
+            settings.redis_url, lambda: secrets.get(REDIS_AUTH), cluster=settings.redis_cluster
+        )
     runtime = Runtime(
         settings=settings,
         secrets=secrets,
@@ -129,6 +131,8 @@ def build_limiter(settings: Settings, store: Any) -> Limiter:
     """Client limits counted in the shared store (AIPROXY_REDIS_URL), or in this process."""
     if store is None:
         return LocalLimiter()
+    from service.shared_limits import SharedLimiter  # with its store (see create_app)
+
     return SharedLimiter(
         store,
         LocalLimiter(),

@@ -191,7 +191,9 @@ def refusal_over_tpm(client: str, limits: Limits, estimate: int, wait: float) ->
 @dataclass
 class _Client:
     admitted: deque[float] = field(default_factory=deque)  # times of requests in the window
-    tokens: dict[str, list[float]] = field(default_factory=dict)  # lease -> [time, tokens] in the window
+    # Tokens reserved or used, by the second they were reserved in (as the shared store counts
+    # them): a limit check adds up at most 61 numbers, however many requests the minute held.
+    tokens: dict[int, float] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)
     spent: dict[str, float] = field(default_factory=dict)  # budget window -> USD
 
@@ -216,7 +218,7 @@ class LocalLimiter:
                 raise refusal_over_rpm(client, limits, counts.admitted[-limits.rpm] + WINDOW_SECONDS - now)
             if len(counts.in_flight) >= limits.max_concurrent:
                 raise refusal_over_concurrency(client, limits)
-            used_tokens = sum(tokens for _, tokens in counts.tokens.values())
+            used_tokens = sum(counts.tokens.values())
             if limits.tpm is not None and used_tokens + estimate > limits.tpm:
                 raise refusal_over_tpm(
                     client, limits, estimate, self._tokens_free_in(counts, limits, estimate, now)
@@ -226,13 +228,13 @@ class LocalLimiter:
             counts.admitted.append(now)
             counts.in_flight.add(admission.lease)
             if limits.tpm is not None:
-                counts.tokens[admission.lease] = [now, float(estimate)]
+                admission.token_second = second = math.floor(now)
+                counts.tokens[second] = counts.tokens.get(second, 0.0) + estimate
             admission.remaining_requests = limits.rpm - len(counts.admitted)
             admission.reset_requests = counts.admitted[0] + WINDOW_SECONDS - now
             if limits.tpm is not None:
                 admission.remaining_tokens = int(limits.tpm - used_tokens - estimate)
-                first = min(at for at, _ in counts.tokens.values())
-                admission.reset_tokens = first + WINDOW_SECONDS - now
+                admission.reset_tokens = min(counts.tokens) + WINDOW_SECONDS - now
             admission.spent_day, admission.spent_month = spent_day, spent_month
             return admission
 
@@ -243,9 +245,10 @@ class LocalLimiter:
             admission.settled = True
             counts = self._clients.setdefault(admission.client, _Client())
             counts.in_flight.discard(admission.lease)
-            reservation = counts.tokens.get(admission.lease)
-            if reservation is not None:
-                reservation[1] = float(used.tokens)  # the estimate, replaced by what was used
+            second = admission.token_second
+            if admission.limits.tpm is not None and second in counts.tokens:
+                # The estimate, replaced by what was used (unless its second has left the window).
+                counts.tokens[second] += used.tokens - admission.reserved_tokens
             if used.cost_usd:
                 day, month = windows(admission.admitted_at)
                 for window in (day, month):
@@ -259,7 +262,7 @@ class LocalLimiter:
             day, month = windows(now)
             return {
                 "requests_last_minute": len(counts.admitted),
-                "tokens_last_minute": int(sum(tokens for _, tokens in counts.tokens.values())),
+                "tokens_last_minute": int(sum(counts.tokens.values())),
                 "in_flight": len(counts.in_flight),
                 "spent_usd_today": round(counts.spent.get(day, 0.0), 6),
                 "spent_usd_this_month": round(counts.spent.get(month, 0.0), 6),
@@ -274,9 +277,9 @@ class LocalLimiter:
     def _expire(counts: _Client, now: float) -> None:
         while counts.admitted and counts.admitted[0] <= now - WINDOW_SECONDS:
             counts.admitted.popleft()
-        for lease, (at, _) in list(counts.tokens.items()):
-            if at <= now - WINDOW_SECONDS and lease not in counts.in_flight:
-                del counts.tokens[lease]
+        horizon = math.floor(now - WINDOW_SECONDS)
+        for second in [second for second in counts.tokens if second <= horizon]:
+            del counts.tokens[second]
         day, month = windows(now)
         for window in [w for w in counts.spent if w not in (day, month)]:
             del counts.spent[window]
@@ -284,9 +287,9 @@ class LocalLimiter:
     @staticmethod
     def _tokens_free_in(counts: _Client, limits: Limits, estimate: int, now: float) -> float:
         """Seconds until enough reserved tokens leave the window for `estimate` to fit."""
-        needed = sum(tokens for _, tokens in counts.tokens.values()) + estimate - (limits.tpm or 0)
-        for at, tokens in sorted(counts.tokens.values()):
+        needed = sum(counts.tokens.values()) + estimate - (limits.tpm or 0)
+        for second, tokens in sorted(counts.tokens.items()):
             needed -= tokens
             if needed <= 0:
-                return at + WINDOW_SECONDS - now
+                return second + WINDOW_SECONDS - now
         return WINDOW_SECONDS

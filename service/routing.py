@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from service.cooldowns import Cooldowns, SharedCooldowns
+from service.cooldowns import Cooldowns
 from service.errors import RequestRejected
 from service.providers import Provider
 from service.providers.bedrock import BedrockProvider
@@ -210,6 +210,8 @@ def build_router(settings: Settings, secrets: SecretStore, store: Any = None) ->
         strict_prefixes=urlsplit(settings.openai_base_url).hostname == OPENAI_HOST,
     )
     if store is not None:
+        from service.shared_cooldowns import SharedCooldowns  # redis-py: only with a store (see app)
+
         router.cooldowns = SharedCooldowns(store, router.grouped(), settings.cooldown_seconds)
     else:
         router.cooldowns = Cooldowns(settings.cooldown_seconds)

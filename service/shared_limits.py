@@ -1,10 +1,17 @@
 """Client limits and budgets counted in Redis or Valkey, shared by every server process and task.
 
 The same limits as `service.limits.LocalLimiter`, with the same answers, counted once for the
-whole fleet. Each request costs two round trips to the store, both atomic server-side scripts:
-`ADMIT` before the provider call (sliding request window, token window, in-flight slot, budgets)
-and `SETTLE` after it (free the slot, replace the token estimate with the tokens used, add the
-cost). The request window is exact; the token window counts in whole seconds (a reservation
+whole fleet. Each request runs two atomic server-side scripts in the store: `ADMIT` before the
+provider call (sliding request window, token window, in-flight slot, budgets), the one round trip
+a request waits for, and `SETTLE` after it (free the slot, replace the token estimate with the
+tokens used, add the cost). Settling is written in the background, as soon as the worker is
+free, the settles made meanwhile pipelined together: the server goes on to the connection's next
+request at once, and every process sees the slot free about a round trip after the answer (the
+client's next request in the same process carries a settle still waiting in its own admission).
+A client with a budget is settled before it has its answer (`service.pipeline`), so its spend
+counts before its next request, wherever that lands. The calls on a request's path use
+connections held open (`_OpenConnections`), not the client's pool: it halves their cost.
+The request window is exact; the token window counts in whole seconds (a reservation
 leaves it up to a second early). All keys of a client share one hash tag (`aiproxy:{<client>}:...`),
 so a script's keys sit in one slot of a clustered Valkey; nothing scans keys.
 
@@ -19,15 +26,18 @@ store is tried again after a second; when it answers, sharing resumes without a 
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.commands.core import Script
 from redis.credentials import CredentialProvider
 from redis.retry import Retry
 
@@ -199,6 +209,70 @@ def store_client(url: str, password: Callable[[], str | None], *, cluster: bool 
     return redis.Redis.from_url(url, **options)
 
 
+@dataclass
+class _Sent:
+    """A call sent on a connection of its own, its reply not read yet."""
+
+    script: Script
+    names: list[str]
+    arguments: list
+    connection: redis.Connection
+    idle: list  # where the connection goes back once its reply is read
+
+
+class _OpenConnections:
+    """Run a script with one command on a connection to the store kept open between calls: the
+    way of the calls on a request's path (ADMIT, SETTLE).
+
+    A call through a redis-py client checks a connection out of its pool (polling it) and back,
+    inside retry and deprecation layers: on this service's machine that costs as much CPU as the
+    round trip itself, and more added latency than the store's whole budget (docs/benchmarks.md).
+    A call may also be sent now and its reply read later (`send`, `receive`). The connections come
+    from the client's own pool (`make_connection`: its address, TLS, user and password, timeouts),
+    one per call under way, and in a cluster from the pool of the node that holds the keys' slot.
+    An error reply the client knows how to handle (a moved slot, a store that lost its scripts) is
+    left to it: the call is made again through the client.
+    """
+
+    def __init__(self, store: redis.Redis) -> None:
+        self.store = store
+        self._idle: dict[str, list] = {}  # node -> connections open and not in use
+
+    def run(self, script: Script, names: list[str], arguments: list) -> object:
+        return self.receive(self.send(script, names, arguments))
+
+    def send(self, script: Script, names: list[str], arguments: list) -> _Sent:
+        """Send the call; `receive` its reply (the connection is the call's until then)."""
+        node, pool = self._pool_for(names[0])
+        idle = self._idle.setdefault(node, [])
+        connection = idle.pop() if idle else pool.make_connection()
+        try:
+            connection.send_command("EVALSHA", script.sha, len(names), *names, *arguments)
+        except BaseException:
+            connection.disconnect()  # anything may have been written of it
+            raise
+        return _Sent(script, names, arguments, connection, idle)
+
+    @staticmethod
+    def receive(sent: _Sent) -> object:
+        try:
+            answer = sent.connection.read_response()
+        except redis.ResponseError:
+            sent.idle.append(sent.connection)  # an error reply, read whole: ready for more
+            return sent.script(keys=sent.names, args=sent.arguments)  # the client handles it
+        except BaseException:
+            sent.connection.disconnect()  # anything else may have left half a reply on it
+            raise
+        sent.idle.append(sent.connection)
+        return answer
+
+    def _pool_for(self, key: str) -> tuple[str, redis.ConnectionPool]:
+        if isinstance(self.store, RedisCluster):
+            node = self.store.get_node_from_key(key)
+            return node.name, self.store.get_redis_connection(node).connection_pool
+        return "", self.store.connection_pool
+
+
 class SharedLimiter:
     """Counts in the store; falls back on `local` (or refuses) while the store cannot be reached."""
 
@@ -211,6 +285,7 @@ class SharedLimiter:
         lease_seconds: float = 30.0,
         where: str = "the limits store",
         clock: Callable[[], float] = time.time,
+        background_settles: bool = True,
     ) -> None:
         self.store = store
         self.local = local
@@ -218,6 +293,7 @@ class SharedLimiter:
         self.lease_seconds = lease_seconds
         self.where = where
         self.clock = clock
+        self._calls = _OpenConnections(store)
         self._admit = store.register_script(ADMIT)
         self._settle = store.register_script(SETTLE)
         self._usage = store.register_script(USAGE)
@@ -226,6 +302,10 @@ class SharedLimiter:
         self._leases: dict[str, str] = {}  # this process's live leases -> their in_flight key
         self._lock = threading.Lock()
         self._renewer: threading.Thread | None = None
+        self.background_settles = background_settles
+        self._unanswered: collections.deque[_Sent] = collections.deque()  # settles sent, replies unread
+        self._replies_waiting = threading.Event()
+        self._reader: threading.Thread | None = None
 
     # --- the limiter interface -------------------------------------------------------------
 
@@ -249,7 +329,7 @@ class SharedLimiter:
             admission.lease,  # the request's member of the request window: unique
         ]
         try:
-            answer = self._admit(keys=names, args=arguments)
+            answer = self._calls.run(self._admit, names, arguments)
         except STORE_ERRORS as error:
             self._failed(error)
             return self._without_store(client, limits, estimate)
@@ -293,11 +373,43 @@ class SharedLimiter:
             _DAY_SECONDS,
             _MONTH_SECONDS,
         ]
+        settle_keys = [names[1], names[2], names[3], names[4]]  # tokens, in_flight, day, month
         try:
-            self._settle(keys=[names[1], names[2], names[3], names[4]], args=arguments)
+            if admission.limits.has_budget or not self.background_settles:
+                self._calls.run(self._settle, settle_keys, arguments)
+                return
+            # Sent now, so it reaches the store before anything the client sends next; its reply
+            # is read in the background, and the server goes on to the connection's next request.
+            sent = self._calls.send(self._settle, settle_keys, arguments)
         except STORE_ERRORS as error:
             # The slot's lease expires by itself; the tokens and cost of this request are not shared.
             self._failed(error)
+            return
+        with self._lock:
+            self._unanswered.append(sent)
+            if self._reader is None:
+                # A daemon thread (a greenlet in the server), like the lease renewal.
+                self._reader = threading.Thread(target=self._read_forever, name="settles", daemon=True)
+                self._reader.start()
+        self._replies_waiting.set()
+
+    def flush(self) -> None:
+        """Read the replies of every settle sent so far (they are otherwise read in the background)."""
+        while True:
+            with self._lock:
+                if not self._unanswered:
+                    return
+                sent = self._unanswered.popleft()
+            try:
+                self._calls.receive(sent)
+            except STORE_ERRORS as error:
+                self._failed(error)
+
+    def _read_forever(self) -> None:
+        while True:
+            self._replies_waiting.wait()
+            self._replies_waiting.clear()
+            self.flush()
 
     def usage(self, client: str, limits: Limits) -> dict:
         if self._store_usable():

@@ -99,3 +99,36 @@ def test_a_lower_limit_from_a_reloaded_store_applies_at_once(limiter, clock):
         acquire(limiter, "web", Limits(rpm=2, max_concurrent=100))
     # Room for one more opens when only one request is left in the window: after the 4th leaves.
     assert refused.value.retry_after == 58  # the 4th came at +3 s: 63 - 5
+
+
+def test_tokens_per_minute_count_estimates_until_the_tokens_used_replace_them(limiter, clock):
+    limits = Limits(rpm=10_000, max_concurrent=10_000, tpm=1000)
+    big = limiter.admit("web", limits, 900)
+    assert (big.remaining_tokens, big.reset_tokens) == (100, 60)
+    with pytest.raises(LimitExceeded) as refused:
+        limiter.admit("web", limits, 200)  # 900 reserved + 200 asked > 1000
+    assert refused.value.code == "tokens_exceeded"
+    limiter.settle(big, Usage(prompt_tokens=40, completion_tokens=10))  # far less than it could have
+    clock.now += 20
+    for _ in range(4):
+        limiter.settle(limiter.admit("web", limits, 200), Usage(prompt_tokens=200))
+    assert limiter.usage("web", limits)["tokens_last_minute"] == 850
+    with pytest.raises(LimitExceeded) as refused:
+        limiter.admit("web", limits, 200)  # 850 used; 200 more do not fit
+    # Room for it opens when the first request's 50 tokens leave the window, 40 s from now.
+    assert refused.value.retry_after == 40
+    clock.now += 40
+    assert limiter.usage("web", limits)["tokens_last_minute"] == 800
+    limiter.admit("web", limits, 200)
+
+
+def test_a_busy_minute_is_counted_exactly(limiter, clock):
+    # 50,000 requests in 50 s (each check adds up the minute's seconds, not its requests).
+    limits = Limits(rpm=100_000, max_concurrent=100_000, tpm=10_000_000)
+    for _ in range(50_000):
+        limiter.settle(limiter.admit("web", limits, 100), Usage(prompt_tokens=50))
+        clock.now += 0.001
+    assert limiter.usage("web", limits)["tokens_last_minute"] == 50_000 * 50
+    assert limiter.usage("web", limits)["requests_last_minute"] == 50_000
+    clock.now += 60
+    assert limiter.usage("web", limits)["tokens_last_minute"] == 0

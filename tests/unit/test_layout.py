@@ -12,12 +12,12 @@ from testbed.server import ROOT
 
 LAYERS = [
     # Plain building blocks: no imports from the rest of the service.
-    "aws request_state answers cpu providers.http_pool assessment data prices "
+    "aws request_state answers cpu cooldowns providers.http_pool assessment data prices "
     "assessment.messages assessment.samples routes",
     "settings errors secrets logformat assessment.comments",
     "usage bodies limits metrics observability assessment.rubric providers providers.bedrock.translate",
     "shared_limits",
-    "cooldowns",
+    "shared_cooldowns",
     "sse auth assessment.answers assessment.request providers.bedrock.stream routes.fields",
     # The providers, and the pure grading core.
     "providers.openai_compatible providers.bedrock.client assessment.voting assessment.grader keys startup",

@@ -12,6 +12,7 @@ from service.request_state import Usage
 from service.shared_limits import SharedLimiter, keys, store_client
 from testbed.redis_server import RedisServer
 from tests.support.clock import Clock
+from tests.support.waiting import wait_until
 
 NOON = 1_790_000_000.0  # a fixed time of day, far from midnight
 
@@ -28,7 +29,10 @@ def clock():
 
 
 def limiter_for(store: RedisServer, clock: Clock, **options) -> SharedLimiter:
+    """A limiter on `store`; it settles before `settle` returns unless `background_settles=True`
+    (the server's way), so a test sees each settle at once."""
     client = store_client(store.url, lambda: store.password, cluster=store.cluster)
+    options.setdefault("background_settles", False)
     return SharedLimiter(client, LocalLimiter(clock=clock), clock=clock, lease_seconds=30, **options)
 
 
@@ -85,6 +89,41 @@ def test_in_flight_slots_are_shared_and_freed_once(two):
     second.admit(client, limits, 0)
     with pytest.raises(LimitExceeded):
         first.admit(client, limits, 0)
+
+
+def test_settles_are_written_in_the_background_and_a_budgets_at_once(store, clock, request):
+    client = request.node.name[:60]
+    first = limiter_for(store, clock, background_settles=True)
+    second = limiter_for(store, clock)
+    limits = Limits(rpm=100, max_concurrent=50, tpm=100_000)
+    held = [first.admit(client, limits, 1000) for _ in range(40)]
+    for admission in held:
+        first.settle(admission, used(tokens=10))  # returns without waiting for the store's reply
+    # Every slot free, every estimate replaced.
+    wait_until(lambda: second.usage(client, limits)["in_flight"] == 0, timeout=5)
+    assert second.usage(client, limits)["tokens_last_minute"] == 40 * 10
+    # One request after another at the client's max_concurrent: a settle is sent before `settle`
+    # returns (only its reply is read later), so the next admission always finds the slot free.
+    one = Limits(rpm=1000, max_concurrent=1)
+    for _ in range(50):
+        first.settle(first.admit(client + "-one", one, 0), used())
+    # A client with a budget: its cost is in the store when settle returns.
+    budget = Limits(rpm=100, max_concurrent=50, budget_usd_per_day=1.0)
+    first.settle(first.admit(client + "-budget", budget, 0), used(cost=0.5))
+    assert second.usage(client + "-budget", budget)["spent_usd_today"] == 0.5
+
+
+def test_a_store_that_lost_its_scripts_is_given_them_again(two, store):
+    first, second, client = two
+    limits = Limits(rpm=100, max_concurrent=1)
+    first.settle(first.admit(client, limits, 0), used())
+    store_client(store.url, lambda: store.password).script_flush()  # as after a restart or failover
+    held = first.admit(client, limits, 0)
+    assert not held.local  # counted in the store, not around it
+    with pytest.raises(LimitExceeded):
+        second.admit(client, limits, 0)
+    first.settle(held, used())
+    second.admit(client, limits, 0)
 
 
 def test_the_slots_of_a_process_that_stops_renewing_come_back_after_the_lease(two, clock):
@@ -214,7 +253,7 @@ def test_every_script_runs_on_a_clustered_store(clock):
     # A cluster refuses a command whose keys are in different slots: the hash tags keep each
     # script's keys in one slot, and the lease renewal groups its keys by node.
     with RedisServer(password="cluster-password", cluster=True) as store:
-        first, second = limiter_for(store, clock), limiter_for(store, clock)
+        first, second = limiter_for(store, clock), limiter_for(store, clock, background_settles=True)
         limits = Limits(rpm=3, max_concurrent=1, tpm=1000, budget_usd_per_day=1.0)
         held = first.admit("school-a", limits, 100)
         with pytest.raises(LimitExceeded):
@@ -225,3 +264,11 @@ def test_every_script_runs_on_a_clustered_store(clock):
         first.settle(held, used(tokens=40, cost=0.25))
         assert second.usage("school-a", limits)["spent_usd_today"] == 0.25
         assert not second.admit("school-a", limits, 100).local  # counted in the store, not around it
+        # Background settles of clients in different slots, pipelined together.
+        no_budget = Limits(rpm=3, max_concurrent=1, tpm=1000)
+        held = [second.admit(school, no_budget, 100) for school in ("school-c", "school-d")]
+        for admission in held:
+            second.settle(admission, used(tokens=7))
+        for school in ("school-c", "school-d"):
+            wait_until(lambda school=school: first.usage(school, no_budget)["in_flight"] == 0, timeout=5)
+            assert first.usage(school, no_budget)["tokens_last_minute"] == 7
