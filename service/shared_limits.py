@@ -88,19 +88,23 @@ local tokens, first_second = 0, -1
 if tpm >= 0 then
   local horizon = math.floor((now - window) / 1000)
   local buckets = redis.call('HGETALL', KEYS[2])
-  local seconds = {}
   for i = 1, #buckets, 2 do
     local second = tonumber(buckets[i])
     if second <= horizon then
       redis.call('HDEL', KEYS[2], buckets[i])
     else
       tokens = tokens + tonumber(buckets[i + 1])
-      table.insert(seconds, {second, tonumber(buckets[i + 1])})
+      if first_second < 0 or second < first_second then first_second = second end
     end
   end
-  table.sort(seconds, function(a, b) return a[1] < b[1] end)
-  if #seconds > 0 then first_second = seconds[1][1] end
   if tokens + estimate > tpm then
+    -- Refused: when will enough of the window's tokens have left it? (oldest second first)
+    local seconds = {}
+    for i = 1, #buckets, 2 do
+      local second = tonumber(buckets[i])
+      if second > horizon then table.insert(seconds, {second, tonumber(buckets[i + 1])}) end
+    end
+    table.sort(seconds, function(a, b) return a[1] < b[1] end)
     local needed, wait = tokens + estimate - tpm, window
     for _, entry in ipairs(seconds) do
       needed = needed - entry[2]
