@@ -70,6 +70,7 @@ class ProxyWorker(GeventWorker):
     def init_process(self) -> None:
         settings = load_settings()
         self.header_timeout = settings.header_timeout
+        self.keepalive = settings.keepalive  # gunicorn's own setting; read here once, not per request
         self.connections: dict[gevent.Greenlet, _Connection] = {}
         self._shedder: gevent.Greenlet | None = None
         super().init_process()
@@ -103,7 +104,7 @@ class ProxyWorker(GeventWorker):
         connection, which must send its first request head within AIPROXY_HEADER_TIMEOUT."""
         connection = self.connections.get(gevent.getcurrent())
         first = connection is None or connection.requests == 0
-        return gevent.Timeout(self.header_timeout if first else self.cfg.keepalive, False)
+        return gevent.Timeout(self.header_timeout if first else self.keepalive, False)
 
     def _shed_idle_connections(self) -> None:
         capacity = self.worker_connections
