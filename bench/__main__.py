@@ -332,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=500, help="requests in the latency scenario")
     parser.add_argument("--delay", type=float, default=0.01, help="upstream delay (s), latency scenario")
     parser.add_argument(
-        "--rounds", type=int, default=5, help="one-client scenarios: alternate direct and proxy in N rounds"
+        "--rounds",
+        type=int,
+        default=5,
+        help="one-client scenarios and throughput-store: alternate the paths in N rounds",
     )
     parser.add_argument("--streams", type=int, default=1000, help="concurrent streams in 'streams'")
     parser.add_argument("--stream-seconds", type=float, default=10.0, help="length of each long stream")
