@@ -4,13 +4,12 @@ The same limits as `service.limits.LocalLimiter`, with the same answers, counted
 whole fleet. Each request runs two atomic server-side scripts in the store: `ADMIT` before the
 provider call (sliding request window, token window, in-flight slot, budgets), the one round trip
 a request waits for, and `SETTLE` after it (free the slot, replace the token estimate with the
-tokens used, add the cost). Settling is written in the background, as soon as the worker is
-free, the settles made meanwhile pipelined together: the server goes on to the connection's next
-request at once, and every process sees the slot free about a round trip after the answer (the
-client's next request in the same process carries a settle still waiting in its own admission).
-A client with a budget is settled before it has its answer (`service.pipeline`), so its spend
-counts before its next request, wherever that lands. The calls on a request's path use
-connections held open (`_OpenConnections`), not the client's pool: it halves their cost.
+tokens used, add the cost). A settle is sent as the answer ends and its reply read in the
+background, so the server goes on to the connection's next request at once, and the store has it
+before anything the client sends next. A client with a budget is settled before it has its answer
+(`service.pipeline`), so its spend counts before its next request, wherever that lands. The calls
+on a request's path use connections held open (`_OpenConnections`), not the client's pool: it
+halves their cost.
 The request window is exact; the token window counts in whole seconds (a reservation
 leaves it up to a second early). All keys of a client share one hash tag (`aiproxy:{<client>}:...`),
 so a script's keys sit in one slot of a clustered Valkey; nothing scans keys.
@@ -222,6 +221,7 @@ class _Sent:
     arguments: list
     connection: redis.Connection
     idle: list  # where the connection goes back once its reply is read
+    reused: bool  # the connection had served before (the store may have closed it meanwhile)
 
 
 class _OpenConnections:
@@ -245,25 +245,36 @@ class _OpenConnections:
     def run(self, script: Script, names: list[str], arguments: list) -> object:
         return self.receive(self.send(script, names, arguments))
 
-    def send(self, script: Script, names: list[str], arguments: list) -> _Sent:
+    def send(self, script: Script, names: list[str], arguments: list, *, fresh: bool = False) -> _Sent:
         """Send the call; `receive` its reply (the connection is the call's until then)."""
         node, pool = self._pool_for(names[0])
         idle = self._idle.setdefault(node, [])
-        connection = idle.pop() if idle else pool.make_connection()
+        reused = bool(idle) and not fresh
+        connection = idle.pop() if reused else pool.make_connection()
         try:
             connection.send_command("EVALSHA", script.sha, len(names), *names, *arguments)
+        except redis.ConnectionError:
+            connection.disconnect()
+            if not reused:
+                raise
+            return self.send(script, names, arguments, fresh=True)  # closed while idle: a new one
         except BaseException:
             connection.disconnect()  # anything may have been written of it
             raise
-        return _Sent(script, names, arguments, connection, idle)
+        return _Sent(script, names, arguments, connection, idle, reused)
 
-    @staticmethod
-    def receive(sent: _Sent) -> object:
+    def receive(self, sent: _Sent) -> object:
         try:
             answer = sent.connection.read_response()
         except redis.ResponseError:
             sent.idle.append(sent.connection)  # an error reply, read whole: ready for more
             return sent.script(keys=sent.names, args=sent.arguments)  # the client handles it
+        except redis.ConnectionError:
+            sent.connection.disconnect()
+            if not sent.reused:
+                raise
+            # The store closed it while it was idle (a restart, a failover, an idle timeout).
+            return self.receive(self.send(sent.script, sent.names, sent.arguments, fresh=True))
         except BaseException:
             sent.connection.disconnect()  # anything else may have left half a reply on it
             raise
@@ -287,7 +298,7 @@ class SharedLimiter:
         *,
         on_store_error: str = "open",
         lease_seconds: float = 30.0,
-        where: str = "the limits store",
+        where: str = "",  # the store's host, for the log lines
         clock: Callable[[], float] = time.time,
         background_settles: bool = True,
     ) -> None:
@@ -295,7 +306,7 @@ class SharedLimiter:
         self.local = local
         self.on_store_error = on_store_error
         self.lease_seconds = lease_seconds
-        self.where = where
+        self.where = f"The limits store {where}" if where else "The limits store"
         self.clock = clock
         self._calls = _OpenConnections(store)
         self._admit = store.register_script(ADMIT)
@@ -397,8 +408,8 @@ class SharedLimiter:
                 self._reader.start()
         self._replies_waiting.set()
 
-    def flush(self) -> None:
-        """Read the replies of every settle sent so far (they are otherwise read in the background)."""
+    def _read_replies(self) -> None:
+        """Read the replies of the settles sent so far."""
         while True:
             with self._lock:
                 if not self._unanswered:
@@ -413,7 +424,7 @@ class SharedLimiter:
         while True:
             self._replies_waiting.wait()
             self._replies_waiting.clear()
-            self.flush()
+            self._read_replies()
 
     def usage(self, client: str, limits: Limits) -> dict:
         if self._store_usable():
@@ -454,14 +465,12 @@ class SharedLimiter:
         if not self._outage:
             self._outage = True
             mode = "refusing requests (503)" if self.on_store_error == "closed" else "counting per process"
-            log.error(
-                "The limits store %s failed (%s); %s until it is back", self.where, type(error).__name__, mode
-            )
+            log.error("%s failed (%s); %s until it is back", self.where, type(error).__name__, mode)
 
     def _recovered(self) -> None:
         if self._outage:
             self._outage = False
-            log.info("The limits store %s is back; limits are shared again", self.where)
+            log.info("%s is back; limits are shared again", self.where)
 
     # --- leases ----------------------------------------------------------------------------------
 

@@ -126,6 +126,26 @@ def test_a_store_that_lost_its_scripts_is_given_them_again(two, store):
     second.admit(client, limits, 0)
 
 
+def test_connections_the_store_closed_while_idle_are_replaced_without_an_outage(
+    store, clock, request, caplog
+):
+    client = request.node.name[:60]
+    first = limiter_for(store, clock, background_settles=True)
+    second = limiter_for(store, clock)
+    limits = Limits(rpm=100, max_concurrent=1)
+    first.settle(first.admit(client, limits, 0), used())
+    wait_until(lambda: second.usage(client, limits)["in_flight"] == 0, timeout=5)
+    # As a restart, a failover or an idle timeout does: every client connection of the store closed.
+    store_client(store.url, lambda: store.password).client_kill_filter(_type="normal", skipme=True)
+    held = first.admit(client, limits, 0)
+    assert not held.local  # counted in the store, on a new connection: no outage
+    with pytest.raises(LimitExceeded):
+        second.admit(client, limits, 0)  # (its own connections were closed too)
+    first.settle(held, used())
+    wait_until(lambda: second.usage(client, limits)["in_flight"] == 0, timeout=5)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 def test_the_slots_of_a_process_that_stops_renewing_come_back_after_the_lease(two, clock):
     first, second, client = two
     limits = Limits(rpm=100, max_concurrent=1)
