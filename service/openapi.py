@@ -117,14 +117,44 @@ def _responses(ok: dict, *more: dict) -> dict:
     return merged
 
 
+# How a relayed request's `model` is routed (service.routing, docs/routing.md).
+_ROUTING = (
+    "The body's `model` picks who answers: `bedrock/<id>` (or `bedrock.<id>`) Amazon Bedrock, "
+    "`<upstream>/<model>` a named upstream of AIPROXY_UPSTREAMS, an alias of AIPROXY_MODEL_ALIASES "
+    "(a model group is tried deployment by deployment on 429, 5xx, a timeout or an unreachable "
+    "provider, a failed deployment passed over for a while), anything else the default upstream. "
+    "`x-aiproxy-deployment` names the deployment that answered."
+)
+_ANSWER_HEADERS = {
+    "x-aiproxy-deployment": _header(
+        "The deployment that answered: `<upstream>/<model>` or `bedrock/<id>`", {"type": "string"}
+    ),
+    **{
+        f"x-ratelimit-{what}": _header(
+            f"The client's own {what.replace('-', ' ')} (when a key store is configured)", {"type": "string"}
+        )
+        for what in (
+            "limit-requests",
+            "remaining-requests",
+            "reset-requests",
+            "limit-tokens",
+            "remaining-tokens",
+            "reset-tokens",
+        )
+    },
+}
+
+
 def _relayed_post(summary: str, example: dict, *, streams: bool) -> dict:
     ok = _json("The upstream's answer, unchanged")
+    ok["headers"] = {**ok["headers"], **_ANSWER_HEADERS}
     if streams:
         ok["description"] += '; with "stream": true, Server-Sent Events ending with `data: [DONE]`'
         ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
     return {
         "post": {
             "summary": summary,
+            "description": _ROUTING,
             "tags": ["OpenAI-compatible"],
             "requestBody": {
                 "required": True,
@@ -132,7 +162,13 @@ def _relayed_post(summary: str, example: dict, *, streams: bool) -> dict:
             },
             "responses": _responses(
                 ok,
-                {"400": _error("Body empty, not JSON or not a JSON object, or the upstream rejected it")},
+                {
+                    "400": _error(
+                        "Body empty, not JSON or not a JSON object; `model` names an upstream that is not "
+                        "configured; a client with a budget asks for a model without a price; or the "
+                        "upstream rejected the request"
+                    )
+                },
                 _PROVIDER_ERRORS,
                 _RELAYED,
             ),

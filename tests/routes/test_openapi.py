@@ -52,3 +52,21 @@ def test_assessment_fields_are_described(client):
         "temperature",
         "student-id",
     } <= set(body["properties"])
+
+
+def test_the_headers_a_relayed_answer_carries_are_described(fake_openai):
+    from tests.support.app import make_app
+
+    app = make_app(OPENAI_BASE_URL=fake_openai.url, OPENAI_API_KEY="sk-provider-key-0123456789")
+    client = app.test_client()
+    answer = client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []})
+    assert answer.status_code == 200
+    document = client.get("/openapi.json").get_json()
+    for path in PATHS:
+        operation = document["paths"]["/v1" + path]["post"]
+        described = {name.lower() for name in operation["responses"]["200"]["headers"]}
+        assert "x-aiproxy-deployment" in described and "model group" in operation["description"]
+    chat = document["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["headers"]
+    assert {name.lower() for name, _ in answer.headers if name.lower().startswith("x-")} <= {
+        name.lower() for name in chat
+    }
