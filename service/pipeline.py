@@ -15,9 +15,10 @@ the Flask app's `wsgi_app`). For each request it:
    plain WSGI, the hot path) or else Flask;
 6. answers any `ProxyError` through `service.errors.error_answer`; any other exception is logged
    (so reported to Honeybadger) and answered with a JSON 500;
-7. adds `X-Request-Id` (and the client's limit headers) to the answer, and once the answer has been
-   sent or abandoned settles the request with the limits (actual tokens and cost: the one call
-   after the provider call) and writes the access line, which is also the request's metrics record.
+7. adds `X-Request-Id` (and the client's limit headers) to the answer; settles the request with
+   the limits (actual tokens and cost: the one call after the provider call) before a whole answer
+   is sent, or once a stream has ended or been abandoned; and once the answer has gone out writes
+   the access line, which is also the request's metrics record.
 """
 
 from __future__ import annotations
@@ -110,19 +111,22 @@ class RequestPipeline:
             finally:
                 request_state.end(token)
 
-        if state.admission is not None and state.admission.limits.has_budget and not streams:
-            # A client with a budget: what this request cost is counted before the client has the
-            # answer, so its next request, wherever it lands, sees it (a budget is overshot by at
-            # most one request). The answer is in memory already; only its sending waits.
-            whole = answer
+        if state.admission is not None and not streams:
+            # Settled before the client has the answer, so its next request, wherever it lands,
+            # finds this one's slot free and its tokens and cost counted (a budget is overshot by
+            # at most one request). The answer is in memory already; with a shared store only a
+            # client with a budget waits for the store's reply (service.shared_limits).
+            whole = Closing(answer, lambda: self._settle(state))
             try:
-                answer = [b"".join(whole)]
-            finally:
-                Closing(whole, lambda: self._settle(state)).close()
-            return Closing(answer, finish)
+                body = b"".join(whole)
+                whole.close()
+            except BaseException:
+                Closing(whole, finish).close()  # settled all the same, and the access line written
+                raise
+            return Closing([body], finish)
         # Once the answer has gone out (the server closes it then): the client does not wait for
-        # the settling or the access line, its duration includes sending, and a stream holds its
-        # in-flight slot to the end.
+        # the access line, its duration includes sending, and a stream holds its in-flight slot
+        # to the end.
         return Closing(answer, lambda: self._settle(state), finish)
 
     def _serve(

@@ -4,12 +4,12 @@ The same limits as `service.limits.LocalLimiter`, with the same answers, counted
 whole fleet. Each request runs two atomic server-side scripts in the store: `ADMIT` before the
 provider call (sliding request window, token window, in-flight slot, budgets), the one round trip
 a request waits for, and `SETTLE` after it (free the slot, replace the token estimate with the
-tokens used, add the cost). A settle is sent as the answer ends and its reply read in the
-background, so the server goes on to the connection's next request at once, and the store has it
-before anything the client sends next. A client with a budget is settled before it has its answer
-(`service.pipeline`), so its spend counts before its next request, wherever that lands. The calls
-on a request's path use connections held open (`_OpenConnections`), not the client's pool: it
-halves their cost.
+tokens used, add the cost). A whole answer is settled before it is sent, a stream once it has
+ended (`service.pipeline`); the settle is sent at once and its reply read in the background, so
+nothing waits for the store but the store has it before anything the client sends next. Only a
+client with a budget waits for the reply, so its spend counts before its next request, wherever
+that lands. The calls on a request's path use connections held open (`_OpenConnections`), not
+the client's pool: it halves their cost.
 The request window is exact; the token window counts in whole seconds (a reservation
 leaves it up to a second early). All keys of a client share one hash tag (`aiproxy:{<client>}:...`),
 so a script's keys sit in one slot of a clustered Valkey; nothing scans keys.
