@@ -68,8 +68,21 @@ class Admission:
     spent_day: float = 0.0
     spent_month: float = 0.0
     token_second: int = 0  # the second of the token window the estimate was reserved in
+    in_flight: int = 0  # the client's requests in flight, this one included
     local: bool = True  # counted in this process (no store, or the store failed)
     settled: bool = False
+
+    @property
+    def settles_first(self) -> bool:
+        """Whether settling this request can change its client's next admission, so it is done
+        before the client has the answer (`service.pipeline`): the client has a budget, this
+        request holds its last slot, or fewer tokens are left of its tpm than this one reserved.
+        Otherwise the answer goes out first and the client never waits for the settling."""
+        return (
+            self.limits.has_budget
+            or self.in_flight >= self.limits.max_concurrent
+            or (self.remaining_tokens is not None and self.remaining_tokens < self.reserved_tokens)
+        )
 
     def headers(self) -> list[tuple[str, str]]:
         """OpenAI's rate-limit headers, for the client's own limits."""
@@ -227,6 +240,7 @@ class LocalLimiter:
             admission = Admission(client, limits, estimate if limits.tpm is not None else 0, now)
             counts.admitted.append(now)
             counts.in_flight.add(admission.lease)
+            admission.in_flight = len(counts.in_flight)
             if limits.tpm is not None:
                 admission.token_second = second = math.floor(now)
                 counts.tokens[second] = counts.tokens.get(second, 0.0) + estimate

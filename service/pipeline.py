@@ -16,9 +16,10 @@ the Flask app's `wsgi_app`). For each request it:
 6. answers any `ProxyError` through `service.errors.error_answer`; any other exception is logged
    (so reported to Honeybadger) and answered with a JSON 500;
 7. adds `X-Request-Id` (and the client's limit headers) to the answer; settles the request with
-   the limits (actual tokens and cost: the one call after the provider call) before a whole answer
-   is sent, or once a stream has ended or been abandoned; and once the answer has gone out writes
-   the access line, which is also the request's metrics record.
+   the limits (actual tokens and cost: the one call after the provider call) once the answer has
+   gone out, or before a whole answer is sent when settling can change the client's next admission
+   (`Admission.settles_first`); and once the answer has gone out writes the access line, which is
+   also the request's metrics record.
 """
 
 from __future__ import annotations
@@ -111,11 +112,12 @@ class RequestPipeline:
             finally:
                 request_state.end(token)
 
-        if state.admission is not None and not streams:
-            # Settled before the client has the answer, so its next request, wherever it lands,
-            # finds this one's slot free and its tokens and cost counted (a budget is overshot by
-            # at most one request). The answer is in memory already; with a shared store only a
-            # client with a budget waits for the store's reply (service.shared_limits).
+        if state.admission is not None and state.admission.settles_first and not streams:
+            # Settled before the client has the answer, as settling can change its next admission
+            # (a budget, its last slot, its last tokens): that request, wherever it lands, finds
+            # this one's slot free and its tokens and cost counted (a budget is overshot by at most
+            # one request). The answer is in memory already; with a shared store only a client
+            # with a budget waits for the store's reply (service.shared_limits).
             whole = Closing(answer, lambda: self._settle(state))
             try:
                 body = b"".join(whole)
@@ -125,8 +127,8 @@ class RequestPipeline:
                 raise
             return Closing([body], finish)
         # Once the answer has gone out (the server closes it then): the client does not wait for
-        # the access line, its duration includes sending, and a stream holds its in-flight slot
-        # to the end.
+        # the settling or the access line, its duration includes sending, and a stream holds its
+        # in-flight slot to the end.
         return Closing(answer, lambda: self._settle(state), finish)
 
     def _serve(

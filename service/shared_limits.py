@@ -4,12 +4,12 @@ The same limits as `service.limits.LocalLimiter`, with the same answers, counted
 whole fleet. Each request runs two atomic server-side scripts in the store: `ADMIT` before the
 provider call (sliding request window, token window, in-flight slot, budgets), the one round trip
 a request waits for, and `SETTLE` after it (free the slot, replace the token estimate with the
-tokens used, add the cost). A whole answer is settled before it is sent, a stream once it has
-ended (`service.pipeline`); the settle is sent at once and its reply read in the background, so
-nothing waits for the store but the store has it before anything the client sends next. Only a
-client with a budget waits for the reply, so its spend counts before its next request, wherever
-that lands. The calls on a request's path use connections held open (`_OpenConnections`), not
-the client's pool: it halves their cost.
+tokens used, add the cost). The settle is sent at once and its reply read in the background, so
+no request waits for it: sent once the answer has gone out, or before it when settling can change
+the client's next admission (`Admission.settles_first`), so that request, wherever it lands,
+finds the store up to date. Only a client with a budget waits for the reply, so its spend counts
+before it has its answer. The calls on a request's path use connections held open
+(`_OpenConnections`), not the client's pool: it halves their cost.
 The request window is exact; the token window counts in whole seconds (a reservation
 leaves it up to a second early). All keys of a client share one hash tag (`aiproxy:{<client>}:...`),
 so a script's keys sit in one slot of a clustered Valkey; nothing scans keys.
@@ -67,8 +67,8 @@ _DAY_SECONDS, _MONTH_SECONDS = 2 * 86400, 32 * 86400  # how long a budget window
 #       in_flight (zset: lease -> expiry), spent that day, spent that month.
 # ARGV: now ms, window ms, rpm, max_concurrent, tpm (-1: none), estimate, lease, lease expiry ms,
 #       budget_day (-1: none), budget_month (-1: none), request member.
-# Returns {0, requests, first request ms, tokens, first token second, spent_day, spent_month} when
-# admitted, else {reason, wait ms, ...}: 1 rpm, 2 max_concurrent, 3 tpm, 4 a budget.
+# Returns {0, requests, first request ms, tokens, first token second, spent_day, spent_month,
+# in flight} when admitted, else {reason, wait ms, ...}: 1 rpm, 2 max_concurrent, 3 tpm, 4 a budget.
 ADMIT = """
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -79,7 +79,8 @@ if requests >= rpm then
   return {1, tonumber(opener[2]) + window - now}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[4]) then
+local in_flight = redis.call('ZCARD', KEYS[3])
+if in_flight >= tonumber(ARGV[4]) then
   return {2, 1000}
 end
 local tpm, estimate = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -134,7 +135,7 @@ if tpm >= 0 then
   tokens = tokens + estimate
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, requests + 1, tonumber(first[2]), tokens, first_second, spent_day, spent_month}
+return {0, requests + 1, tonumber(first[2]), tokens, first_second, spent_day, spent_month, in_flight + 1}
 """
 
 # KEYS: tokens, in_flight, spent that day, spent that month.
@@ -359,7 +360,7 @@ class SharedLimiter:
         if reason == 4:
             budget_refusal(client, limits, float(answer[2]), float(answer[3]), now)
             raise AssertionError("a budget refusal without a spent budget")  # the script and Python agree
-        _, requests, first_request_ms, tokens, first_second, spent_day, spent_month = answer
+        _, requests, first_request_ms, tokens, first_second, spent_day, spent_month, in_flight = answer
         admission.remaining_requests = limits.rpm - int(requests)
         admission.reset_requests = int(first_request_ms) / 1000 + WINDOW_SECONDS - now
         if limits.tpm is not None:
@@ -367,6 +368,7 @@ class SharedLimiter:
             admission.reset_tokens = int(first_second) + WINDOW_SECONDS - now
             admission.token_second = int(now)
         admission.spent_day, admission.spent_month = float(spent_day), float(spent_month)
+        admission.in_flight = int(in_flight)
         self._hold(admission.lease, names[2])
         return admission
 

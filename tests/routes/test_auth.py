@@ -131,18 +131,19 @@ def test_over_rpm_gets_429_with_retry_after_and_other_clients_are_not_affected(c
         assert client.get("/test", headers=bearer(WEB_KEY), buffered=True).status_code == 200
 
 
-def test_a_whole_answer_frees_its_slot_before_the_client_has_it(client):
-    # Unbuffered test responses stay open until closed, as a slow client's would. A whole answer
-    # is settled before it is sent: its client's next request, to whichever process, is admitted
-    # while this one is still being read. (A stream holds its slot to its end: test_pipeline.py;
-    # requests still being served hold theirs: tests/e2e/test_auth_limits.py.)
+def test_a_request_holds_its_slot_until_its_response_is_closed_but_the_last_slot(client):
+    # Unbuffered test responses stay open (as a slow stream would) until closed.
     first = client.get("/test", headers=bearer(BATCH_KEY))
-    second = client.get("/test", headers=bearer(BATCH_KEY))  # batch's max_concurrent is 2
+    assert client.application.runtime.limiter.in_flight("batch") == 1
+    # batch's max_concurrent is 2: a whole answer holding its last slot is settled before it is
+    # sent, so its next request, to whichever process, is admitted while this one is still read.
+    second = client.get("/test", headers=bearer(BATCH_KEY))
+    assert client.application.runtime.limiter.in_flight("batch") == 1
     assert client.get("/test", headers=bearer(BATCH_KEY), buffered=True).status_code == 200
-    assert client.application.runtime.limiter.in_flight("batch") == 0
-    first.close()
     second.close()
-    assert client.application.runtime.limiter.in_flight("batch") == 0  # freed once, not again
+    assert client.application.runtime.limiter.in_flight("batch") == 1  # freed once, not again
+    first.close()
+    assert client.application.runtime.limiter.in_flight("batch") == 0
 
 
 def test_a_failing_request_frees_its_slot():

@@ -132,3 +132,15 @@ def test_a_busy_minute_is_counted_exactly(limiter, clock):
     assert limiter.usage("web", limits)["requests_last_minute"] == 50_000
     clock.now += 60
     assert limiter.usage("web", limits)["tokens_last_minute"] == 0
+
+
+def test_a_request_is_settled_before_its_answer_only_when_that_can_change_the_next_admission(limiter):
+    roomy = Limits(rpm=100, max_concurrent=3, tpm=10_000)
+    assert not limiter.admit("web", roomy, 100).settles_first  # room for another of its kind
+    assert not limiter.admit("web", roomy, 100).settles_first
+    assert limiter.admit("web", roomy, 100).settles_first  # its client's last slot
+    tight = Limits(rpm=100, max_concurrent=100, tpm=1000)
+    assert not limiter.admit("batch", tight, 400).settles_first  # 600 left: another 400 fits
+    assert limiter.admit("batch", tight, 400).settles_first  # 200 left: the next needs the correction
+    budget = Limits(rpm=100, max_concurrent=100, budget_usd_per_month=5.0)
+    assert limiter.admit("school", budget, 0).settles_first  # its cost must count before its next
