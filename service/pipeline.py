@@ -116,8 +116,8 @@ class RequestPipeline:
             # Settled before the client has the answer, as settling can change its next admission
             # (a budget, its last slot, its last tokens): that request, wherever it lands, finds
             # this one's slot free and its tokens and cost counted (a budget is overshot by at most
-            # one request). The answer is in memory already; with a shared store only a client
-            # with a budget waits for the store's reply (service.shared_limits).
+            # one request). The answer is in memory already; with a shared store the settle waits
+            # for the store's reply (service.shared_limits).
             whole = Closing(answer, lambda: self._settle(state))
             try:
                 body = b"".join(whole)

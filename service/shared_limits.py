@@ -4,12 +4,13 @@ The same limits as `service.limits.LocalLimiter`, with the same answers, counted
 whole fleet. Each request runs two atomic server-side scripts in the store: `ADMIT` before the
 provider call (sliding request window, token window, in-flight slot, budgets), the one round trip
 a request waits for, and `SETTLE` after it (free the slot, replace the token estimate with the
-tokens used, add the cost). The settle is sent at once and its reply read in the background, so
-no request waits for it: sent once the answer has gone out, or before it when settling can change
-the client's next admission (`Admission.settles_first`), so that request, wherever it lands,
-finds the store up to date. Only a client with a budget waits for the reply, so its spend counts
-before it has its answer. The calls on a request's path use connections held open
-(`_OpenConnections`), not the client's pool: it halves their cost.
+tokens used, add the cost). The settle is sent once the answer has gone out and its reply read
+in the background, so no request waits for it; when settling can change the client's next
+admission (`Admission.settles_first`), it is done before the answer goes out and waits for the
+store's reply, so that request, wherever it lands, finds the store up to date (the store orders
+calls from different connections as it reads them, not as they were sent). The calls on a
+request's path use connections held open (`_OpenConnections`), not the client's pool: it halves
+their cost.
 The request window is exact; the token window counts in whole seconds (a reservation
 leaves it up to a second early). All keys of a client share one hash tag (`aiproxy:{<client>}:...`),
 so a script's keys sit in one slot of a clustered Valkey; nothing scans keys.
@@ -392,11 +393,12 @@ class SharedLimiter:
         ]
         settle_keys = [names[1], names[2], names[3], names[4]]  # tokens, in_flight, day, month
         try:
-            if admission.limits.has_budget or not self.background_settles:
+            if admission.settles_first or not self.background_settles:
+                # The store orders calls from different connections as it reads them, not as they
+                # were sent: only its reply proves the next admission will see this settle.
                 self._calls.run(self._settle, settle_keys, arguments)
                 return
-            # Sent now, so it reaches the store before anything the client sends next; its reply
-            # is read in the background, and the server goes on to the connection's next request.
+            # Nothing the client does next depends on it: its reply is read in the background.
             sent = self._calls.send(self._settle, settle_keys, arguments)
         except STORE_ERRORS as error:
             # The slot's lease expires by itself; the tokens and cost of this request are not shared.
