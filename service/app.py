@@ -120,11 +120,22 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
             emf=settings.log_format == "json",
             known_models=_configured_models(settings),
             route_of=_route_finder(app, relay_routes),
+            count=_prometheus_count(settings),
         ),
         prices=runtime.prices,
         generating_paths=frozenset({"/assessment", "/test/assessment", "/test/openai"}),
     )
     return app
+
+
+def _prometheus_count(settings: Settings) -> Callable[[dict[str, Any]], None] | None:
+    """What adds a request's figures to the Prometheus metrics, only when `GET /metrics` can serve
+    them: prometheus_client is imported only then (service.prometheus)."""
+    if not settings.metrics_key:
+        return None
+    from service.prometheus import count
+
+    return count
 
 
 def build_limiter(settings: Settings, store: Any) -> Limiter:

@@ -1,6 +1,6 @@
 """One record per request, written once the answer has been sent or abandoned: the access line
 (method, path, status, duration, client) on the logger `service.access`, which is also the
-request's metrics record, and the same figures in this process's Prometheus metrics.
+request's metrics record, and, when a scraper may read them, the same figures in Prometheus'.
 
 With LOG_FORMAT=json the access line is a CloudWatch Embedded Metric Format (EMF) document: its
 `_aws` member tells CloudWatch Logs which of its top-level members are metrics and dimensions, so
@@ -28,24 +28,18 @@ name or error kind that is too long or has unusual characters becomes `other`, a
 new one beyond the first few dozen each process has seen (models: only once a provider served
 them).
 
-`GET /metrics` gives the Prometheus metrics (`service.routes.metrics`). The server runs several
-worker processes; with PROMETHEUS_MULTIPROC_DIR set (the gunicorn master does it, service.server)
-each writes its figures to files there and a scrape adds up the files of every worker, dead ones
-included.
+With AIPROXY_METRICS_KEY set, the same figures are added to this process's Prometheus metrics
+(`service.prometheus`), which `GET /metrics` gives (`service.routes.metrics`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service.request_state import RequestState
 
@@ -67,71 +61,6 @@ _PLAIN_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 # New values each process accepts before folding the rest into `other`.
 MAX_MODELS = 50
 MAX_ERROR_KINDS = 50
-
-SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
-
-MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-
-# This process's figures. In multiprocess mode the values live in the shared directory and a
-# scrape reads them from there (`exposition`); the registry only matters without it.
-_registry = CollectorRegistry()
-REQUESTS = Counter(
-    "aiproxy_requests", "Requests answered", ["route", "status_class", "client"], registry=_registry
-)
-ERRORS = Counter("aiproxy_errors", "Failed requests, by what went wrong", ["kind"], registry=_registry)
-LATENCY = Histogram(
-    "aiproxy_request_duration_seconds",
-    "Time from the request's arrival to its answer's end",
-    ["route"],
-    buckets=SECONDS_BUCKETS,
-    registry=_registry,
-)
-UPSTREAM_LATENCY = Histogram(
-    "aiproxy_upstream_duration_seconds",
-    "Time spent in provider calls, per request that made any",
-    ["route"],
-    buckets=SECONDS_BUCKETS,
-    registry=_registry,
-)
-TIME_TO_FIRST_TOKEN = Histogram(
-    "aiproxy_time_to_first_token_seconds",
-    "Streams: time from the request's arrival to the first bytes of the answer",
-    ["route"],
-    buckets=SECONDS_BUCKETS,
-    registry=_registry,
-)
-PROMPT_TOKENS = Counter(
-    "aiproxy_prompt_tokens", "Prompt tokens the providers reported", ["client", "model"], registry=_registry
-)
-COMPLETION_TOKENS = Counter(
-    "aiproxy_completion_tokens",
-    "Completion tokens the providers reported",
-    ["client", "model"],
-    registry=_registry,
-)
-COST_USD = Counter(
-    "aiproxy_cost_usd",
-    "Cost of the provider calls with a known price",
-    ["client", "model"],
-    registry=_registry,
-)
-BUDGET_USED_PERCENT = Gauge(
-    "aiproxy_budget_used_percent",
-    "The client's highest share of its daily or monthly budget, as of its latest request",
-    ["client"],
-    # The value written last, by whichever worker (dead ones included): the client's latest request.
-    multiprocess_mode="mostrecent",
-    registry=_registry,
-)
-
-
-def exposition() -> tuple[bytes, str]:
-    """This server's metrics in Prometheus' text format, and its content type."""
-    if MULTIPROCESS:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(_registry), CONTENT_TYPE_LATEST
 
 
 def plain_value(value: Any) -> str | None:
@@ -191,7 +120,9 @@ class RequestMetrics:
     """Writes each request's access line (an EMF document when `emf`) and Prometheus figures.
 
     `route_of(method, path)` names the route of a request that never reached Flask's routing (a
-    refused client key, say), or None; `known_models` are the configured names, always kept.
+    refused client key, say), or None; `known_models` are the configured names, always kept;
+    `count`, when given, adds each request's figures to the Prometheus metrics
+    (`service.prometheus.count`).
     """
 
     def __init__(
@@ -201,12 +132,14 @@ class RequestMetrics:
         emf: bool = False,
         known_models: Iterable[str] = (),
         route_of: Callable[[str, str], str | None] | None = None,
+        count: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.environment = plain_value(environment) or LOCAL_ENVIRONMENT
         self.emf = emf
         self._route_of = route_of
         self._models = BoundedValues(MAX_MODELS, known_models)
         self._error_kinds = BoundedValues(MAX_ERROR_KINDS)
+        self._count = count
 
     def record(self, state: RequestState) -> None:
         status = state.status or 500
@@ -218,10 +151,11 @@ class RequestMetrics:
         route = self.route(state)
         if route not in UNRECORDED_ROUTES:
             figures = self.figures(state, route, status, fields["duration_ms"])
-            try:
-                self._count(figures)
-            except Exception:  # a fault in the counting must not cost the request its access line
-                log.exception("Could not count request %s in the Prometheus metrics", state.id)
+            if self._count is not None:
+                try:
+                    self._count(figures)
+                except Exception:  # a fault in the counting must not cost the request its access line
+                    log.exception("Could not count request %s in the Prometheus metrics", state.id)
             if self.emf:
                 fields.update(emf_document(figures))
         access_log.info("%s %s %s", state.method, state.path, status, extra=fields)
@@ -267,26 +201,6 @@ class RequestMetrics:
             if percent is not None:
                 figures["BudgetUsedPercent"] = percent
         return figures
-
-    @staticmethod
-    def _count(figures: dict[str, Any]) -> None:
-        client, route = figures["Client"], figures["Route"]
-        REQUESTS.labels(route, figures["StatusClass"], client).inc()
-        if "ErrorKind" in figures:
-            ERRORS.labels(figures["ErrorKind"]).inc()
-        LATENCY.labels(route).observe(figures["Latency"] / 1000)
-        if "UpstreamLatency" in figures:
-            UPSTREAM_LATENCY.labels(route).observe(figures["UpstreamLatency"] / 1000)
-        if "TimeToFirstToken" in figures:
-            TIME_TO_FIRST_TOKEN.labels(route).observe(figures["TimeToFirstToken"] / 1000)
-        if "PromptTokens" in figures:
-            model = figures.get("Model", OTHER)
-            PROMPT_TOKENS.labels(client, model).inc(figures["PromptTokens"])
-            COMPLETION_TOKENS.labels(client, model).inc(figures["CompletionTokens"])
-            if "CostUSD" in figures:
-                COST_USD.labels(client, model).inc(figures["CostUSD"])
-        if "BudgetUsedPercent" in figures:
-            BUDGET_USED_PERCENT.labels(client).set(figures["BudgetUsedPercent"])
 
 
 # Each metric's unit, in the order the [Environment] directive lists those a request has.

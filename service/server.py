@@ -77,18 +77,20 @@ def on_starting(server):  # gunicorn hook: in the master, before it listens or s
             _settings.workers,
             _settings.workers,
         )
-    # Prometheus' multiprocess mode (service.metrics): every worker, forked from here, writes its
-    # figures to files in this directory and `/metrics` adds up all of them. A fresh directory
-    # each start: files left by an earlier server would be counted again.
+    # Prometheus' multiprocess mode (service.prometheus), when `/metrics` is on: every worker,
+    # forked from here, writes its figures to files in this directory and `/metrics` adds up all
+    # of them. A fresh directory each start: files left by an earlier server would be counted again.
     global _metrics_dir
-    _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aiproxy-metrics-")
+    if _settings.metrics_key:
+        _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aiproxy-metrics-")
 
 
 def child_exit(server, worker):  # gunicorn hook: in the master, once a worker has exited
-    # A dead worker's counts stay in the sums; only its "live" gauges are dropped.
-    from prometheus_client import multiprocess
+    if _metrics_dir:
+        # A dead worker's counts stay in the sums; only its "live" gauges are dropped.
+        from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server):  # gunicorn hook: in the master, as it stops

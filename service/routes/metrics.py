@@ -1,4 +1,4 @@
-"""`GET /metrics`: the server's metrics in Prometheus' text format (service.metrics), for a scraper
+"""`GET /metrics`: the server's metrics in Prometheus' text format (service.prometheus), for a scraper
 holding AIPROXY_METRICS_KEY.
 
 The route needs no client key (service.auth lets it through like the health check): a scraper is
@@ -14,7 +14,6 @@ import hmac
 
 from flask import Blueprint, request
 
-from service import metrics
 from service.answers import Answer
 from service.errors import RequestRejected, Unauthenticated
 
@@ -32,6 +31,8 @@ def blueprint(metrics_key: str | None) -> Blueprint:
     routes = Blueprint("metrics", __name__)
     # Compared as digests: equal lengths, so the comparison's time tells nothing about the key.
     expected = _digest(metrics_key) if metrics_key else None
+    if expected is not None:
+        from service.prometheus import exposition  # only then (service.prometheus says why)
 
     @routes.get("/metrics")
     def prometheus_metrics() -> Answer:
@@ -40,7 +41,7 @@ def blueprint(metrics_key: str | None) -> Blueprint:
         scheme, _, presented = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(_digest(presented.strip()), expected):
             raise Unauthenticated(UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
-        body, content_type = metrics.exposition()
+        body, content_type = exposition()
         return Answer.of_bytes(200, body, content_type, headers={"Cache-Control": "no-store"})
 
     return routes

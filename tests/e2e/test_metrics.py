@@ -252,10 +252,19 @@ def test_metrics_need_the_metrics_key(server, key):
 
 
 def test_the_master_gives_workers_a_fresh_metrics_directory_and_removes_it(tmp_path):
-    with running_server({"TMPDIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}) as server:
+    environment = {"TMPDIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    with running_server({**environment, "AIPROXY_METRICS_KEY": METRICS_KEY}) as server:
         [directory] = tmp_path.glob("aiproxy-metrics-*")  # not the directory the environment named
         assert fetch(server.url + "/test").status == 200
         wait_until(lambda: any(directory.glob("counter_*.db")))
+        scraped = fetch(server.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"})
+        assert scraped.status == 200
+    assert not directory.exists()
+
+
+def test_without_the_metrics_key_the_workers_keep_no_prometheus_figures(tmp_path):
+    with running_server({"TMPDIR": str(tmp_path)}) as server:
+        assert fetch(server.url + "/test").status == 200
         off = fetch(server.url + "/metrics", headers={"Authorization": "Bearer anything-0123456789"})
         assert off.status == 404  # no AIPROXY_METRICS_KEY: the route is off
-    assert not directory.exists()
+        assert list(tmp_path.glob("aiproxy-metrics-*")) == []  # and nothing is counted for it

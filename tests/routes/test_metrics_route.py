@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.auth import hash_key
+from testbed.server import ROOT
 from tests.support.app import make_app
 
 CLIENT_KEY = "aip_metrics-route-web-key-00000000000000001"
@@ -73,3 +76,21 @@ def test_requests_are_counted_once_their_answer_is_closed(client):
     assert client.get("/test", buffered=True).status_code == 401
     assert requests_counted(client, "/test") == before + 4
     assert requests_counted(client, "/metrics") == 0  # the scrapes themselves are not
+
+
+@pytest.mark.parametrize("metrics_key, kept", [(METRICS_KEY, True), ("", False)])
+def test_prometheus_figures_are_kept_only_when_a_scraper_can_read_them(metrics_key, kept):
+    # Without the key nobody can read them: a worker should not spend memory (prometheus_client
+    # is several MiB) or time on every request keeping them. Checked in a fresh interpreter, as a
+    # worker starts.
+    code = (
+        "import sys\n"
+        "from tests.support.app import make_app\n"
+        f"app = make_app(AIPROXY_METRICS_KEY={metrics_key!r})\n"
+        "assert app.test_client().get('/', buffered=True).status_code == 200\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == str(kept)

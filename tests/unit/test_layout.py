@@ -16,7 +16,7 @@ LAYERS = [
     "assessment.messages assessment.samples routes",
     "settings errors secrets logformat assessment.comments",
     "usage bodies limits metrics observability assessment.rubric providers providers.bedrock.translate",
-    "shared_limits",
+    "prometheus shared_limits",
     "shared_cooldowns",
     "sse auth assessment.answers assessment.request providers.bedrock.stream routes.fields",
     # The providers, and the pure grading core.
