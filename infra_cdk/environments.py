@@ -147,6 +147,9 @@ class AppConfig:
     # A customer-managed KMS key per stack for its secrets, log groups and SNS topics (about
     # 1 USD a month per key); off: AWS-managed encryption.
     customer_managed_keys: bool = False
+    # Prometheus' `GET /metrics` in every environment: a generated key (the secret `metrics_key`
+    # under the deployment's prefix) given to the task as AIPROXY_METRICS_KEY, for a scraper.
+    prometheus_metrics: bool = False
     # Production in another account than the pipeline (and the other environments); the region
     # may only repeat `region`. Its DNS delegation then needs a public zone in that account:
     # production_hosted_zone_id, for production_base_domain (default: base_domain).
@@ -196,6 +199,7 @@ class ServiceEnvironment:
     existing_vpc: ExistingVpc | None
     alarm_emails: tuple[str, ...]
     customer_managed_key: bool
+    prometheus_metrics: bool
 
     @property
     def dns_name(self) -> str:
@@ -312,6 +316,7 @@ def _environment(config: AppConfig, environment_type: str, branch: str, subdomai
         manual_approval=manual_approval,
         alarm_emails=config.alarm_emails,
         customer_managed_key=config.customer_managed_keys,
+        prometheus_metrics=config.prometheus_metrics,
         **placement,
     )
 
@@ -459,7 +464,7 @@ _TEXT_KEYS = (
     "production_base_domain",
 )
 # Context keys read as flags and numbers (the AppConfig attribute of the same name).
-_FLAG_KEYS = ("customer_managed_keys", "production_manual_approval")
+_FLAG_KEYS = ("customer_managed_keys", "prometheus_metrics", "production_manual_approval")
 _NUMBER_KEYS = {"waf_rate_limit": _positive_int, "latency_p99_alarm_seconds": _positive_number}
 
 

@@ -2,6 +2,8 @@
 
 The names come from `service.secrets`, the module the running service reads them with, so the
 two sides cannot drift apart. An administrator sets the values after the first deploy.
+With `metrics_key`, one more: the key `GET /metrics` asks for, generated, which the task gets as
+AIPROXY_METRICS_KEY when it starts and a Prometheus scraper reads from the secret.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ DESCRIPTIONS = {
 # Secrets no person issues: the stack generates their values (letters and digits, which every
 # client and Valkey's password rules accept).
 GENERATED = (REDIS_AUTH,)
+METRICS_KEY = "metrics_key"
 
 
 class ServiceSecrets(Construct):
-    """Exposes `secrets` (name -> Secret) and `prefix`; `grant_read` allows reading the prefix."""
+    """Exposes `secrets` (name -> Secret), `metrics_key` (a Secret, or None) and `prefix`;
+    `grant_read` allows reading the prefix."""
 
     def __init__(
         self,
@@ -43,6 +47,7 @@ class ServiceSecrets(Construct):
         environment: str,
         removal_policy: RemovalPolicy,
         encryption_key: kms.IKey | None = None,
+        metrics_key: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.prefix = secret_prefix(environment_type, environment)
@@ -67,6 +72,25 @@ class ServiceSecrets(Construct):
                 "putting a new value; the service reads it again within AIPROXY_SECRETS_TTL.",
             )
             self.secrets[name] = secret
+        self.metrics_key: secretsmanager.Secret | None = None
+        if metrics_key:
+            self.metrics_key = secretsmanager.Secret(
+                self,
+                METRICS_KEY,
+                secret_name=secret_id(environment_type, environment, METRICS_KEY),
+                description="Key a Prometheus scraper sends to GET /metrics (AIPROXY_METRICS_KEY); generated",
+                generate_secret_string=secretsmanager.SecretStringGenerator(
+                    exclude_punctuation=True, password_length=40
+                ),
+                removal_policy=removal_policy,
+                encryption_key=encryption_key,
+            )
+            acknowledge(
+                self.metrics_key,
+                "AwsSolutions-SMG4",
+                "Rotated by an administrator putting a new value and starting new tasks (the task "
+                "reads it at start), then giving the scraper the new value.",
+            )
 
     def grant_read(self, grantee: iam.IGrantable) -> iam.Grant:
         """Allow GetSecretValue on this deployment's prefix only (the service reads by name), and

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -20,9 +21,9 @@ from infra_cdk.environments import AppConfig, ServiceEnvironment
 from infra_cdk.ingress import Ingress
 from infra_cdk.monitoring import Monitoring
 from infra_cdk.network import Network
-from infra_cdk.secrets import ServiceSecrets
+from infra_cdk.secrets import METRICS_KEY, ServiceSecrets
 from infra_cdk.store import SharedStore
-from service.secrets import REDIS_AUTH
+from service.secrets import REDIS_AUTH, secret_id
 from service.settings import SETTINGS
 
 
@@ -60,6 +61,9 @@ DASHBOARD_OUTPUT = "DashboardUrl"
 REDIS_URL_SETTING = "AIPROXY_REDIS_URL"
 # A serverless cache speaks the cluster protocol (one endpoint, every slot behind it).
 REDIS_CLUSTER_SETTING = "AIPROXY_REDIS_CLUSTER"
+# The key GET /metrics asks for, with AppConfig.prometheus_metrics; the stack output names its secret.
+METRICS_KEY_SETTING = "AIPROXY_METRICS_KEY"
+METRICS_KEY_OUTPUT = "MetricsKeySecretName"
 
 
 class ServiceStack(Stack):
@@ -139,6 +143,7 @@ class ServiceStack(Stack):
             environment=environment.dns_name,
             removal_policy=removal_policy,
             encryption_key=self.key,
+            metrics_key=environment.prometheus_metrics,
         )
         self.compute = Compute(
             self,
@@ -171,6 +176,18 @@ class ServiceStack(Stack):
         )
         self.compute.container.add_environment(REDIS_URL_SETTING, self.store.url)
         self.compute.container.add_environment(REDIS_CLUSTER_SETTING, "true")
+        if self.secrets.metrics_key is not None:
+            # Given at start by ECS (its execution role reads the secret): the service reads
+            # its settings once, and a scraper reads the same secret.
+            self.compute.container.add_secret(
+                METRICS_KEY_SETTING, ecs.Secret.from_secrets_manager(self.secrets.metrics_key)
+            )
+            CfnOutput(
+                self,
+                METRICS_KEY_OUTPUT,
+                value=secret_id(environment.environment_type, environment.dns_name, METRICS_KEY),
+                description="Secret holding the key a Prometheus scraper sends to GET /metrics",
+            )
 
         self.target_group = self.ingress.https_listener.add_targets(
             "Service",

@@ -268,6 +268,7 @@ def test_deployment_context_rebuilds_the_same_deployment():
             bedrock_models="amazon.nova-lite-v1:0",
             alarm_emails="ops@example.org",
             customer_managed_keys="true",
+            prometheus_metrics="true",
             production_account="333333333333",
             production_hosted_zone_id="Z0PROD",
             production_manual_approval="false",
@@ -301,6 +302,7 @@ def test_operations_settings_from_context():
         context(
             alarm_emails="ops@example.org, oncall@example.org",
             customer_managed_keys="true",
+            prometheus_metrics="true",
             production_manual_approval="false",
             waf_rate_limit="5000",
             latency_p99_alarm_seconds="30",
@@ -309,11 +311,12 @@ def test_operations_settings_from_context():
     test, production = deployment.environments
     assert production.alarm_emails == test.alarm_emails == ("ops@example.org", "oncall@example.org")
     assert production.customer_managed_key and test.customer_managed_key
+    assert production.prometheus_metrics and test.prometheus_metrics
     assert not production.manual_approval
     assert (production.waf_rate_limit, production.latency_p99_alarm_seconds) == (5000, 30)
     # Defaults: no e-mails, AWS-managed encryption, approval before production.
     (plain,) = service_environments(AppConfig(), "development", "b1")
-    assert (plain.alarm_emails, plain.customer_managed_key) == ((), False)
+    assert (plain.alarm_emails, plain.customer_managed_key, plain.prometheus_metrics) == ((), False, False)
 
 
 @pytest.mark.parametrize(
@@ -321,6 +324,7 @@ def test_operations_settings_from_context():
     [
         ({"alarm_emails": "ops@example"}, "'ops@example' is not an e-mail address"),
         ({"customer_managed_keys": "maybe"}, "customer_managed_keys='maybe' is not true or false"),
+        ({"prometheus_metrics": "on"}, "prometheus_metrics='on' is not true or false"),
         ({"waf_rate_limit": "0"}, "waf_rate_limit='0' must be at least 1"),
         ({"production_account": "2222"}, "production_account='2222' is not a 12-digit AWS account id"),
         ({"production_account": "222222222222"}, "needs production_hosted_zone_id"),

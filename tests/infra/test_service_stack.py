@@ -283,7 +283,8 @@ def test_container_settings_image_and_unprivileged_port(templates, stack):
     assert container["PortMappings"] == [{"ContainerPort": 80, "Protocol": "tcp"}]
     # Built from this repository's Dockerfile as an image asset, pushed to the bootstrap repository.
     assert "container-assets" in container["Image"]["Fn::Sub"]
-    # Secrets are read at run time by the task role, never injected at start by the execution role.
+    # Secrets are read at run time by the task role, never injected at start by the execution role
+    # (but the metrics key, with prometheus_metrics on: tests/infra/test_metrics_key.py).
     assert "Secrets" not in container
 
 
