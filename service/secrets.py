@@ -56,7 +56,7 @@ def secrets_manager_client(source: Mapping[str, str]) -> Any:
 
     # Short timeouts: a slow Secrets Manager must not hold a request for long.
     config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
-    return aws.session(source).client("secretsmanager", config=config)
+    return aws.client(source, "secretsmanager", config=config)
 
 
 @dataclass

@@ -95,7 +95,7 @@ def boto_client(
         max_pool_connections=max_pool_connections,
     )
     endpoint = source.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or source.get("AWS_ENDPOINT_URL") or None
-    return aws.session(source).client("bedrock-runtime", config=config, endpoint_url=endpoint)
+    return aws.client(source, "bedrock-runtime", config=config, endpoint_url=endpoint)
 
 
 def map_error(
