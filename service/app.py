@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     keys.load_at_start(settings.environment_type)  # stops start-up when a store is required
     store = None
     if settings.redis_url:
-        # redis-py (8 MiB a worker) is imported only by a server that has a store to talk to.
+        # redis-py, a sizeable library, is imported only by a server that has a store to talk to.
         from service.shared_limits import store_client
 
         store = store_client(
