@@ -7,6 +7,7 @@ from aws_cdk.assertions import Match, Template
 
 from infra_cdk.edge import COUNTED_COMMON_RULES
 from infra_cdk.environments import ENVIRONMENT_TYPE_SETTINGS
+from tests.support.templates import only
 
 DEV = "aiproxy-dev-example-branch"
 # stack -> environment type
@@ -16,12 +17,6 @@ ENVIRONMENTS = {"aiproxy-test": "test", "aiproxy": "production", DEV: "developme
 @pytest.fixture(scope="module")
 def templates(template_json) -> dict[str, Template]:
     return {stack: Template.from_json(template_json(stack)) for stack in ENVIRONMENTS}
-
-
-def only(template: Template, resource_type: str) -> tuple[str, dict]:
-    found = template.find_resources(resource_type)
-    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
-    return next(iter(found.items()))
 
 
 def rules(template: Template) -> dict[str, dict]:

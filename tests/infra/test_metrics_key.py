@@ -15,6 +15,7 @@ from infra_cdk.app import add_checks, add_service_stacks
 from infra_cdk.environments import AppConfig, Deployment, config_from_context
 from infra_cdk.service_stack import METRICS_KEY_OUTPUT, METRICS_KEY_SETTING
 from service.settings import load_settings
+from tests.support.templates import only
 
 CONFIG = AppConfig(prometheus_metrics=True, customer_managed_keys=True)
 SECRET_NAME = "development/aiproxy-dev-scraped.example.org/metrics_key"
@@ -34,12 +35,6 @@ def template(outdir) -> Template:
     add_checks(app)
     app.synth()  # raises when a cdk-nag finding is not acknowledged
     return Template.from_json(json.loads((outdir / f"{stack.artifact_id}.template.json").read_text()))
-
-
-def only(template: Template, resource_type: str, props: dict | None = None) -> tuple[str, dict]:
-    found = template.find_resources(resource_type, {"Properties": props} if props else None)
-    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
-    return next(iter(found.items()))
 
 
 def test_the_task_starts_with_a_generated_key_in_its_own_secret(template):

@@ -9,6 +9,7 @@ from aws_cdk.assertions import Match, Template
 
 from infra_cdk import snapshots
 from infra_cdk.environments import ENVIRONMENT_TYPE_SETTINGS, config_from_context
+from tests.support.templates import only
 
 CONFIG = config_from_context(snapshots.cdk_json_context().get)
 DEV = "aiproxy-dev-example-branch"
@@ -24,12 +25,6 @@ PIPELINES = ("aiproxy-cicd", "aiproxy-cicd-dev-example-branch")
 @pytest.fixture(scope="module")
 def templates(template_json) -> dict[str, Template]:
     return {stack: Template.from_json(template_json(stack)) for stack in (*ENVIRONMENTS, *PIPELINES)}
-
-
-def only(template: Template, resource_type: str, props: dict | None = None) -> tuple[str, dict]:
-    found = template.find_resources(resource_type, {"Properties": props} if props else None)
-    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
-    return next(iter(found.items()))
 
 
 # What each environment alarms on (the 5xx rate's first input names it).

@@ -14,6 +14,7 @@ from infra_cdk.app import build
 from infra_cdk.environments import Deployment, config_from_context
 from service.secrets import SECRET_NAMES, SecretStore, secret_id
 from service.settings import SETTINGS
+from tests.support.templates import only
 
 CONFIG = config_from_context(snapshots.cdk_json_context().get)  # the examples' configuration
 DEV = "aiproxy-dev-example-branch"
@@ -42,12 +43,6 @@ def templates(template_json) -> dict[str, Template]:
 @pytest.fixture(scope="module")
 def raw(template_json) -> dict[str, dict]:
     return {stack: template_json(stack) for stack in ENVIRONMENTS}
-
-
-def only(template: Template, resource_type: str, props: dict | None = None) -> tuple[str, dict]:
-    found = template.find_resources(resource_type, {"Properties": props} if props else None)
-    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
-    return next(iter(found.items()))
 
 
 def deployed_stack_names(outdir: Path) -> dict[str, str]:

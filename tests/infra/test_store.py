@@ -6,6 +6,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from infra_cdk.store import MAX_ID_LENGTH, physical_id
+from tests.support.templates import only
 
 DEV = "aiproxy-dev-example-branch"
 ENVIRONMENTS = ("aiproxy-test", "aiproxy", DEV)
@@ -14,12 +15,6 @@ ENVIRONMENTS = ("aiproxy-test", "aiproxy", DEV)
 @pytest.fixture(scope="module")
 def templates(template_json) -> dict[str, Template]:
     return {stack: Template.from_json(template_json(stack)) for stack in ENVIRONMENTS}
-
-
-def only(template: Template, resource_type: str, props: dict | None = None) -> tuple[str, dict]:
-    found = template.find_resources(resource_type, {"Properties": props} if props else None)
-    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
-    return next(iter(found.items()))
 
 
 def private_subnets(template: Template) -> list[dict]:
