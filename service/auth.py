@@ -146,7 +146,8 @@ def parse_key_store(raw: str, default_limits: limits.Limits) -> KeyStore:
             limits=limits.Limits(
                 rpm=_limit(entry, "rpm", default_limits.rpm, where),
                 max_concurrent=_limit(entry, "max_concurrent", default_limits.max_concurrent, where),
-                tpm=_limit(entry, "tpm", default_limits.tpm, where, high=_MAX_TPM),
+                # Optional: absent or null, the client has no tokens-per-minute limit.
+                tpm=None if entry.get("tpm") is None else _limit(entry, "tpm", None, where, high=_MAX_TPM),
                 budget_usd_per_day=_budget(entry, "budget_usd_per_day", where),
                 budget_usd_per_month=_budget(entry, "budget_usd_per_month", where),
             ),
@@ -154,10 +155,8 @@ def parse_key_store(raw: str, default_limits: limits.Limits) -> KeyStore:
     return KeyStore(clients)
 
 
-def _limit(entry: dict[str, Any], field: str, default: int | None, where: str, high: int = _MAX_LIMIT) -> Any:
+def _limit(entry: dict[str, Any], field: str, default: int | None, where: str, high: int = _MAX_LIMIT) -> int:
     value = entry.get(field, default)
-    if value is None:
-        return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
         raise ValueError(f'{where}: "{field}" must be a whole number from 1 to {high:,}')
     return value

@@ -68,6 +68,10 @@ def test_an_empty_store_accepts_no_key():
         ('{"web": {"keys": [], "rpm": "60"}}', "client 'web': \"rpm\" must be a whole number"),
         ('{"web": {"keys": [], "max_concurrent": true}}', '"max_concurrent" must be a whole number'),
         ('{"web": {"keys": [], "max_concurrent": 2.5}}', '"max_concurrent" must be a whole number'),
+        # null is no number: it must not stand for "no limit" (a limiter cannot count to None).
+        ('{"web": {"keys": [], "rpm": null}}', "client 'web': \"rpm\" must be a whole number"),
+        ('{"web": {"keys": [], "max_concurrent": null}}', '"max_concurrent" must be a whole number'),
+        ('{"web": {"keys": [], "tpm": 0}}', "client 'web': \"tpm\" must be a whole number"),
     ],
 )
 def test_an_invalid_store_is_refused_with_a_message_naming_the_problem(raw, message):
