@@ -21,7 +21,7 @@ Alias targets are resolved once (an alias never names another alias).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +34,6 @@ from service.providers.openai_compatible import OpenAICompatible
 from service.secrets import OPENAI_API_KEY, SecretStore, env_variable
 from service.settings import Settings, SettingsError, Upstream
 
-BEDROCK = "bedrock"
 BEDROCK_PREFIXES = ("bedrock/", "bedrock.")
 DEFAULT_UPSTREAM = "openai"  # the name of the upstream at OPENAI_BASE_URL
 OPENAI_HOST = "api.openai.com"
@@ -95,7 +94,6 @@ class Router:
         bedrock: Provider,
         upstreams: Mapping[str, Provider] | None = None,
         aliases: Mapping[str, Any] | None = None,
-        cooldowns: Cooldowns | None = None,
         overall_timeout: float = 300.0,
         strict_prefixes: bool = False,
     ) -> None:
@@ -103,22 +101,27 @@ class Router:
         self.bedrock = bedrock
         self.upstreams = dict(upstreams or {})
         self.aliases = {name: ranks_of(value) for name, value in (aliases or {}).items()}
-        self.cooldowns = cooldowns or Cooldowns(0)
+        self.cooldowns = Cooldowns(0)  # build_router sets the configured ones
         self.overall_timeout = overall_timeout  # a model group tries deployments within this
         self.strict_prefixes = strict_prefixes  # unknown `<name>/...` is a 400 (the default is OpenAI)
-        for name, ranks in self.aliases.items():  # every target must route somewhere
-            for rank in ranks:
-                for model, _ in rank:
-                    self.deployment(model, where=f"alias {name!r}")
+        # Each alias's deployments, rank by rank, resolved here once (every target must route
+        # somewhere); a request only orders them.
+        self.groups = {
+            name: [
+                [self.deployment(model, weight, where=f"alias {name!r}") for model, weight in rank]
+                for rank in ranks
+            ]
+            for name, ranks in self.aliases.items()
+        }
 
     def deployments(self, model: str) -> list[Deployment]:
         """The deployments that may serve `model`, in the order to try them."""
-        ranks = self.aliases.get(model)
-        if ranks is None:
+        group = self.groups.get(model)
+        if group is None:
             return [self.deployment(model)]
         ordered: list[Deployment] = []
-        for rank in ranks:
-            ordered += _by_weight([self.deployment(target, weight) for target, weight in rank])
+        for rank in group:
+            ordered += _by_weight(rank)
         return ordered
 
     def deployment(self, model: str, weight: float = 1.0, *, where: str | None = None) -> Deployment:
@@ -143,15 +146,12 @@ class Router:
     def grouped(self) -> set[str]:
         """The names of every deployment that belongs to a model group of more than one."""
         return {
-            d.name
-            for alias, ranks in self.aliases.items()
-            if sum(len(rank) for rank in ranks) > 1
-            for d in self.deployments(alias)
+            deployment.name
+            for group in self.groups.values()
+            if sum(len(rank) for rank in group) > 1
+            for rank in group
+            for deployment in rank
         }
-
-    def providers(self) -> Iterable[Provider]:
-        """Every OpenAI-compatible upstream, the default first."""
-        return [self.default, *self.upstreams.values()]
 
     def listed_aliases(self) -> list[dict]:
         """OpenAI model objects for the aliases (GET /v1/models)."""
