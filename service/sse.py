@@ -93,13 +93,11 @@ def relay_events(
     frames: Iterator[bytes],
     call: ProviderCall,
     close: Callable[[], None],
-    *,
-    watch: Callable[[bytes], None] | None = None,
 ) -> Iterator[bytes]:
     """Yield `frames` (whole events) to the client, ending a failed stream with an error event.
 
-    `watch` sees every frame sent (usage, content). However the stream ends, `close()` runs and
-    the call is recorded once: complete, failed (with the error's kind) or cut by the client.
+    However the stream ends, `close()` runs and the call is recorded once: complete, failed (with
+    the error's kind) or cut by the client.
     """
     problem = None
     greenlet = gevent.getcurrent()
@@ -115,8 +113,6 @@ def relay_events(
                 break
             finally:
                 _waiting.discard(greenlet)
-            if watch is not None:
-                watch(frame)
             call.sent_bytes()
             call.content_events += 1
             yield frame
