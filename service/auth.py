@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service import limits
+from service import limits, request_state
 from service.errors import Unauthenticated, Unavailable
 from service.secrets import CLIENT_API_KEYS, SecretStore, env_variable
 from service.settings import Settings, SettingsError
@@ -40,7 +40,7 @@ KEY_PREFIX = "aip_"
 # Environment types where running without client authentication is refused.
 AUTH_REQUIRED_IN = ("test", "production")
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-RESERVED_NAMES = ("anonymous",)  # what logs show for requests without a client
+RESERVED_NAMES = (request_state.ANONYMOUS,)  # what logs show for requests without a client
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _ENTRY_FIELDS = ("keys", "rpm", "max_concurrent", "tpm", "budget_usd_per_day", "budget_usd_per_month")
 _MAX_LIMIT = 100000

@@ -16,7 +16,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from service.auth import CLIENT_NAME, KEY_PREFIX, RESERVED_NAMES, hash_key, parse_key_store
+from service.auth import CLIENT_NAME, KEY_PREFIX, RESERVED_NAMES, default_limits, hash_key, parse_key_store
 from service.limits import Limits
 from service.settings import load_settings
 
@@ -29,8 +29,7 @@ def new_key() -> str:
 
 def _default_limits() -> Limits:
     """The limits the proxy applies to entries without their own (configured settings included)."""
-    settings = load_settings()
-    return Limits(settings.default_rpm, settings.default_max_concurrent)
+    return default_limits(load_settings())
 
 
 def _client_name(value: str) -> str:

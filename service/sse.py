@@ -28,6 +28,7 @@ import gevent
 import gevent.monkey
 
 from service import request_state
+from service.answers import json_bytes
 from service.errors import ProxyError, Unavailable
 from service.usage import ProviderCall
 
@@ -41,7 +42,7 @@ EVENT_STREAM = "text/event-stream; charset=utf-8"
 
 
 def event(data: dict) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + json_bytes(data) + b"\n\n"
 
 
 def error_event(error: ProxyError) -> bytes:

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from service import request_state, sse
-from service.answers import Answer, json_bytes
+from service.answers import JSON, Answer, json_bytes
 from service.errors import (
     ProviderAuthFailed,
     ProviderBadAnswer,
@@ -73,19 +73,22 @@ RELAYED_HEADERS = frozenset(
 USAGE_ON_REQUEST = ("/chat/completions", "/completions")
 # `"usage":null` as a key of a chunk, which upstreams add to every chunk once usage was asked for.
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,')
-_JSON = "application/json"
 
 
 @dataclass
-class UpstreamResponse:
+class _Response:
     """A successful (2xx/3xx) non-streaming answer, its body plain and redacted."""
 
     status: int
     headers: Mapping[str, str]
     body: bytes
+    body_key: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def usage(self) -> dict[str, int] | None:
+        return usage_in(self.body)
 
 
 def usable_key(key: str) -> bool:
@@ -277,7 +280,7 @@ class OpenAICompatible:
             # Once the answer has gone out: reading the usage and logging it is not the client's wait.
             call.finish(response.status, usage=usage())
 
-        content_type = response.headers.get("content-type", _JSON)
+        content_type = response.headers.get("content-type", JSON)
         return Answer.of_bytes(response.status, response.body, content_type, headers=headers, on_close=record)
 
     def complete(self, body: dict, *, api_key: str | None = None, retries: int | None = None) -> dict:
@@ -596,14 +599,6 @@ class OpenAICompatible:
         )
         self._sleep(delay)
         return True
-
-
-@dataclass
-class _Response(UpstreamResponse):
-    body_key: str | None = None
-
-    def usage(self) -> dict[str, int] | None:
-        return usage_in(self.body)
 
 
 class UpstreamStream:

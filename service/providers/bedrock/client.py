@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from service import sse
+from service import aws, sse
 from service.answers import Answer
 from service.errors import (
     ProviderAuthFailed,
@@ -85,8 +85,6 @@ def boto_client(
     """A `bedrock-runtime` client; explicit AWS_* values in `source` win over boto3's own chain."""
     from botocore.config import Config
 
-    from service import aws
-
     config = Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
@@ -94,8 +92,12 @@ def boto_client(
         # Gevent workers hold many requests at once; keep their connections for reuse.
         max_pool_connections=max_pool_connections,
     )
-    endpoint = source.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or source.get("AWS_ENDPOINT_URL") or None
-    return aws.client(source, "bedrock-runtime", config=config, endpoint_url=endpoint)
+    return aws.client(source, "bedrock-runtime", config=config, endpoint_url=_endpoint(source))
+
+
+def _endpoint(source: Mapping[str, str]) -> str | None:
+    """The Bedrock runtime endpoint the settings name, if any (else boto3 derives it from the region)."""
+    return source.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or source.get("AWS_ENDPOINT_URL") or None
 
 
 def map_error(
@@ -258,14 +260,7 @@ class BedrockProvider:
                 max_pool_connections=settings.worker_connections,
             )
 
-        source = settings.source
-        where = (
-            source.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
-            or source.get("AWS_ENDPOINT_URL")
-            or source.get("AWS_REGION")
-            or source.get("AWS_DEFAULT_REGION")
-            or "default"
-        )
+        where = _endpoint(settings.source) or aws.region(settings.source) or "default"
         return cls(factory, settings.upstream_timeout, settings.bedrock_models, f"bedrock:{where}")
 
     # --- the provider interface ----------------------------------------------------------------
