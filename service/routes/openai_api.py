@@ -45,12 +45,15 @@ class RelayRoute(JsonRoute):
         query = environ.get("QUERY_STRING", "")
 
         def attempt(deployment: Deployment, last: bool) -> Answer:
-            renamed = deployment.model != model
+            sent, sent_raw = body, raw
+            if deployment.model != model:  # a routing prefix or an alias: the provider's own name
+                sent = {**body, "model": deployment.model}
+                sent_raw = json_bytes(sent)
             request = RelayRequest(
                 self.path,
                 deployment.model,
-                body={**body, "model": deployment.model} if renamed else body,
-                raw=json_bytes({**body, "model": deployment.model}) if renamed else raw,
+                body=sent,
+                raw=sent_raw,
                 stream=stream,
                 query=query,
                 headers=headers,
