@@ -67,10 +67,14 @@ class Admission:
     reset_tokens: float = 0.0
     spent_day: float = 0.0
     spent_month: float = 0.0
-    token_second: int = 0  # the second of the token window the estimate was reserved in
     in_flight: int = 0  # the client's requests in flight, this one included
     local: bool = True  # counted in this process (no store, or the store failed)
     settled: bool = False
+
+    @property
+    def token_second(self) -> int:
+        """The second of the token window the estimate was reserved in (for a client with a tpm)."""
+        return math.floor(self.admitted_at)
 
     @property
     def settles_first(self) -> bool:
@@ -242,7 +246,7 @@ class LocalLimiter:
             counts.in_flight.add(admission.lease)
             admission.in_flight = len(counts.in_flight)
             if limits.tpm is not None:
-                admission.token_second = second = math.floor(now)
+                second = admission.token_second
                 counts.tokens[second] = counts.tokens.get(second, 0.0) + estimate
             admission.remaining_requests = limits.rpm - len(counts.admitted)
             admission.reset_requests = counts.admitted[0] + WINDOW_SECONDS - now

@@ -367,7 +367,6 @@ class SharedLimiter:
         if limits.tpm is not None:
             admission.remaining_tokens = limits.tpm - int(tokens)
             admission.reset_tokens = int(first_second) + WINDOW_SECONDS - now
-            admission.token_second = int(now)
         admission.spent_day, admission.spent_month = float(spent_day), float(spent_month)
         admission.in_flight = int(in_flight)
         self._hold(admission.lease, names[2])
