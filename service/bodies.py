@@ -5,9 +5,9 @@ in tokens before the provider call (for the client's tokens-per-minute limit).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 from werkzeug.wsgi import get_content_length
@@ -55,25 +55,10 @@ def read_body(environ: dict, limit: int, timeout: float) -> bytes:
         _stop_reading(environ)
         raise RequestRejected("The request body ended before its Content-Length.")
     environ[RAW_BODY] = raw
-    environ["wsgi.input"] = _Body(raw)
+    environ["wsgi.input"] = io.BytesIO(raw)  # the body, read again from memory
     environ["CONTENT_LENGTH"] = str(len(raw))
     environ.pop("HTTP_TRANSFER_ENCODING", None)  # no longer chunked (werkzeug would ignore the length)
     return raw
-
-
-class _Body:
-    """The body, read again from memory (a file-like object as WSGI's `wsgi.input`)."""
-
-    def __init__(self, raw: bytes) -> None:
-        import io
-
-        self._io = io.BytesIO(raw)
-        self.read = self._io.read
-        self.readline = self._io.readline
-        self.readlines = self._io.readlines
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._io)
 
 
 def _deadline(seconds: float) -> Any:
