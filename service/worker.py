@@ -21,10 +21,8 @@ of the gevent worker and adds:
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import time
-import uuid
 
 import gevent
 from gunicorn.http import errors as http_errors
@@ -131,7 +129,12 @@ class ProxyWorker(GeventWorker):
     # --- errors the HTTP parser finds --------------------------------------------------------
 
     def handle_error(self, req, client, addr, exc) -> None:
-        status, message = 500, "The server failed to handle this request; it has been reported."
+        # Imported here, in the worker: the master loads this module and none of the app.
+        from service.answers import json_bytes
+        from service.errors import SERVER_ERROR_MESSAGE, error_body
+        from service.request_state import new_id
+
+        status, message = 500, SERVER_ERROR_MESSAGE
         if isinstance(exc, http_errors.ParseException | http_errors.NoMoreData):
             status, message = 400, "The request is not valid HTTP."
             for kind, kind_status, kind_message in _STATUSES:
@@ -143,12 +146,11 @@ class ProxyWorker(GeventWorker):
         else:
             self.log.exception("Error handling request")
         kind = "invalid_request_error" if status < 500 else "server_error"
-        error = {"message": message, "type": kind, "param": None, "code": None}
-        body = json.dumps({"error": error}, separators=(",", ":")).encode()
+        body = json_bytes(error_body(status, message, type=kind))
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"X-Request-Id: {uuid.uuid4().hex}\r\n\r\n"
+            f"X-Request-Id: {new_id()}\r\n\r\n"
         )
         with contextlib.suppress(OSError):
             client.sendall(head.encode("latin-1") + body)
