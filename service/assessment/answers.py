@@ -89,11 +89,7 @@ def parse_json_answer(text: str) -> list[Row]:
     items = _json_items(value)
     if items is None:
         raise AnswerError(f"the JSON answer is not an array of row objects ({_preview(text)})")
-    rows = [_row((_COLUMN_BY_ALIAS.get(_header_key(str(k))), v) for k, v in item.items()) for item in items]
-    for row in rows:
-        if not row[KEY_CONCEPT] or not row[GRADE]:
-            raise AnswerError(f"a JSON item lacks '{KEY_CONCEPT}' or '{GRADE}' ({_preview(json.dumps(row))})")
-    return rows
+    return _rows_of(items)
 
 
 def _candidates(text: str) -> Iterable[str]:
@@ -166,8 +162,11 @@ def _json_rows(text: str) -> list[Row] | None:
     if value is None:
         return None
     items = _json_items(value)
-    if items is None:
-        return None
+    return None if items is None else _rows_of(items)
+
+
+def _rows_of(items: list[dict]) -> list[Row]:
+    """The rows of JSON row objects; each must name its key concept and grade."""
     rows = []
     for item in items:
         row = _row((_COLUMN_BY_ALIAS.get(_header_key(str(key))), cell) for key, cell in item.items())
