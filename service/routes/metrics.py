@@ -13,11 +13,11 @@ import hashlib
 import hmac
 
 from flask import Blueprint, request
+from werkzeug.exceptions import NotFound
 
 from service.answers import Answer
-from service.errors import RequestRejected, Unauthenticated
+from service.errors import Unauthenticated
 
-NOT_FOUND_MESSAGE = "No route matches this URL."  # Flask's 404 answer (service.app)
 UNAUTHORIZED_MESSAGE = (
     "Missing or invalid metrics key. Send AIPROXY_METRICS_KEY as 'Authorization: Bearer <key>'."
 )
@@ -37,7 +37,7 @@ def blueprint(metrics_key: str | None) -> Blueprint:
     @routes.get("/metrics")
     def prometheus_metrics() -> Answer:
         if expected is None:
-            raise RequestRejected(NOT_FOUND_MESSAGE, status=404)
+            raise NotFound()  # answered as any URL that does not exist (service.app)
         scheme, _, presented = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(_digest(presented.strip()), expected):
             raise Unauthenticated(UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
