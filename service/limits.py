@@ -117,6 +117,11 @@ class Limiter(Protocol):
         """The client's current usage against its limits (GET /v1/limits)."""
         ...
 
+    @property
+    def shared(self) -> bool:
+        """Whether counts are those of every process (a reachable shared store) or of this one."""
+        ...
+
 
 def duration_text(seconds: float) -> str:
     """A duration as OpenAI writes it in x-ratelimit-reset-*: `1s`, `6m0s`, `250ms`."""
@@ -215,8 +220,34 @@ class _Client:
     spent: dict[str, float] = field(default_factory=dict)  # budget window -> USD
 
 
+class PerMinute:
+    """At most `most` events a sliding minute for each client, counted in this process, where a
+    client's limits do not apply (reading them: `GET /v1/limits`). Safe to share between threads."""
+
+    def __init__(self, most: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.most = most
+        self.clock = clock
+        self._times: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str) -> float:
+        """0 when `client` has an event left this minute (and it is counted), else the seconds
+        until it has one."""
+        with self._lock:
+            now = self.clock()
+            times = self._times.setdefault(client, deque())
+            while times and times[0] <= now - WINDOW_SECONDS:
+                times.popleft()
+            if len(times) >= self.most:
+                return times[0] + WINDOW_SECONDS - now
+            times.append(now)
+            return 0.0
+
+
 class LocalLimiter:
     """Counts in this process. Safe to share between threads and greenlets."""
+
+    shared = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock

@@ -79,7 +79,7 @@ _RETRY_AFTER = _retry_after()
 # What the request pipeline (service/pipeline.py, service/bodies.py) and the client gate may answer
 # on any route that needs a client key, before the route itself runs.
 _PIPELINE_ERRORS = {
-    "400": _error("The request body ended before its Content-Length"),
+    "400": _error("The request body ended before its Content-Length, or its chunked framing cannot be read"),
     "401": _error(
         "Missing or wrong client key (when a key store is configured)",
         **{"WWW-Authenticate": _www_authenticate()},

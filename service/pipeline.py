@@ -10,7 +10,8 @@ the Flask app's `wsgi_app`). For each request it:
    (408 when the client stops sending), and for the OpenAI-compatible routes parses it (400
    naming what is wrong);
 4. admits the request against the client's limits (`service.limits`), with an estimate of the
-   tokens it may use: the one call to the limits store before the provider call;
+   tokens it may use: the one call to the limits store before the provider call (not for the
+   `unmetered_paths`, which read the limits rather than use them: `GET /v1/limits`);
 5. hands the request to its route: the OpenAI-compatible POST routes (`service.routes.openai_api`,
    plain WSGI, the hot path) or else Flask;
 6. answers any `ProxyError` through `service.errors.error_answer`; any other exception is logged
@@ -57,6 +58,7 @@ class RequestPipeline:
         metrics: RequestMetrics,
         prices: PriceTable | None = None,
         generating_paths: frozenset[str] = frozenset(),
+        unmetered_paths: frozenset[str] = frozenset(),
     ) -> None:
         self._flask = flask_app
         self._gate = gate
@@ -68,6 +70,7 @@ class RequestPipeline:
         self._metrics = metrics
         self._prices = prices
         self._generating = generating_paths  # Flask routes that ask a model for output
+        self._unmetered = unmetered_paths  # Flask routes not counted against the client's limits
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -144,6 +147,8 @@ class RequestPipeline:
         body = bodies.json_object(raw) if route is not None else None
         if client is not None:
             state.client = client.name  # from here on, log lines name the client
+            state.limits = client.limits
+        if client is not None and path not in self._unmetered:
             generates = route.generates if route is not None else path in self._generating
             estimate = bodies.estimate_tokens(body, len(raw), self._output_estimate if generates else 0)
             state.admission = self._limiter.admit(client.name, client.limits, estimate)

@@ -44,6 +44,8 @@ class RequestState:
     path: str
     started: float = field(default_factory=time.perf_counter)
     client: str = ANONYMOUS
+    # The client's limits (service.limits.Limits), whether or not its request is counted by them.
+    limits: Any = None
     # The admitted client's limits and what admission reserved (service.limits); None when none apply.
     admission: Any = None
     route: str | None = None  # the route's URL rule when it has one (else the path)

@@ -449,6 +449,10 @@ class SharedLimiter:
                 }
         return self.local.usage(client, limits)
 
+    @property
+    def shared(self) -> bool:
+        return self._store_usable()
+
     # --- the store's health ------------------------------------------------------------------
 
     def _store_usable(self) -> bool:

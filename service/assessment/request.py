@@ -37,6 +37,9 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 _WHOLE = re.compile(r"[+]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# Longer number text is refused before it is converted: every limit here is a few digits, and
+# int() of thousands of digits is slow (and refused by Python past 4,300).
+MAX_NUMBER_CHARS = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,7 +190,7 @@ def _whole_number(fields: Mapping[str, Any], name: str, default: int, low: int, 
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+    elif isinstance(value, str) and _is_number_text(value.strip(), _WHOLE):
         number = int(value.strip())  # plain ASCII digits only: not `1_0`, not other scripts' digits
     if number is None or not low <= number <= high:
         raise RequestRejected(f"'{name}' must be a whole number from {low} to {high}.", param=name)
@@ -206,11 +209,15 @@ def _number(fields: Mapping[str, Any], name: str, default: float, low: float, hi
             number = float(value)
         except OverflowError:
             number = None
-    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+    elif isinstance(value, str) and _is_number_text(value.strip(), _NUMBER):
         number = float(value.strip())
     if number is None or not math.isfinite(number) or not low <= number <= high:
         raise RequestRejected(f"'{name}' must be a number from {low:g} to {high:g}.", param=name)
     return number
+
+
+def _is_number_text(text: str, form: re.Pattern) -> bool:
+    return len(text) <= MAX_NUMBER_CHARS and form.fullmatch(text) is not None
 
 
 def _student_id(fields: Mapping[str, Any]) -> str:

@@ -17,7 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, MultipartDecoder, NeedData
 
-from service.bodies import RAW_BODY
+from service.bodies import RAW_BODY, json_object
 from service.errors import RequestRejected, quoted
 
 _FORM = "application/x-www-form-urlencoded"
@@ -28,16 +28,11 @@ def request_fields(*, uploads: bool = False) -> dict[str, Any]:
     raw: bytes = request.environ.get(RAW_BODY, b"")
     fields: dict[str, Any] = urlencoded(request.environ.get("QUERY_STRING", "").encode("latin-1"))
     if request.is_json:
-        if request.get_data():
-            body = request.get_json(silent=True)
-            if body is None:
-                raise RequestRejected("The request body is not valid JSON.")
-            if not isinstance(body, dict):
-                raise RequestRejected("The JSON body must be an object of named fields.")
-            fields.update(body)
+        if raw:
+            fields.update(json_object(raw))  # the OpenAI routes' parser: the same messages
         return fields
     if request.mimetype == _FORM:
-        fields.update(urlencoded(raw))
+        fields.update(urlencoded(raw, most=request.max_form_parts))
         return fields
     # The pipeline has bounded the whole body; Werkzeug's own 500 KB bound on one text part is
     # not the proxy's (each field's limit is checked where it is read).
@@ -47,10 +42,7 @@ def request_fields(*, uploads: bool = False) -> dict[str, Any]:
         files = request.files if uploads else None
     except RequestEntityTooLarge:
         # The body's size was checked already: what is too large is the number of parts.
-        limit = request.max_form_parts
-        raise RequestRejected(
-            f"The form has more than {limit:,} fields or files; send at most {limit:,}."
-        ) from None
+        raise _too_many_fields(request.max_form_parts) from None
     if request.mimetype == "multipart/form-data" and raw:
         # Werkzeug reads a body it cannot parse as an empty form, and text parts with U+FFFD.
         name = _multipart_field_not_utf8(raw, request.mimetype_params.get("boundary", ""))
@@ -69,13 +61,18 @@ def request_fields(*, uploads: bool = False) -> dict[str, Any]:
     return fields
 
 
-def urlencoded(raw: bytes) -> dict[str, str]:
+def urlencoded(raw: bytes, *, most: int | None = None) -> dict[str, str]:
     """The fields of a query string or form-encoded body (the first of a repeated name), decoded
-    as UTF-8 strictly; RequestRejected names a field whose bytes are not UTF-8."""
+    as UTF-8 strictly; RequestRejected names a field whose bytes are not UTF-8, or says there are
+    more than `most` fields (as a multipart form of as many parts is refused)."""
     fields: dict[str, str] = {}
+    count = 0
     for pair in raw.split(b"&"):
         if not pair:
             continue
+        count += 1
+        if most is not None and count > most:
+            raise _too_many_fields(most)
         name, _, value = (unquote_to_bytes(part.replace(b"+", b" ")) for part in pair.partition(b"="))
         try:
             text = name.decode("utf-8"), value.decode("utf-8")
@@ -86,6 +83,10 @@ def urlencoded(raw: bytes) -> dict[str, str]:
             ) from None
         fields.setdefault(*text)
     return fields
+
+
+def _too_many_fields(limit: int) -> RequestRejected:
+    return RequestRejected(f"The form has more than {limit:,} fields or files; send at most {limit:,}.")
 
 
 def _multipart_field_not_utf8(raw: bytes, boundary: str) -> str | None:

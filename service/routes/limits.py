@@ -1,28 +1,47 @@
-"""`GET /v1/limits`: a client's own limits, what it has used of them, and what is left."""
+"""`GET /v1/limits`: a client's own limits, what it has used of them, and what is left.
+
+Reading them is not counted against them (the pipeline does not admit this route: a client
+polling its limits keeps its requests for real work), but it is bounded on its own: each client
+may read them READS_PER_MINUTE times a minute in each process, so polling cannot hammer the
+limits store (one read of it per answer).
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from flask import Blueprint
 
 from service import request_state
 from service.answers import Answer
-from service.limits import window_resets
+from service.errors import LimitExceeded
+from service.limits import PerMinute, window_resets
 from service.runtime import Runtime
+
+PATH = "/v1/limits"
+READS_PER_MINUTE = 60
 
 
 def blueprint(runtime: Runtime) -> Blueprint:
     routes = Blueprint("limits", __name__)
+    reads = PerMinute(READS_PER_MINUTE)
 
-    @routes.get("/v1/limits")
+    @routes.get(PATH)
     def own_limits() -> Answer:
         state = request_state.current()
-        admission = state.admission if state is not None else None
-        if admission is None:  # no key store: the proxy runs open and counts nobody
+        limits = state.limits if state is not None else None
+        if state is None or limits is None:  # no key store: the proxy runs open and counts nobody
             return Answer.json({"client": None, "limits": None, "usage": None, "remaining": None})
-        limits = admission.limits
-        used = runtime.limiter.usage(admission.client, limits)
+        client = state.client
+        wait = reads.take(client)
+        if wait:
+            raise LimitExceeded(
+                f"Client {client!r} has read its limits {READS_PER_MINUTE} times in the last minute, "
+                f"the most this route answers; its other requests are not affected.",
+                retry_after=math.ceil(wait),
+            )
+        used = runtime.limiter.usage(client, limits)
         day_end, month_end = window_resets(datetime.now(UTC).timestamp())
 
         def left(limit: float | None, spent: float) -> float | None:
@@ -30,7 +49,7 @@ def blueprint(runtime: Runtime) -> Blueprint:
 
         return Answer.json(
             {
-                "client": admission.client,
+                "client": client,
                 "limits": {
                     "rpm": limits.rpm,
                     "tpm": limits.tpm,
@@ -49,7 +68,7 @@ def blueprint(runtime: Runtime) -> Blueprint:
                 },
                 "budget_resets": {"day": day_end.isoformat(), "month": month_end.isoformat()},
                 # Counted for every process and task (the shared store), or in this process only.
-                "shared": not admission.local,
+                "shared": runtime.limiter.shared,
             }
         )
 

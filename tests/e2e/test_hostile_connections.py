@@ -152,3 +152,51 @@ def test_no_redirect_is_built_from_the_host_header(small_server):
     assert head.startswith(b"HTTP/1.1 404"), head  # not a redirect: `//` is not folded into `/`
     assert b"evil.example" not in head
     assert json.loads(body)["error"]["type"] == "not_found_error"
+
+
+BAD_CHUNKED_BODIES = {
+    "size not hexadecimal": (b"zz\r\nhello\r\n0\r\n\r\n", "a chunk size is not a hexadecimal number"),
+    "chunk without its CRLF": (b"5\r\nhelloXX0\r\n\r\n", "a chunk is not followed by CRLF"),
+    "malformed extension": (b"5;a=\x01\r\nhello\r\n0\r\n\r\n", "a chunk extension is malformed"),
+    "malformed trailer": (b"5\r\nhello\r\n0\r\nBad Trailer\r\n\r\n", "its trailer fields are malformed"),
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/assessment"])
+@pytest.mark.parametrize(("body", "fault"), BAD_CHUNKED_BODIES.values(), ids=BAD_CHUNKED_BODIES.keys())
+def test_a_chunked_body_the_server_cannot_read_is_a_json_400_and_the_connection_closes(
+    small_server, path, body, fault
+):
+    logged = len(small_server.log())
+    with closing(connect(small_server.url)) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + body
+            + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"  # after a body whose framing is lost: not served
+        )
+        started = time.monotonic()
+        answer = answer_of(sock)
+        assert time.monotonic() - started < 5  # closed by the server, not by the wait running out
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"content-type: application/json" in head.lower()
+    message = json.loads(rest)["error"]["message"]
+    assert message.startswith("The request's chunked body is not valid: ") and fault in message
+    assert answer.count(b"HTTP/1.1 ") == 1  # nothing read after the broken body
+    time.sleep(0.2)  # the access line is written once the answer has gone out
+    log = small_server.log()[logged:]
+    assert f"POST {path} 400" in log
+    assert "Traceback" not in log and " 500 " not in log
+
+
+def test_a_chunked_body_cut_before_its_last_chunk_is_a_json_400(small_server):
+    with closing(connect(small_server.url)) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhel"
+        )
+        sock.shutdown(socket.SHUT_WR)  # the client has sent all it will
+        head, _, rest = answer_of(sock).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert "ended before its last (zero-size) chunk" in json.loads(rest)["error"]["message"]

@@ -138,7 +138,8 @@ def test_a_budget_stops_spending_within_one_request(servers, fake):
     assert error["code"] == "budget_exceeded"
     assert "daily budget of $0.0010" in error["message"] and "resets at" in error["message"]
     limits = fetch(servers[0].url + "/v1/limits", headers={"Authorization": f"Bearer {key_of('budget')}"})
-    assert limits.status == 429  # the budget is spent: even this read is refused
+    assert limits.status == 200  # reading the limits is not counted against them: it says why
+    assert json.loads(limits.body)["remaining"]["budget_usd_today"] == 0
 
 
 def test_a_stream_is_charged_its_real_tokens_and_reaches_the_client_unchanged(servers, fake):

@@ -131,6 +131,45 @@ def test_over_rpm_gets_429_with_retry_after_and_other_clients_are_not_affected(c
         assert client.get("/test", headers=bearer(WEB_KEY), buffered=True).status_code == 200
 
 
+def test_reading_its_limits_does_not_use_up_a_clients_requests(client):
+    for _ in range(10):  # more than its rpm of 3
+        limits = client.get("/v1/limits", headers=bearer(BATCH_KEY), buffered=True)
+        assert limits.status_code == 200
+        assert "x-ratelimit-remaining-requests" not in limits.headers
+    for _ in range(3):
+        assert client.get("/test", headers=bearer(BATCH_KEY), buffered=True).status_code == 200
+    assert client.get("/test", headers=bearer(BATCH_KEY), buffered=True).status_code == 429
+    # Its rpm is used up, and reading its limits still answers, saying so.
+    read = client.get("/v1/limits", headers=bearer(BATCH_KEY), buffered=True).get_json()
+    assert read["usage"]["requests_last_minute"] == 3
+    assert read["remaining"]["requests_this_minute"] == 0
+
+
+def test_reading_limits_is_bounded_on_its_own_count(client):
+    from service.routes.limits import READS_PER_MINUTE
+
+    for _ in range(READS_PER_MINUTE):
+        assert client.get("/v1/limits", headers=bearer(WEB_KEY), buffered=True).status_code == 200
+    refused = client.get("/v1/limits", headers=bearer(WEB_KEY), buffered=True)
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert f"read its limits {READS_PER_MINUTE} times" in refused.get_json()["error"]["message"]
+    assert client.get("/test", headers=bearer(WEB_KEY), buffered=True).status_code == 200
+    assert client.get("/v1/limits", headers=bearer(BATCH_KEY), buffered=True).status_code == 200
+    assert client.get("/v1/limits").status_code == 401  # still needs a key
+
+
+def test_a_max_tokens_of_thousands_of_digits_is_refused_over_tpm_not_a_500():
+    store = {"tight": {"keys": [hash_key(WEB_KEY)], "tpm": 1000}}
+    client = keyed_app(store).test_client()
+    body = b'{"model": "m", "messages": [], "n": 128, "max_tokens": ' + b"9" * 4299 + b"}"
+    response = client.post(
+        "/v1/chat/completions", data=body, content_type="application/json", headers=bearer(WEB_KEY)
+    )
+    assert response.status_code == 429
+    assert response.get_json()["error"]["code"] == "tokens_exceeded"
+
+
 def test_a_request_holds_its_slot_until_its_response_is_closed_but_the_last_slot(client):
     # Unbuffered test responses stay open (as a slow stream would) until closed.
     first = client.get("/test", headers=bearer(BATCH_KEY))

@@ -208,7 +208,8 @@ def test_no_provider_key_is_503_naming_the_setting(fake_openai):
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "not an array"),
         (b'"text"', "not a string"),
-        (b"\xff\xfe\xfa", "not valid JSON"),
+        (b"\xff\xfe\xfa", "not UTF-8 text"),
+        (b'{"model": "m", "seed": ' + b"9" * 5000 + b"}", "an integer of more than 4,300 digits"),
     ],
 )
 def test_bodies_that_are_not_a_json_object_are_400(client, fake_openai, data, words):

@@ -61,6 +61,37 @@ def test_temperature_takes_ascii_digits_only(client, fake_openai, value):
     assert fake_openai.requests == []
 
 
+HUGE = "9" * 5000  # past Python's 4,300 digits for int()
+
+
+def test_numbers_of_thousands_of_digits_are_a_400_naming_the_field_and_its_limits(client, fake_openai):
+    huge = fields(**{"num-responses": HUGE})
+    for response in (
+        client.post("/assessment", data=huge),
+        client.post("/assessment", data=huge, content_type="multipart/form-data"),
+        client.post("/assessment", json=huge),
+        client.get("/test/assessment/blank?num-responses=" + HUGE),
+    ):
+        error = error_of(response)
+        assert (error["param"], error["message"]) == (
+            "num-responses",
+            "'num-responses' must be a whole number from 1 to 10.",
+        )
+    error = error_of(client.post("/assessment", data=fields(temperature=HUGE)))
+    assert error["param"] == "temperature"
+    assert error["message"] == "'temperature' must be a number from 0 to 2."
+    assert fake_openai.requests == []
+
+
+def test_a_json_body_with_an_integer_too_long_to_read_says_so(client, fake_openai):
+    body = json.dumps(fields())[:-1] + ', "num-responses": ' + HUGE + "}"
+    for path in ("/assessment", "/test/openai"):
+        message = error_of(client.post(path, data=body, content_type="application/json"))["message"]
+        assert "a number too long to read: an integer of more than 4,300 digits" in message
+        assert "UTF-8" not in message
+    assert fake_openai.requests == []
+
+
 def test_plain_numbers_in_text_are_still_read(client):
     response = client.get("/test/assessment/blank?num-responses=+10&temperature=%201.5%20")
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -177,6 +208,24 @@ def test_thousands_of_small_multipart_parts_are_refused_as_too_many(client, fake
     assert "more than 1,000 fields or files" in error["message"]
     assert "too large" not in error["message"]
     assert fake_openai.requests == []
+
+
+def test_a_form_encoded_body_of_more_than_1000_fields_is_refused_as_a_multipart_one_is(client, fake_openai):
+    extra = 1_001 - len(fields())
+    many = {**fields(), **{f"extra-{n}": "x" for n in range(extra)}}
+    answers = [
+        client.post("/assessment", data=urlencode(many), content_type=FORM),
+        client.post("/assessment", data=many, content_type="multipart/form-data"),
+    ]
+    form, multipart = (error_of(answer) for answer in answers)
+    assert form == multipart
+    assert form["message"] == "The form has more than 1,000 fields or files; send at most 1,000."
+    # One field fewer is read as a form: it gets as far as the grader (here, refused by the model).
+    fake_openai.enqueue(Fail(400, "model refused"))
+    fewer = {**fields(), **{f"extra-{n}": "x" for n in range(extra - 1)}}
+    answer = client.post("/assessment", data=urlencode(fewer), content_type=FORM)
+    assert "fields or files" not in answer.get_data(as_text=True)
+    assert len(fake_openai.requests) == 1
 
 
 def test_a_large_multipart_text_field_is_judged_by_its_own_limit(client, fake_openai):

@@ -254,6 +254,34 @@ def test_bad_requests_are_400_naming_the_field_and_call_nothing(fake_openai, fie
     assert fake_openai.requests == []
 
 
+@pytest.mark.parametrize(
+    ("fields", "param", "limits"),
+    [
+        ({"num_responses": "9" * 5000}, "num-responses", "from 1 to 10"),
+        ({"num_responses": "0" * 30 + "1"}, "num-responses", "from 1 to 10"),
+        ({"num_responses": 10**5000}, "num-responses", "from 1 to 10"),
+        ({"temperature": "1" * 5000}, "temperature", "from 0 to 2"),
+        ({"temperature": "0." + "1" * 5000}, "temperature", "from 0 to 2"),
+        ({"temperature": 10**5000}, "temperature", "from 0 to 2"),
+    ],
+)
+def test_numbers_of_thousands_of_digits_are_refused_naming_the_field_and_its_limits(
+    fake_openai, fields, param, limits
+):
+    with pytest.raises(ProxyError) as caught:
+        grade(fake_openai, **fields)
+    assert (caught.value.status, caught.value.param) == (400, param)
+    assert limits in caught.value.message
+    assert fake_openai.requests == []
+
+
+def test_number_text_up_to_its_length_limit_is_read():
+    from service.assessment.request import MAX_NUMBER_CHARS
+
+    assert request(num_responses="0" * (MAX_NUMBER_CHARS - 1) + "3").num_responses == 3
+    assert request(temperature=" 0." + "5" * (MAX_NUMBER_CHARS - 2) + " ").temperature == pytest.approx(5 / 9)
+
+
 def test_bad_rubric_is_rejected_even_for_an_empty_program(fake_openai):
     with pytest.raises(ProxyError) as caught:
         grade(fake_openai, code="", rubric="Name,Points\nLoops,3\n")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from service.limits import LimitExceeded, Limits, LocalLimiter
+from service.limits import LimitExceeded, Limits, LocalLimiter, PerMinute
 from service.request_state import Usage
 from tests.support.clock import Clock
 
@@ -144,3 +144,15 @@ def test_a_request_is_settled_before_its_answer_only_when_that_can_change_the_ne
     assert limiter.admit("batch", tight, 400).settles_first  # 200 left: the next needs the correction
     budget = Limits(rpm=100, max_concurrent=100, budget_usd_per_month=5.0)
     assert limiter.admit("school", budget, 0).settles_first  # its cost must count before its next
+
+
+def test_a_count_per_minute_refuses_past_its_most_until_the_oldest_leaves(clock):
+    reads = PerMinute(3, clock=clock)
+    for _ in range(3):
+        assert reads.take("web") == 0
+        clock.now += 10
+    assert reads.take("web") == 30  # the first read leaves the window 60 s after it
+    assert reads.take("batch") == 0  # each client counts alone
+    clock.now += 30
+    assert reads.take("web") == 0
+    assert reads.take("web") == 10
