@@ -6,6 +6,7 @@ into the OpenAI error shape `{"error": {"message", "type", "param", "code"}}`.
     ├── Unauthenticated             401: no valid client key
     ├── LimitExceeded               429: over a client limit or budget (Retry-After)
     ├── Unavailable                 503: a part of the proxy itself is missing (key store, limits store)
+    │   └── ServerStopping              503: the server is shutting down and cut the request
     └── ProviderError               a provider gave no usable answer
         ├── ProviderKeyMissing          503: no key configured for it, nor one sent by the caller
         ├── ProviderAuthFailed          502: it refused the proxy's own key or credentials
@@ -133,6 +134,21 @@ class LimitExceeded(ProxyError):
 class Unavailable(ProxyError):
     status = 503
     kind = "unavailable"
+
+
+class ServerStopping(Unavailable):
+    """The server is shutting down and its graceful time ran out before this request was answered
+    (`service.shutdown`): the client may send it again, to another server."""
+
+    code = "server_shutting_down"
+    kind = "shutdown"
+
+    def __init__(
+        self,
+        message: str = "The server is shutting down and stopped this request before its answer; "
+        "send the request again.",
+    ) -> None:
+        super().__init__(message)
 
 
 # --- providers -----------------------------------------------------------------------------------

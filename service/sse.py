@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator
 import gevent
 import gevent.monkey
 
-from service import request_state
+from service import request_state, shutdown
 from service.answers import json_bytes
-from service.errors import ProxyError, Unavailable
+from service.errors import ProxyError, ServerStopping
 from service.usage import ProviderCall
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ DONE = b"data: [DONE]\n\n"
 # proxy in front (nginx honours X-Accel-Buffering).
 STREAM_HEADERS = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))
 EVENT_STREAM = "text/event-stream; charset=utf-8"
+_CUT_MESSAGE = "The server is shutting down and ended this stream before its end; send the request again."
 
 
 def event(data: dict) -> bytes:
@@ -71,23 +72,7 @@ _waiting: set[gevent.Greenlet] = set()
 def cut_streams() -> None:
     """End every stream still waiting on its provider with an error event (server shutdown)."""
     for greenlet in list(_waiting):
-        cut = Unavailable(
-            "The server is shutting down and ended this stream before its end; send the request again.",
-            code="server_shutting_down",
-            kind="shutdown",
-        )
-        _interrupt(greenlet, cut)
-
-
-def _interrupt(greenlet: gevent.Greenlet, error: BaseException) -> None:
-    """Raise `error` in `greenlet` as soon as the loop gets to it, if it is still waiting on its
-    provider then: by that time it may be writing to its client, which nothing must interrupt."""
-
-    def throw() -> None:
-        if greenlet in _waiting:
-            greenlet.throw(error)
-
-    gevent.get_hub().loop.run_callback(throw)
+        shutdown.interrupt(greenlet, _waiting, shutdown.Cut())
 
 
 def relay_events(
@@ -123,6 +108,9 @@ def relay_events(
         problem = error.kind
         log.warning("%s stream failed: %s", call.deployment or "provider", error.message)
         yield error_event(error)
+    except shutdown.Cut:
+        problem = "shutdown"
+        yield error_event(ServerStopping(_CUT_MESSAGE))
     except ClientGone:
         problem = "client_disconnected"
     except GeneratorExit:
@@ -162,7 +150,7 @@ class _ClientWatch:
         except OSError:
             self.gone = True
         if self.gone and self.greenlet in _waiting:
-            _interrupt(self.greenlet, ClientGone())
+            shutdown.interrupt(self.greenlet, _waiting, ClientGone())
 
     def close(self) -> None:
         self._io.stop()

@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from service import request_state
+from service import request_state, shutdown
 
 log = logging.getLogger("service.usage")
 
@@ -186,11 +186,16 @@ class ProviderCall:
 
 @contextmanager
 def measured(call: ProviderCall):
-    """Run a provider call; a ProviderError (or anything else) finishes its record as failed."""
-    from service.errors import ProxyError
+    """Run a provider call; a ProviderError (or anything else) finishes its record as failed. A
+    call cut by the server's shutdown (`service.shutdown`) raises ServerStopping, a 503."""
+    from service.errors import ProxyError, ServerStopping
 
     try:
-        yield call
+        try:
+            with shutdown.provider_wait():
+                yield call
+        except shutdown.Cut:
+            raise ServerStopping() from None
     except ProxyError as error:
         call.finish(error.status, error=error.kind)
         raise

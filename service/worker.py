@@ -13,9 +13,11 @@ of the gevent worker and adds:
   first, and nothing is shed);
 - JSON errors, with a request id, for requests the HTTP parser refuses (a bad Content-Length, a
   NUL or bare CR in a header, a head or URL too large), where gunicorn would answer an HTML page;
-- at shutdown, streams still waiting on their provider when the graceful timeout is about to end
-  are ended with an error event (`service.sse.cut_streams`), so every client learns its stream
-  was cut and every request still writes its access line and usage record.
+- at shutdown, before the master's kill at the end of the graceful timeout: requests still waiting
+  on their provider are answered 503 `server_shutting_down` (`service.shutdown`), streams still
+  waiting are ended with an error event (`service.sse.cut_streams`), and idle keep-alive
+  connections are closed, so every client learns its request was cut, every request still writes
+  its access line and usage record, and the worker has exited when the master would kill it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ _REASONS = {
 _LOW_WATER = 0.1
 _SHED_TO = 0.5
 _SHED_EVERY = 0.25  # seconds between checks
+# At shutdown, what is still in flight is cut this long before the master's kill (at most half the
+# graceful timeout): gunicorn's worker looks once a second whether its requests are done, so the
+# answers must have gone out more than a second before the kill for the worker to exit on its own.
+_CUT_MARGIN = 2.0
 
 
 class _Connection:
@@ -71,6 +77,7 @@ class ProxyWorker(GeventWorker):
         self.keepalive = settings.keepalive  # gunicorn's own setting; read here once, not per request
         self.connections: dict[gevent.Greenlet, _Connection] = {}
         self._shedder: gevent.Greenlet | None = None
+        self._stopping: gevent.Greenlet | None = None  # the cut at the end of the graceful time
         super().init_process()
 
     # --- connections -----------------------------------------------------------------------
@@ -159,8 +166,27 @@ class ProxyWorker(GeventWorker):
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
-        from service import sse
+        if self._stopping is None:
+            # Out of the signal handler, as gunicorn's own gevent worker does with its signals.
+            grace = self.cfg.graceful_timeout
+            self._stopping = gevent.spawn_later(max(0.0, grace - min(_CUT_MARGIN, grace / 2)), self._cut)
 
-        # Out of the signal handler, as gunicorn's own gevent worker does with its signals.
-        margin = min(2.0, self.cfg.graceful_timeout / 4)
-        gevent.spawn_later(max(0.0, self.cfg.graceful_timeout - margin), sse.cut_streams)
+    def _cut(self) -> None:
+        """End what is left in flight, so it is answered before the master kills the worker."""
+        from service import shutdown, sse
+
+        shutdown.cut_provider_calls()
+        sse.cut_streams()
+        # Idle keep-alive connections would hold the worker until it is killed: their readers see
+        # the end and close them. Requests in flight keep theirs.
+        for connection in list(self.connections.values()):
+            if not connection.busy:
+                _hang_up(connection.socket)
+
+
+def _hang_up(sock: socket.socket) -> None:
+    """Shut `sock` down, so that the greenlet reading it sees the end of the stream and closes it.
+    Through a duplicate: gevent's shutdown also ends a wait on the socket itself with EBADF, which
+    gunicorn would log as an ERROR with a traceback."""
+    with contextlib.suppress(OSError), sock.dup() as twin:
+        twin.shutdown(socket.SHUT_RDWR)

@@ -37,7 +37,7 @@ def provider(request: Recorded) -> Stream:
     said = request.body["messages"][0]["content"] if isinstance(request.body, dict) else ""
     if said == "think for a long time":
         return Stream(["Thinking"], pause=600)  # its first chunk (the role), then silence
-    # Seven events 0.1 s apart: done long before the streams are cut (2.25 s after SIGTERM).
+    # Seven events 0.1 s apart: done long before the streams are cut (1.5 s after SIGTERM).
     return Stream(["One", " two", " three", " four"], pause=0.1, usage=True)
 
 
