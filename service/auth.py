@@ -263,8 +263,10 @@ def presented_key(authorization: str) -> str:
     return value
 
 
-def _is_open_route(method: str, path: str) -> bool:
-    # `/metrics` asks for its own key, AIPROXY_METRICS_KEY (service.routes.metrics).
+def is_open_route(method: str, path: str) -> bool:
+    """Whether the route needs no client key: the health check and `/metrics` (which asks for its
+    own key, AIPROXY_METRICS_KEY: service.routes.metrics). Their bodies are never read
+    (service.pipeline, service.worker)."""
     return path in ("/", "/metrics") and method in ("GET", "HEAD")
 
 
@@ -277,7 +279,7 @@ class ClientGate:
     def authenticate(self, method: str, path: str, authorization: str) -> Client | None:
         """The client whose key the request carries; None when none is needed (`GET /`, or the
         proxy running open). Raises Unauthenticated (401) or Unavailable (503, store lost)."""
-        if _is_open_route(method, path):
+        if is_open_route(method, path):
             return None
         store = self.keys.current()
         if store is None:

@@ -6,7 +6,8 @@ the Flask app's `wsgi_app`). For each request it:
 1. starts the request's state (`service.request_state`): its id (`X-Request-Id` when the client
    sent a short, plain one, else a new one), method, path and start time;
 2. authenticates the client (`service.auth.ClientGate`);
-3. reads the body whole, within AIPROXY_MAX_BODY_BYTES (413 beyond) and AIPROXY_BODY_TIMEOUT
+3. reads the body whole (except on the open routes, `GET /` and `/metrics`, whose bodies are never
+   read), within AIPROXY_MAX_BODY_BYTES (413 beyond) and AIPROXY_BODY_TIMEOUT
    (408 when the client stops sending), and for the OpenAI-compatible routes parses it (400
    naming what is wrong);
 4. admits the request against the client's limits (`service.limits`), with an estimate of the
@@ -31,7 +32,7 @@ from typing import Any
 
 from service import bodies, request_state
 from service.answers import Closing, JsonRoute, WSGIApp
-from service.auth import ClientGate
+from service.auth import ClientGate, is_open_route
 from service.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
 from service.limits import Limiter
 from service.metrics import RequestMetrics
@@ -138,6 +139,11 @@ class RequestPipeline:
         self, environ: dict, state: RequestState, method: str, path: str, extra_headers: list
     ) -> WSGIApp:
         client = self._gate.authenticate(method, path, environ.get("HTTP_AUTHORIZATION", ""))
+        if is_open_route(method, path):
+            # Its body is never read: anyone may send one without a key, and a connection reading
+            # a trickled body is busy, so it could never be shed. The worker closes the connection
+            # after the answer instead of reading what is left (service.worker).
+            return self._flask
         route = self._routes.get(path)
         if route is not None and method != "POST":
             raise RequestRejected(

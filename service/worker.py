@@ -10,7 +10,12 @@ of the gevent worker and adds:
   connections are free, those waiting longest for their next request are closed until half are
   free, so a flood of idle or half-sent connections never leaves the worker unable to accept the
   health check (in normal operation the load balancer's idle timeout closes idle connections
-  first, and nothing is shed);
+  first, and nothing is shed). Shedding is expected, not an error: no traceback, and one WARNING
+  a minute at most, counting the connections closed since the last one;
+- a request to an open route (`GET /`, `/metrics`: no key needed) that carries a body is answered
+  without reading the body, with `Connection: close`, and its connection closed: nobody can hold a
+  connection busy by trickling a body to the health check, and the unread bytes are never taken
+  for a next request;
 - JSON errors, with a request id, for requests the HTTP parser refuses (a bad Content-Length, a
   NUL or bare CR in a header, a head or URL too large), where gunicorn would answer an HTML page;
 - at shutdown, before the master's kill at the end of the graceful timeout: requests still waiting
@@ -23,8 +28,8 @@ of the gevent worker and adds:
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
+from urllib.parse import unquote
 
 import gevent
 from gunicorn.http import errors as http_errors
@@ -58,13 +63,44 @@ _SHED_EVERY = 0.25  # seconds between checks
 # graceful timeout): gunicorn's worker looks once a second whether its requests are done, so the
 # answers must have gone out more than a second before the kill for the worker to exit on its own.
 _CUT_MARGIN = 2.0
+_REPORT_EVERY = 60.0  # seconds between two WARNINGs counting shed connections, at least
+
+
+class ShedConnection(gevent.GreenletExit):
+    """Thrown into an idle connection's greenlet to close it. Gunicorn hands it to `handle_error`,
+    which knows it is expected. (Shutting the socket down instead makes gevent cancel the pending
+    read with EBADF, which gunicorn logs as an ERROR with a traceback.) A GreenletExit, so that
+    wherever it lands nothing reports it as a crash."""
+
+
+class ShedReport:
+    """Counts shed connections, for one WARNING a minute at most: the first shedding is reported at
+    once, any later one within the minute is added to the next report, when the minute is up."""
+
+    def __init__(self, every: float = _REPORT_EVERY) -> None:
+        self.every = every
+        self.closed = 0  # since the last report
+        self.most_in_use = 0
+        self.reported_at: float | None = None
+
+    def add(self, closed: int, in_use: int) -> None:
+        self.closed += closed
+        self.most_in_use = max(self.most_in_use, in_use)
+
+    def due(self, now: float) -> tuple[int, int] | None:
+        """(connections closed, most in use) to report now, or None; counts start again from zero."""
+        if not self.closed or (self.reported_at is not None and now - self.reported_at < self.every):
+            return None
+        report = (self.closed, self.most_in_use)
+        self.closed = self.most_in_use = 0
+        self.reported_at = now
+        return report
 
 
 class _Connection:
-    __slots__ = ("busy", "requests", "since", "socket")
+    __slots__ = ("busy", "requests", "since")
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.socket = sock
+    def __init__(self) -> None:
         self.busy = False
         self.requests = 0
         self.since = time.monotonic()  # when it started waiting for its next request
@@ -78,6 +114,11 @@ class ProxyWorker(GeventWorker):
         self.connections: dict[gevent.Greenlet, _Connection] = {}
         self._shedder: gevent.Greenlet | None = None
         self._stopping: gevent.Greenlet | None = None  # the cut at the end of the graceful time
+        self._shed_report = ShedReport()
+        # Imported here, in the worker: the master loads this module and none of the app.
+        from service.auth import is_open_route
+
+        self._is_open_route = is_open_route
         super().init_process()
 
     # --- connections -----------------------------------------------------------------------
@@ -86,13 +127,19 @@ class ProxyWorker(GeventWorker):
         if self._shedder is None:
             self._shedder = gevent.spawn(self._shed_idle_connections)
         current = gevent.getcurrent()
-        self.connections[current] = _Connection(client)
+        self.connections[current] = _Connection()
         try:
             super().handle(listener, client, addr)
         finally:
             self.connections.pop(current, None)
 
     def handle_request(self, listener_name, req, sock, addr):
+        if self._is_open_route(req.method, unquote(req.path)) and _has_body(req):
+            # The app never reads an open route's body (service.pipeline). Only the server's
+            # request can make the answer say `Connection: close` and end the connection after it
+            # (instead of reading the rest of the body to find the next request), so the worker
+            # marks it here, by the rule the pipeline follows.
+            req.force_close()
         connection = self.connections.get(gevent.getcurrent())
         if connection is not None:
             connection.busy = True
@@ -115,27 +162,39 @@ class ProxyWorker(GeventWorker):
         capacity = self.worker_connections
         low_water = max(1, int(capacity * _LOW_WATER))
         target = max(low_water, int(capacity * _SHED_TO))
+        loop = gevent.get_hub().loop
         while self.alive:
             gevent.sleep(_SHED_EVERY)
             free = capacity - len(self.connections)
-            if free >= low_water:
-                continue
-            waiting = sorted((c for c in self.connections.values() if not c.busy), key=lambda c: c.since)
-            shed = waiting[: target - free]
-            for connection in shed:
-                with contextlib.suppress(OSError):
-                    connection.socket.shutdown(socket.SHUT_RDWR)  # its reader sees the end and closes it
-            if shed:
+            if free < low_water:
+                waiting = sorted(
+                    (item for item in self.connections.items() if not item[1].busy),
+                    key=lambda item: item[1].since,
+                )
+                shed = waiting[: target - free]
+                for greenlet, connection in shed:
+                    loop.run_callback(self._close_idle, greenlet, connection)
+                self._shed_report.add(len(shed), capacity - free)
+            report = self._shed_report.due(time.monotonic())
+            if report is not None:
                 self.log.warning(
-                    "Closed %d idle connections: %d of %d connections were in use",
-                    len(shed),
-                    capacity - free,
+                    "Closed %d idle connections since the last such line, as capacity ran short "
+                    "(up to %d of %d connections in use)",
+                    *report,
                     capacity,
                 )
+
+    def _close_idle(self, greenlet: gevent.Greenlet, connection: _Connection) -> None:
+        # Run by the hub, where the connection's greenlet is waiting; unless it has started a
+        # request (or ended) since the shedder chose it, it ends: gunicorn's handler closes the socket.
+        if self.connections.get(greenlet) is connection and not connection.busy:
+            greenlet.throw(ShedConnection())
 
     # --- errors the HTTP parser finds --------------------------------------------------------
 
     def handle_error(self, req, client, addr, exc) -> None:
+        if isinstance(exc, ShedConnection):
+            return  # closed on purpose (gunicorn's handler closes the socket), counted in the WARNING
         # Imported here, in the worker: the master loads this module and none of the app.
         from service.answers import json_bytes
         from service.errors import SERVER_ERROR_MESSAGE, error_body
@@ -177,16 +236,17 @@ class ProxyWorker(GeventWorker):
 
         shutdown.cut_provider_calls()
         sse.cut_streams()
-        # Idle keep-alive connections would hold the worker until it is killed: their readers see
-        # the end and close them. Requests in flight keep theirs.
-        for connection in list(self.connections.values()):
+        # Idle keep-alive connections would hold the worker until it is killed: they are closed as
+        # shedding closes them. Requests in flight keep theirs.
+        loop = gevent.get_hub().loop
+        for greenlet, connection in list(self.connections.items()):
             if not connection.busy:
-                _hang_up(connection.socket)
+                loop.run_callback(self._close_idle, greenlet, connection)
 
 
-def _hang_up(sock: socket.socket) -> None:
-    """Shut `sock` down, so that the greenlet reading it sees the end of the stream and closes it.
-    Through a duplicate: gevent's shutdown also ends a wait on the socket itself with EBADF, which
-    gunicorn would log as an ERROR with a traceback."""
-    with contextlib.suppress(OSError), sock.dup() as twin:
-        twin.shutdown(socket.SHUT_RDWR)
+def _has_body(req) -> bool:
+    """Whether the request says a body follows (gunicorn has checked its framing headers)."""
+    return any(
+        name == "TRANSFER-ENCODING" or (name == "CONTENT-LENGTH" and value.strip() != "0")
+        for name, value in req.headers
+    )
