@@ -10,7 +10,10 @@ exponential backoff and jitter, honouring `Retry-After`. A stream is retried onl
 caller has already waited the whole timeout once.
 
 What the client sees of the upstream is filtered: only an allow-list of its answer headers, and
-the provider key blanked out of bodies, events and header values, in case an upstream echoes it.
+the provider key blanked out of bodies, events and header values, in case an upstream echoes it
+(`service.redaction`: in any JSON spelling, and split across stream events). Everything read from
+an upstream is redacted before anything parses it, so grading, error messages and log lines
+built from it never hold the key either.
 The proxy asks for uncompressed answers (`Accept-Encoding: identity`) and decodes gzip or deflate
 itself should an upstream compress anyway (a stream as it arrives), so clients, usage and
 redaction always see plain JSON.
@@ -45,12 +48,12 @@ from service.errors import (
 from service.providers import RelayRequest
 from service.providers.http_pool import Answer as HTTPAnswer
 from service.providers.http_pool import OriginPool, TransportError
+from service.redaction import redactor
 from service.usage import ProviderCall, event_usage, measured, normalise_usage, usage_in
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-FILTERED = b"[FILTERED]"
 # What an HTTP header value may hold (no CR, LF or other control characters).
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # Upstream answer headers a client gets (lower case). Its request id is renamed so ours stays in
@@ -427,14 +430,13 @@ class OpenAICompatible:
     @staticmethod
     def redact(data: bytes, key: str | None) -> bytes:
         """Blank the provider key out of `data`, in case an upstream echoes it back."""
-        if key and len(key) >= 8:
-            encoded = key.encode()
-            if encoded in data:
-                return data.replace(encoded, FILTERED)
-        return data
+        redacting = redactor(key) if key else None
+        return redacting.bytes(data) if redacting else data
 
-    def _redacted_value(self, value: str, key: str | None) -> str:
-        return self.redact(value.encode("latin-1"), key).decode("latin-1")
+    @staticmethod
+    def _redacted_value(value: str, key: str | None) -> str:
+        redacting = redactor(key) if key else None
+        return redacting.text(value) if redacting else value
 
     def relayed_headers(self, upstream_headers: Mapping[str, str], key: str | None) -> list[tuple[str, str]]:
         """The upstream's headers a client gets (RELAYED_HEADERS; its request id renamed)."""
@@ -628,12 +630,22 @@ class UpstreamStream:
         Raises ProviderError when the upstream stalls or breaks mid-stream; an event it cut short
         is dropped, so what the client got so far ends on an event boundary.
         """
+        redacting = redactor(self.key)
+        # The key split across events is caught here: its pieces are held back until it completes.
+        events = redacting.stream() if redacting else None
         lines: list[bytes] = []
         while True:
-            line = self._read_line()
+            try:
+                line = self._read_line()
+            except ProviderError:
+                if events is not None:
+                    yield from events.flush()
+                raise
             if not line:
                 if lines:
                     log.info("The upstream ended its stream inside an event; the partial event was dropped")
+                if events is not None:
+                    yield from events.flush()
                 return
             if line not in (b"\n", b"\r\n"):
                 lines.append(line)
@@ -647,7 +659,10 @@ class UpstreamStream:
                     continue
             elif strip_usage and b"null" in frame:
                 frame = _NULL_USAGE.sub(b"", frame)
-            yield self._upstream.redact(frame, self.key)
+            if events is None:
+                yield frame
+            else:
+                yield from events.feed(frame)
 
     def _read_line(self) -> bytes:
         try:
