@@ -4,6 +4,9 @@ Every line written while a request is handled carries its request id and client 
 the request's state (`service.request_state`) by `RequestContextFilter`. JSON lines put extra
 fields (`extra={...}`) at the top level, which CloudWatch Logs Insights filters on directly. The
 gunicorn master formats its own lines with these classes too, so nothing here imports Flask.
+
+Whatever a record holds, it is one line (a traceback aside, on marked lines of its own): a path,
+model name or message with a line break cannot forge a record (`TextFormatter`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service import request_state
+from service.escaping import log_text
 
 # Gunicorn logs its own start-up and shutdown lines under `gunicorn.error`, which reads like an
 # error; they are shown under plain `gunicorn`.
@@ -72,15 +76,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+# Starts each line of a traceback in the text format: a line that does not start with it is the
+# first line of a record, whatever a client or an exception message held.
+CONTINUATION = "  | "
+
+
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s [%(request_id)s %(client)s] %(name)s: %(message)s")
+    """`<time> <LEVEL> [<request id> <client>] <logger>: <message> <extra>=<JSON>...`, one line per
+    record: the fields and the message (with its %s arguments: paths, model names, error messages)
+    go through `service.escaping.log_text`, so a client's line break or control character shows as
+    `\\n`, never as a new line; extras are JSON, escaped by nature. A traceback follows on lines of
+    their own, each escaped too and starting with CONTINUATION."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        ids = f"{getattr(record, 'request_id', '-')} {getattr(record, 'client', '-')}"
+        text = (
+            f"{self.formatTime(record)} {record.levelname} [{log_text(ids)}] "
+            f"{log_text(record.name)}: {log_text(record.getMessage())}"
+        )
         extras = _extras(record)
         if extras:
             text += " " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in extras.items())
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for more in (record.exc_text, record.stack_info and self.formatStack(record.stack_info)):
+            if more:
+                text += "".join(f"\n{CONTINUATION}{log_text(line)}" for line in more.splitlines())
         return text
 
 

@@ -127,7 +127,9 @@ _ROUTING = (
 )
 _ANSWER_HEADERS = {
     "x-aiproxy-deployment": _header(
-        "The deployment that answered: `<upstream>/<model>` or `bedrock/<id>`", {"type": "string"}
+        "The deployment that answered: `<upstream>/<model>` or `bedrock/<id>` (what no header can "
+        "carry, such as a line break or a non-ASCII letter, as its backslash escape: `\\u2603`)",
+        {"type": "string"},
     ),
     **{
         f"x-ratelimit-{what}": _header(

@@ -17,9 +17,12 @@ the Flask app's `wsgi_app`). For each request it:
    plain WSGI, the hot path) or else Flask;
 6. answers any `ProxyError` through `service.errors.error_answer`; any other exception is logged
    (so reported to Honeybadger) and answered with a JSON 500;
-7. adds `X-Request-Id` (and the client's limit headers) to the answer; settles the request with
-   the limits (actual tokens and cost: the one call after the provider call) once the answer has
-   gone out, or before a whole answer is sent when settling can change the client's next admission
+7. adds `X-Request-Id` (and the client's limit headers) to the answer, and sends its headers
+   through `service.escaping.sendable_headers` (a value no header can carry is escaped, never
+   refused by the server; should the server refuse them all the same, the client gets the JSON
+   500 instead, with its access line); settles the request with the limits (actual tokens and
+   cost: the one call after the provider call) once the answer has gone out, or before a whole
+   answer is sent when settling can change the client's next admission
    (`Admission.settles_first`); and once the answer has gone out writes the access line, which is
    also the request's metrics record.
 """
@@ -27,6 +30,7 @@ the Flask app's `wsgi_app`). For each request it:
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -34,6 +38,7 @@ from service import bodies, request_state
 from service.answers import Closing, JsonRoute, WSGIApp
 from service.auth import ClientGate, is_open_route
 from service.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
+from service.escaping import sendable_headers
 from service.limits import Limiter
 from service.metrics import RequestMetrics
 from service.observability import REQUEST_ID_HEADER, request_id_from
@@ -84,18 +89,27 @@ class RequestPipeline:
         extra_headers: list[tuple[str, str]] = [(REQUEST_ID_HEADER, state.id)]
 
         streams = False
+        refused: Any = None  # why the server refused the headers of a first answer, if it did
 
         def start(status_line: str, headers: list, exc_info: Any = None) -> Any:
-            nonlocal streams
+            nonlocal streams, refused
             state.status = int(status_line.partition(" ")[0])
             streams = any(
                 n.lower() == "content-type" and v.startswith("text/event-stream") for n, v in headers
             )
             if state.admission is not None:
                 # The client's own limits: an upstream's rate-limit headers would describe the proxy's.
-                headers[:] = [h for h in headers if not h[0].lower().startswith("x-ratelimit-")]
-            headers.extend(extra_headers)
-            return start_response(status_line, headers, exc_info)
+                headers = [h for h in headers if not h[0].lower().startswith("x-ratelimit-")]
+            try:
+                # The one place headers go out: a value no header can carry (a model name with a
+                # line break, a snowman) is escaped rather than refused by the server.
+                sendable = sendable_headers([*headers, *extra_headers])
+                # After a refusal, the error answer replaces the refused one (PEP 3333's exc_info),
+                # instead of failing again with "headers already set".
+                return start_response(status_line, sendable, exc_info or refused)
+            except Exception:
+                refused = sys.exc_info()
+                raise
 
         try:
             try:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 from urllib.parse import urlsplit
 
 import pytest
 
 from testbed.openai_upstream import Stream
+from testbed.proxy import proxy_with_fake_openai
 from tests.support.waiting import wait_until
 
 KEY = "sk-provider-key-0123456789"
@@ -108,3 +110,94 @@ def test_a_chunked_body_over_the_limit_is_413_at_flasks_routes_too(server, fake)
     response = post_chunked(server, "/test/openai", [too_large[:2500], too_large[2500:]])
     assert response.status == 413
     assert json.loads(response.read())["error"]["message"] == "The request body is too large."
+
+
+# A line a client would like the log to show, as if the proxy had written it.
+FORGED = "1999-01-01 00:00:00,000 ERROR [forged admin] service.access: GET /admin 200"
+# Model names no header can carry as they are, how x-aiproxy-deployment names them and how a
+# text log line shows them (a snowman is fine in a log line, not in a header).
+HOSTILE_MODELS = {
+    "gpt-☃": ("openai/gpt-\\u2603", "gpt-☃"),
+    "gpt\r": ("openai/gpt\\r", "gpt\\r"),
+    "gpt\x00x": ("openai/gpt\\x00x", "gpt\\x00x"),
+    "gpt\n" + FORGED: ("openai/gpt\\n" + FORGED, "gpt\\n" + FORGED),
+}
+TEXT_RECORD = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \[\S+ \S+\] "
+)
+
+
+def request(server, method: str, path: str, body: dict | None, request_id: str) -> http.client.HTTPResponse:
+    parts = urlsplit(server.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
+    connection.request(method, path, body=json.dumps(body) if body else None, headers=headers)
+    return connection.getresponse()
+
+
+def send_hostile_requests(server) -> int:
+    """Each hostile model name, plain and streamed, and a path holding CR LF and a forged line: each
+    gets its normal answer and x-aiproxy-deployment encoded. Returns how many requests were sent."""
+    for number, (model, (shown, _)) in enumerate(HOSTILE_MODELS.items()):
+        for stream in (False, True):
+            body = {"model": model, "messages": [], "stream": stream}
+            response = request(server, "POST", "/v1/chat/completions", body, f"hostile-{number}-{stream}")
+            assert response.status == 200, response.read()
+            assert response.getheader("x-aiproxy-deployment") == shown
+            assert response.read().strip()
+    response = request(server, "GET", "/%0d%0a" + FORGED.replace(" ", "%20"), None, "hostile-path")
+    assert response.status == 404
+    assert json.loads(response.read())["error"]["type"] == "not_found_error"
+    return 2 * len(HOSTILE_MODELS) + 1
+
+
+def test_hostile_model_names_and_paths_in_text_logs_never_forge_a_line():
+    with proxy_with_fake_openai({"OPENAI_API_KEY": KEY, "LOG_FORMAT": "text"}) as (_, server):
+        sent = send_hostile_requests(server)
+
+        def access_lines() -> list[str]:
+            return [
+                line
+                for line in server.log().splitlines()
+                if re.search(r"\[hostile-\S+ anonymous\] service.access: ", line)
+            ]
+
+        wait_until(lambda: len(access_lines()) == sent, timeout=10)
+        lines = server.log().splitlines()
+    # Every physical line is a whole record of the server's: none starts where a client's line
+    # break was, and none is an ERROR.
+    records = [TEXT_RECORD.match(line) for line in lines]
+    assert [line for line, record in zip(lines, records, strict=True) if not record] == []
+    assert [record[1] for record in records if record[1] == "ERROR"] == []
+    assert not any(line.startswith("1999-") for line in lines)
+    for number, (_, logged) in enumerate(HOSTILE_MODELS.values()):
+        for stream in (False, True):
+            mine = [line for line in lines if f"[hostile-{number}-{stream} anonymous] " in line]
+            assert any("] service.access: POST /v1/chat/completions 200 " in line for line in mine)
+            assert any(f"] service.usage: usage /v1/chat/completions {logged} 200 " in line for line in mine)
+    assert any("] service.access: GET /\\r\\n" + FORGED + " 404 " in line for line in lines)
+
+
+def test_hostile_model_names_and_paths_in_json_logs_are_kept_exactly():
+    with proxy_with_fake_openai({"OPENAI_API_KEY": KEY, "LOG_FORMAT": "json"}) as (_, server):
+        sent = send_hostile_requests(server)
+
+        def access() -> list[dict]:
+            return [
+                r
+                for r in server.log_records()
+                if r["logger"] == "service.access" and "hostile" in r["request_id"]
+            ]
+
+        wait_until(lambda: len(access()) == sent, timeout=10)
+        lines = server.log().splitlines()
+    # JSON escapes by nature: every physical line is one object, holding the values exactly.
+    records = [json.loads(line) for line in lines]
+    assert [r for r in records if r["level"] == "ERROR"] == []
+    usage = {r["request_id"]: r for r in records if r["logger"] == "service.usage"}
+    for number, model in enumerate(HOSTILE_MODELS):
+        for stream in (False, True):
+            assert usage[f"hostile-{number}-{stream}"]["model"] == model
+            assert usage[f"hostile-{number}-{stream}"]["deployment"] == "openai/" + model
+    paths = {r["request_id"]: r["message"] for r in records if r["logger"] == "service.access"}
+    assert paths["hostile-path"] == "GET /\r\n" + FORGED + " 404"

@@ -331,6 +331,17 @@ def test_aliases_apply_to_every_relayed_route(fake_openai):
     assert fake_openai.requests[-1].body["model"] == "text-embedding-3-small"
 
 
+def test_a_model_group_whose_models_no_header_can_carry_answers_with_them_escaped(fake_openai):
+    # The first model of the group fails over to the second; both names hold what a header cannot.
+    group = json.dumps({"odd": ["gpt-\u2603\rx", "gpt\u0000\nx"]})
+    client = gateway_app(fake_openai.url, AIPROXY_MODEL_ALIASES=group).test_client()
+    fake_openai.enqueue(Fail(503, "down"))
+    response = client.post("/v1/chat/completions", json={**CHAT, "model": "odd"})
+    assert response.status_code == 200
+    assert response.headers["x-aiproxy-deployment"] == "openai/gpt\\x00\\nx"
+    assert [r.body["model"] for r in fake_openai.requests] == ["gpt-\u2603\rx", "gpt\u0000\nx"]
+
+
 def test_bedrock_models_are_refused_outside_chat_completions(client, fake_openai):
     response = client.post("/v1/embeddings", json={"model": "bedrock/amazon.titan-embed", "input": "x"})
     assert response.status_code == 400

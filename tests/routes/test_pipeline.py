@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import wsgiref.handlers
+import wsgiref.util
 
 import pytest
 from werkzeug.test import Client
@@ -200,6 +202,58 @@ def test_the_slot_is_freed_and_the_access_line_written_even_when_closing_the_ans
     assert app.runtime.limiter.in_flight("web") == 0
     access = [r.getMessage() for r in caplog.records if r.name == "service.access"]
     assert access == ["GET /breaks-on-close 200"] * 2
+
+
+def served_by_wsgiref(app_under_pipeline, upstream_url: str, caplog) -> tuple[bytes, str, list[str]]:
+    """One GET answered by `app_under_pipeline` behind the pipeline, in the standard library's
+    WSGI server (a strict one: it refuses hop-by-hop headers, and a second start_response
+    without exc_info); returns what went on the wire, its error output and the access lines."""
+    app = keyed_app(upstream_url)
+    pipeline = RequestPipeline(
+        app_under_pipeline,
+        gate=ClientGate(app.runtime.keys),
+        limiter=app.runtime.limiter,
+        routes={},
+        max_body=1024,
+        body_timeout=5,
+        output_estimate=0,
+        metrics=RequestMetrics(),
+    )
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/refused",
+        "HTTP_AUTHORIZATION": f"Bearer {CLIENT_KEY}",
+        "HTTP_X_REQUEST_ID": "req-refused",
+    }
+    wsgiref.util.setup_testing_defaults(environ)
+    wire, errors = io.BytesIO(), io.StringIO()
+    with caplog.at_level(logging.INFO):
+        wsgiref.handlers.SimpleHandler(io.BytesIO(), wire, errors, environ).run(pipeline)
+    access = [r.getMessage() for r in caplog.records if r.name == "service.access"]
+    return wire.getvalue(), errors.getvalue(), access
+
+
+@pytest.mark.parametrize(
+    "header",
+    [("Connection", "close"), ("Bad Name", "x")],
+    ids=["refused-by-the-server", "no-header-name"],
+)
+def test_headers_the_server_refuses_are_a_json_500_with_its_access_line(fake_openai, caplog, header):
+    # Values are escaped (service.escaping); what still cannot go out (a header the server will
+    # not send, a name that is no HTTP token) gives the JSON error, not "headers already set".
+    def sets_a_bad_header(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), header])
+        return [b"never sent"]
+
+    wire, errors, access = served_by_wsgiref(sets_a_bad_header, fake_openai.url, caplog)
+    head, _, body = wire.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 500 ")
+    assert b"X-Request-Id: req-refused" in head
+    assert json.loads(body)["error"]["type"] == "server_error"
+    assert errors == ""  # the server itself saw no failure
+    assert access == ["GET /refused 500"]
+    [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.getMessage() == "Exception on /refused [GET]"
 
 
 def test_an_upstream_answer_without_a_body_is_relayed_without_one(fake_openai):

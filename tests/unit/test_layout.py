@@ -12,7 +12,8 @@ from testbed.server import ROOT
 
 LAYERS = [
     # Plain building blocks: no imports from the rest of the service.
-    "aws request_state answers cpu cooldowns providers.http_pool assessment data prices shutdown redaction "
+    "aws request_state answers escaping cpu cooldowns providers.http_pool assessment data prices shutdown "
+    "redaction "
     "assessment.messages assessment.samples routes",
     "settings errors secrets logformat assessment.comments",
     "usage bodies limits metrics observability assessment.rubric providers providers.bedrock.translate",

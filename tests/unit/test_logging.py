@@ -3,9 +3,11 @@
 import io
 import json
 import logging
+import sys
 
 import pytest
 
+from service.logformat import CONTINUATION, JsonFormatter, TextFormatter
 from service.observability import configure_logging
 from tests.support.app import make_app
 
@@ -91,3 +93,53 @@ def test_log_level_is_honoured(captured):
     assert "Test error logged" in text
     assert "service.access" not in text  # INFO lines are below WARNING
     assert logging.getLogger().level == logging.WARNING
+
+
+# A record a client would like the log to show, as if the proxy had written it.
+FORGED = "1999-01-01 00:00:00,000 ERROR [forged admin] service.access: GET /admin 200"
+
+
+def record(message: str, *args: object, **fields: object) -> logging.LogRecord:
+    made = logging.LogRecord("service.test", logging.WARNING, __file__, 1, message, args, None)
+    made.__dict__.update(fields)
+    return made
+
+
+def test_a_line_break_or_control_character_in_a_text_field_never_starts_a_line():
+    hostile = "gpt\r\n" + FORGED + "\x00\x1b[2J\u2028end"
+    line = TextFormatter().format(
+        record("model %s refused", hostile, request_id="a\nb", client="web\r\n" + FORGED, model=hostile)
+    )
+    assert line.endswith(
+        f" WARNING [a\\nb web\\r\\n{FORGED}] service.test: model gpt\\r\\n{FORGED}\\x00\\x1b[2J\\u2028end"
+        f" refused model={json.dumps(hostile)}"
+    )
+    assert line.splitlines() == [line]
+
+
+def test_a_traceback_in_the_text_format_is_on_marked_lines_that_never_start_a_record():
+    try:
+        raise ValueError("bad model\n" + FORGED)
+    except ValueError:
+        failure = record("Exception on /v1/%s [POST]", "x\n" + FORGED, exc_info=sys.exc_info())
+    lines = TextFormatter().format(failure).splitlines()
+    assert lines[0].endswith(" WARNING [- -] service.test: Exception on /v1/x\\n" + FORGED + " [POST]")
+    assert lines[1] == CONTINUATION + "Traceback (most recent call last):"
+    # The exception's own line break starts a marked line too.
+    assert lines[-2:] == [CONTINUATION + "ValueError: bad model", CONTINUATION + FORGED]
+    assert all(line.startswith(CONTINUATION) for line in lines[1:])
+
+
+def test_json_lines_hold_line_breaks_and_control_characters_exactly():
+    hostile = "gpt\r\n" + FORGED + "\x00\u2028☃"
+    line = JsonFormatter().format(record("model %s", hostile, model=hostile))
+    assert line.splitlines() == [line]
+    assert (json.loads(line)["message"], json.loads(line)["model"]) == ("model " + hostile, hostile)
+
+
+def test_a_path_with_a_line_break_is_one_access_line(captured):
+    app, buffer = captured(LOG_FORMAT="text")
+    forged_path = "/%0d%0a" + FORGED.replace(" ", "%20")
+    app.test_client().get(forged_path, headers={"X-Request-Id": "inj-1"}, buffered=True)
+    [line] = buffer.getvalue().splitlines()
+    assert f" INFO [inj-1 anonymous] service.access: GET /\\r\\n{FORGED} 404 duration_ms=" in line
