@@ -25,4 +25,4 @@ EXPOSE 80
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/' % os.environ.get('PORT', '80'), timeout=4)"]
 
-CMD ["gunicorn", "--config", "python:service.server", "service:create_app()"]
+CMD ["gunicorn", "--config", "python:service.server.config", "service:create_app()"]

@@ -43,7 +43,7 @@ $(NODE_TESTS)/node_modules/.installed: $(NODE_TESTS)/package.json $(NODE_TESTS)/
 
 ## Serve on http://127.0.0.1:5000 with the production server (gunicorn + gevent).
 run: $(VENV)/.run-deps
-	$(BIN)/gunicorn --config python:service.server 'service:create_app()'
+	$(BIN)/gunicorn --config python:service.server.config 'service:create_app()'
 
 # Where `make demo`'s stand-in provider listens (the proxy listens on PORT, default 5000).
 DEMO_PROVIDER_PORT ?= 5001

@@ -6,7 +6,7 @@ body:
 - `python -m bench.layer_apps --port N --upstream URL`: a plain byte relay on a gevent server, no
   HTTP at all (the cost of any proxy process here: two more socket hops);
 - `plain_app`: gunicorn's gevent worker and a WSGI app that relays over one plain socket;
-- `pool_app`: the same app through the proxy's upstream pool (`service.providers.http_pool`);
+- `pool_app`: the same app through the proxy's upstream pool (`service.gateway.providers.http_pool`);
 - `flask_app`: a one-route Flask app through that pool (for comparison: the proxy serves its relay
   routes outside Flask).
 
@@ -21,7 +21,7 @@ import argparse
 import os
 import socket
 
-from service.providers.http_pool import OriginPool
+from service.gateway.providers.http_pool import OriginPool
 
 
 def _origin(url: str) -> tuple[str, str, int, str]:

@@ -32,7 +32,11 @@ from testbed.server import GUNICORN, RunningServer, running_server
 LAYERS = [
     ("relay", None, "a second process and two more socket hops (bytes relayed, no HTTP)"),
     ("gunicorn", "relay", "gunicorn's gevent worker: HTTP parsing, WSGI, the answer written"),
-    ("pool", "gunicorn", "the upstream pool (service/providers/http_pool.py): HTTP client, answer parsed"),
+    (
+        "pool",
+        "gunicorn",
+        "the upstream pool (service/gateway/providers/http_pool.py): HTTP client, answer parsed",
+    ),
     ("flask", "pool", "Flask: request context, routing, Request and Response objects (not in the proxy)"),
     ("proxy", "pool", "the proxy: request pipeline (id, key, limits, access line), validation, usage"),
 ]

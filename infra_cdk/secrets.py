@@ -1,6 +1,6 @@
 """The service's secrets, created empty under the deployment's prefix (docs/running.md, "Secrets").
 
-The names come from `service.secrets`, the module the running service reads them with, so the
+The names come from `service.config.secrets`, the module the running service reads them with, so the
 two sides cannot drift apart. An administrator sets the values after the first deploy.
 With `metrics_key`, one more: the key `GET /metrics` asks for, generated, which the task gets as
 AIPROXY_METRICS_KEY when it starts and a Prometheus scraper reads from the secret.
@@ -15,7 +15,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra_cdk.nag import acknowledge
-from service.secrets import REDIS_AUTH, SECRET_NAMES, secret_id, secret_prefix
+from service.config.secrets import REDIS_AUTH, SECRET_NAMES, secret_id, secret_prefix
 
 # Values a secret starts with. The client key store must exist for the service to start in test
 # and production (it fails closed); `{}` is a store with no clients, so the first deploy comes up

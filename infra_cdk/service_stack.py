@@ -23,12 +23,12 @@ from infra_cdk.monitoring import Monitoring
 from infra_cdk.network import Network
 from infra_cdk.secrets import METRICS_KEY, ServiceSecrets
 from infra_cdk.store import SharedStore
-from service.secrets import REDIS_AUTH, secret_id
-from service.settings import SETTINGS
+from service.config.secrets import REDIS_AUTH, secret_id
+from service.config.settings import SETTINGS
 
 
 def setting_default(name: str) -> str:
-    """The default of the service's setting `name` (service/settings.py), as written there."""
+    """The default of the service's setting `name` (service/config/settings.py), as written there."""
     (setting,) = [s for s in SETTINGS if s.env == name]
     return setting.default
 

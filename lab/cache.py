@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from service.errors import ProviderError, ProviderKeyMissing
+from service.core.errors import ProviderError, ProviderKeyMissing
 
 Complete = Callable[[dict], dict]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.assessment.answers import CONVINCING_EVIDENCE, EXTENSIVE_EVIDENCE, GRADES
+from service.assessment.grades import CONVINCING_EVIDENCE, EXTENSIVE_EVIDENCE, GRADES
 from service.assessment.request import MAX_RESPONSES, MAX_TEMPERATURE
 from service.assessment.rubric import Rubric, RubricError, concept_key, csv_rows, parse_rubric
 

@@ -1,6 +1,6 @@
 """Which provider grades: the same choice POST /assessment makes, outside the server.
 
-The router is built from the same settings and secrets as the server's (`service.routing`), so
+The router is built from the same settings and secrets as the server's (`service.gateway.routing`), so
 aliases, model groups and prefixes resolve as they do for a request.
 """
 
@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.assessment.providers import Grading
-from service.routing import build_router
-from service.secrets import SecretStore
-from service.settings import Settings
+from service.config.secrets import SecretStore
+from service.config.settings import Settings
+from service.gateway.routing import build_router
 
 
 @dataclass(frozen=True)

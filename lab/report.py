@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from lab.confidence import LEVELS, confidence, confidence_by_concept
 from lab.dataset import PASSING_GRADES
-from service.assessment.answers import GRADES
+from service.assessment.grades import GRADES
 from service.assessment.rubric import csv_rows
 
 _TEMPLATES = Path(__file__).with_name("templates")

@@ -17,7 +17,7 @@ from lab.dataset import Dataset
 from lab.progress import Progress
 from service.assessment.grader import assess
 from service.assessment.request import read_request
-from service.errors import ProxyError
+from service.core.errors import ProxyError
 
 
 @dataclass(frozen=True)

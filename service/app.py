@@ -11,20 +11,21 @@ from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from service import openapi, request_state
-from service.answers import Answer
-from service.auth import ClientGate, ClientKeys
-from service.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
-from service.limits import Limiter, LocalLimiter
-from service.metrics import RequestMetrics
-from service.observability import configure_logging, install_honeybadger
-from service.pipeline import RequestPipeline
-from service.prices import PriceTable, shipped_prices
-from service.routes import assessment, limits, metrics, models, openai_api, status
-from service.routing import build_router, ranks_of
+from service.config.prices import PriceTable, shipped_prices
+from service.config.secrets import HONEYBADGER_API_KEY, REDIS_AUTH, SecretStore
+from service.config.settings import Settings, load_settings
+from service.core import request_state
+from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
+from service.core.responses import ClientResponse
+from service.edge import openapi
+from service.edge.pipeline import RequestPipeline
+from service.edge.routes import assessment, limits, metrics, models, openai_api, status
+from service.gateway.routing import build_router, ranks_of
+from service.governance.auth import ClientGate, ClientKeys
+from service.governance.limits import Limiter, LocalLimiter
+from service.ops.metrics import RequestMetrics
+from service.ops.observability import configure_logging, install_honeybadger
 from service.runtime import Runtime
-from service.secrets import HONEYBADGER_API_KEY, REDIS_AUTH, SecretStore
-from service.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     store = None
     if settings.redis_url:
         # redis-py, a sizeable library, is imported only by a server that has a store to talk to.
-        from service.shared_limits import store_client
+        from service.governance.shared_limits import store_client
 
         store = store_client(
             settings.redis_url, lambda: secrets.get(REDIS_AUTH), cluster=settings.redis_cluster
@@ -131,10 +132,10 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
 
 def _prometheus_count(settings: Settings) -> Callable[[dict[str, Any]], None] | None:
     """What adds a request's figures to the Prometheus metrics, only when `GET /metrics` can serve
-    them: prometheus_client is imported only then (service.prometheus)."""
+    them: prometheus_client is imported only then (service.ops.prometheus)."""
     if not settings.metrics_key:
         return None
-    from service.prometheus import count
+    from service.ops.prometheus import count
 
     return count
 
@@ -143,7 +144,7 @@ def build_limiter(settings: Settings, store: Any) -> Limiter:
     """Client limits counted in the shared store (AIPROXY_REDIS_URL), or in this process."""
     if store is None:
         return LocalLimiter()
-    from service.shared_limits import SharedLimiter  # with its store (see create_app)
+    from service.governance.shared_limits import SharedLimiter  # with its store (see create_app)
 
     return SharedLimiter(
         store,
@@ -188,11 +189,11 @@ def _route_finder(app: Flask, relay_routes: Iterable[str]) -> Callable[[str, str
 
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ProxyError)
-    def _proxy_error(error: ProxyError) -> Answer:
+    def _proxy_error(error: ProxyError) -> ClientResponse:
         return error_answer(error)
 
     @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> Answer:
+    def _http_error(error: HTTPException) -> ClientResponse:
         status = error.code or 500
         message = _MESSAGES.get(status) or error.description or error.name
         allowed = getattr(error, "valid_methods", None)  # set on 405 Method Not Allowed
@@ -202,5 +203,5 @@ def _register_error_handlers(app: Flask) -> None:
     # Registered for InternalServerError, not Exception, so Flask still logs the original
     # exception (which is how it reaches Honeybadger) before this shapes the answer.
     @app.errorhandler(InternalServerError)
-    def _internal_error(error: InternalServerError) -> Answer:
+    def _internal_error(error: InternalServerError) -> ClientResponse:
         return error_answer(ProxyError(SERVER_ERROR_MESSAGE))

@@ -16,9 +16,16 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from service.auth import CLIENT_NAME, KEY_PREFIX, RESERVED_NAMES, default_limits, hash_key, parse_key_store
-from service.limits import Limits
-from service.settings import load_settings
+from service.config.settings import load_settings
+from service.governance.auth import (
+    CLIENT_NAME,
+    KEY_PREFIX,
+    RESERVED_NAMES,
+    default_limits,
+    hash_key,
+    parse_key_store,
+)
+from service.governance.limits import Limits
 
 KEY_BYTES = 32  # 256 bits of randomness
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.auth import ClientKeys
-from service.limits import Limiter
-from service.prices import PriceTable
-from service.routing import Router
-from service.secrets import SecretStore
-from service.settings import Settings
+from service.config.prices import PriceTable
+from service.config.secrets import SecretStore
+from service.config.settings import Settings
+from service.gateway.routing import Router
+from service.governance.auth import ClientKeys
+from service.governance.limits import Limiter
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
     python -m testbed.demo [--port 5000] [--provider-port 5001]
 
 starts the stand-in provider (`testbed.stand_in`) in this process and the proxy with the command
-of `make run` (gunicorn with service.server's configuration) on 127.0.0.1, pointed at it; prints
+of `make run` (gunicorn with service.server.config's configuration) on 127.0.0.1, pointed at it; prints
 the first commands to try and then the proxy's log lines; on Ctrl-C (or SIGTERM) stops the proxy
 it started, then the stand-in. The proxy gets the demo's settings only (`running_server`): not
 config.txt, not your environment's keys, no client key store.

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 # The start command of `make run` and of the Dockerfile (tests check the three agree).
-SERVER_ARGS = ("--config", "python:service.server", "service:create_app()")
+SERVER_ARGS = ("--config", "python:service.server.config", "service:create_app()")
 
 
 def free_port() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service import aws as service_aws
+from service.config import aws as service_aws
 from tests.support.app import make_app
 
 
@@ -36,7 +36,7 @@ def aws(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    # The service keeps one boto3 session per process (service.aws): one an earlier test made,
+    # The service keeps one boto3 session per process (service.config.aws): one an earlier test made,
     # perhaps before moto was imported, would not go to moto. This test starts with none.
     monkeypatch.setattr(service_aws, "_sessions", {})
     with mock_aws():

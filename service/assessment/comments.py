@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from service.cpu import pause
+from service.core.cpu import pause
 
-# Characters scanned between pauses that let the worker serve other requests (service.cpu).
+# Characters scanned between pauses that let the worker serve other requests (service.core.cpu).
 _PIECE = 8192
 
 # Keywords after which an expression (so possibly a regex) begins rather than a division.

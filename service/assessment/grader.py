@@ -4,9 +4,9 @@
 chat, asks the model for `num_responses` answers through the `complete` callable (the one seam to
 a provider), drops invalid answers, votes, and returns the 200 body (docs/assessment.md).
 
-A provider failure is the provider's error (`service.errors`), raised as it came; no usable answer
+A provider failure is the provider's error (`service.core.errors`), raised as it came; no usable answer
 is a `NoValidAnswer` (502) listing why each answer was dropped. The pure-Python steps (comment
-removal, reading and checking answers) run one piece at a time (`service.cpu`), so a large
+removal, reading and checking answers) run one piece at a time (`service.core.cpu`), so a large
 request never stalls the other requests of its worker.
 """
 
@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from service.assessment import answers, voting
+from service.assessment import grades, voting
 from service.assessment.comments import remove_comments
 from service.assessment.messages import build_messages
 from service.assessment.request import AssessmentRequest
 from service.assessment.rubric import Rubric
-from service.cpu import pause
-from service.errors import ProviderBadAnswer
+from service.core.cpu import pause
+from service.core.errors import ProviderBadAnswer
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,12 @@ def _judge(texts: list[str | None], rubric: Rubric, response_type: str) -> tuple
     """The valid answers' rows, and why each invalid answer was dropped."""
     valid: list[list[dict[str, str]]] = []
     reasons: list[str] = []
-    read = answers.parse_json_answer if response_type == "json" else answers.parse
+    read = grades.parse_json_answer if response_type == "json" else grades.parse
     for number, text in enumerate(texts, start=1):
         pause()
         try:
-            valid.append(answers.validate(read(text or ""), rubric))
-        except answers.AnswerError as error:
+            valid.append(grades.validate(read(text or ""), rubric))
+        except grades.AnswerError as error:
             reasons.append(f"answer {number}: {error}")
     return valid, reasons
 
@@ -139,9 +139,9 @@ def _empty_program_rows(rubric: Rubric) -> list[dict[str, Any]]:
         {
             "Key Concept": concept,
             "Observations": EMPTY_PROGRAM,
-            "Grade": answers.NO_EVIDENCE,
+            "Grade": grades.NO_EVIDENCE,
             "Reason": EMPTY_PROGRAM,
-            "Votes": [answers.NO_EVIDENCE],
+            "Votes": [grades.NO_EVIDENCE],
         }
         for concept in rubric.key_concepts
     ]

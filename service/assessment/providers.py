@@ -1,15 +1,15 @@
 """The grader's seam to the providers, shared by POST /assessment and the accuracy lab.
 
 `Grading` resolves the request's model as every route does (aliases, model groups, prefixes:
-`service.routing`) and is the `complete` callable the grader calls: each call tries the model's
-deployments in order (`service.fallback`) and remembers which one answered, for the answer's
+`service.gateway.routing`) and is the `complete` callable the grader calls: each call tries the model's
+deployments in order (`service.gateway.fallback`) and remembers which one answered, for the answer's
 `metadata.agent`.
 """
 
 from __future__ import annotations
 
-from service.fallback import first_answer
-from service.routing import Deployment, Router
+from service.gateway.fallback import first_answer
+from service.gateway.routing import Deployment, Router
 
 
 class Grading:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.assessment.rubric import Rubric, RubricError, parse_rubric
-from service.errors import RequestRejected, quoted
+from service.core.errors import RequestRejected, quoted
 
 MAX_RESPONSES = 10
 MAX_TEMPERATURE = 2.0

@@ -6,7 +6,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from service.errors import quoted
+from service.core.errors import quoted
 
 KEY_CONCEPT = "Key Concept"
 

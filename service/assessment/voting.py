@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from service.assessment.answers import GRADE, KEY_CONCEPT, OBSERVATIONS, REASON, Row
+from service.assessment.grades import GRADE, KEY_CONCEPT, OBSERVATIONS, REASON, Row
 
 
 def vote(answers: list[list[Row]]) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""A client that drops a stream while the upstream is silent is noticed at once (service/sse.py's
+"""A client that drops a stream while the upstream is silent is noticed at once (service/gateway/sse.py's
 client watch in the gevent server): its in-flight slot and the upstream connection are released
 within a second or two, not when the upstream next speaks."""
 
@@ -10,7 +10,7 @@ import time
 import openai
 import pytest
 
-from service.auth import hash_key
+from service.governance.auth import hash_key
 from testbed.openai_upstream import Stream
 from tests.support.waiting import wait_until
 

@@ -14,7 +14,7 @@ from infra_cdk import snapshots
 from infra_cdk.app import add_checks, add_service_stacks
 from infra_cdk.environments import AppConfig, Deployment, config_from_context
 from infra_cdk.service_stack import METRICS_KEY_OUTPUT, METRICS_KEY_SETTING
-from service.settings import load_settings
+from service.config.settings import load_settings
 from tests.support.templates import only
 
 CONFIG = AppConfig(prometheus_metrics=True, customer_managed_keys=True)
@@ -40,7 +40,7 @@ def template(outdir) -> Template:
 def test_the_task_starts_with_a_generated_key_in_its_own_secret(template):
     secret_id, secret = only(template, "AWS::SecretsManager::Secret", {"Name": SECRET_NAME})
     generated = secret["Properties"]["GenerateSecretString"]
-    # Letters and digits, long enough for the setting (service.settings asks for 16 at least).
+    # Letters and digits, long enough for the setting (service.config.settings asks for 16 at least).
     assert generated == {"ExcludePunctuation": True, "PasswordLength": 40}
     key_id, _ = only(template, "AWS::KMS::Key")
     assert secret["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}

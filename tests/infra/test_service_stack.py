@@ -12,8 +12,8 @@ from aws_cdk.assertions import Match, Template
 from infra_cdk import snapshots
 from infra_cdk.app import build
 from infra_cdk.environments import Deployment, config_from_context
-from service.secrets import SECRET_NAMES, SecretStore, secret_id
-from service.settings import SETTINGS
+from service.config.secrets import SECRET_NAMES, SecretStore, secret_id
+from service.config.settings import SETTINGS
 from tests.support.templates import only
 
 CONFIG = config_from_context(snapshots.cdk_json_context().get)  # the examples' configuration

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from service.auth import KeyStoreError, hash_key
-from service.observability import configure_logging
+from service.governance.auth import KeyStoreError, hash_key
+from service.ops.observability import configure_logging
 from tests.support.app import make_app
 
 WEB_KEY = "aip_route-test-web-key-000000000000000000001"
@@ -146,7 +146,7 @@ def test_reading_its_limits_does_not_use_up_a_clients_requests(client):
 
 
 def test_reading_limits_is_bounded_on_its_own_count(client):
-    from service.routes.limits import READS_PER_MINUTE
+    from service.edge.routes.limits import READS_PER_MINUTE
 
     for _ in range(READS_PER_MINUTE):
         assert client.get("/v1/limits", headers=bearer(WEB_KEY), buffered=True).status_code == 200
@@ -196,7 +196,7 @@ def test_without_a_store_the_proxy_runs_open_and_says_so_once(caplog):
     client = make_app().test_client()
     assert client.get("/test").status_code == 200
     assert client.get("/test", headers=bearer(WRONG_KEY)).status_code == 200
-    warnings = [r.getMessage() for r in caplog.records if r.name == "service.auth"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "service.governance.auth"]
     assert len(warnings) == 1
     assert "OPEN" in warnings[0] and "AIPROXY_CLIENT_KEYS" in warnings[0]
 

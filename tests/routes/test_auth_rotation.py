@@ -6,9 +6,9 @@ import json
 import boto3
 import pytest
 
-from service.auth import KeyStoreError, hash_key
-from service.observability import configure_logging
-from service.secrets import CLIENT_API_KEYS, SecretStore, secret_id
+from service.config.secrets import CLIENT_API_KEYS, SecretStore, secret_id
+from service.governance.auth import KeyStoreError, hash_key
+from service.ops.observability import configure_logging
 from tests.support.app import make_app
 from tests.support.clock import Clock
 

@@ -122,7 +122,7 @@ def test_without_a_key_nothing_is_sent(catcher):
 
 
 def test_a_key_set_or_rotated_in_secrets_manager_takes_effect_without_a_restart(catcher, aws):
-    from service.secrets import SecretStore, secret_id
+    from service.config.secrets import SecretStore, secret_id
     from tests.support.clock import Clock
 
     env_type, env = "development", "aiproxy-dev-x.example.org"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from service.routes.openai_api import PATHS
+from service.edge.routes.openai_api import PATHS
 
 
 def openapi_path(rule: str) -> str:

@@ -1,4 +1,4 @@
-"""The request pipeline in front of every route (`service.pipeline`), seen at the relay routes it
+"""The request pipeline in front of every route (`service.edge.pipeline`), seen at the relay routes it
 serves outside Flask: the same ids, keys, limits, errors, logs and reports as Flask's routes get."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import wsgiref.util
 import pytest
 from werkzeug.test import Client
 
-from service.auth import ClientGate, hash_key
-from service.metrics import RequestMetrics
-from service.observability import configure_logging
-from service.pipeline import RequestPipeline
-from service.routes.openai_api import PATHS
+from service.edge.pipeline import RequestPipeline
+from service.edge.routes.openai_api import PATHS
+from service.governance.auth import ClientGate, hash_key
+from service.ops.metrics import RequestMetrics
+from service.ops.observability import configure_logging
 from testbed.honeybadger import HoneybadgerCatcher
 from testbed.openai_upstream import Fail, Stream
 from tests.support.app import make_app
@@ -239,7 +239,7 @@ def served_by_wsgiref(app_under_pipeline, upstream_url: str, caplog) -> tuple[by
     ids=["refused-by-the-server", "no-header-name"],
 )
 def test_headers_the_server_refuses_are_a_json_500_with_its_access_line(fake_openai, caplog, header):
-    # Values are escaped (service.escaping); what still cannot go out (a header the server will
+    # Values are escaped (service.core.escaping); what still cannot go out (a header the server will
     # not send, a name that is no HTTP token) gives the JSON error, not "headers already set".
     def sets_a_bad_header(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), header])

@@ -39,7 +39,7 @@ def test_429_route(client):
 def test_log_routes_log_at_their_level(client, caplog, route, level):
     with caplog.at_level("INFO"):
         assert client.get(route).status_code == 200
-    assert [r.levelname for r in caplog.records if r.name == "service.routes.status"] == [level]
+    assert [r.levelname for r in caplog.records if r.name == "service.edge.routes.status"] == [level]
 
 
 def test_exception_route_gives_json_500_without_traceback(client, caplog):

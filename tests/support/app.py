@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Flask
 
 from service import create_app
-from service.secrets import SecretStore
-from service.settings import Settings, load_settings
+from service.config.secrets import SecretStore
+from service.config.settings import Settings, load_settings
 
 
 def make_settings(**values: str) -> Settings:

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from service.assessment.answers import AnswerError, parse, validate
+from service.assessment.grades import AnswerError, parse, validate
 from service.assessment.rubric import parse_rubric
 
 RUBRIC = parse_rubric(

@@ -2,8 +2,8 @@
 
 import pytest
 
-from service.limits import LimitExceeded, Limits, LocalLimiter, PerMinute
-from service.request_state import Usage
+from service.core.request_state import Usage
+from service.governance.limits import LimitExceeded, Limits, LocalLimiter, PerMinute
 from tests.support.clock import Clock
 
 

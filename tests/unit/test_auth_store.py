@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from service.auth import KeyStore, hash_key, parse_key_store, presented_key
-from service.limits import Limits
+from service.governance.auth import KeyStore, hash_key, parse_key_store, presented_key
+from service.governance.limits import Limits
 
 DEFAULTS = Limits(rpm=600, max_concurrent=50)
 WEB_KEY = "aip_web-key-one"

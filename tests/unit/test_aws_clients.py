@@ -1,12 +1,12 @@
-"""AWS clients (service.aws): one boto3 session per region and credentials in a process."""
+"""AWS clients (service.config.aws): one boto3 session per region and credentials in a process."""
 
 from __future__ import annotations
 
 import pytest
 
-from service import aws as aws_clients
-from service.providers.bedrock.client import boto_client
-from service.secrets import OPENAI_API_KEY, SecretStore, secrets_manager_client
+from service.config import aws as aws_clients
+from service.config.secrets import OPENAI_API_KEY, SecretStore, secrets_manager_client
+from service.gateway.providers.bedrock.client import boto_client
 
 SOURCE = {"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from service.errors import ProviderError, ProxyError
-from service.providers.bedrock import BedrockProvider
+from service.core.errors import ProviderError, ProxyError
+from service.gateway.providers.bedrock import BedrockProvider
 from testbed.bedrock_runtime import Answer, Fail, FakeBedrock, Hang, StreamFail, image_bytes
 from tests.support.app import make_settings
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from service.errors import RequestRejected
-from service.providers.bedrock.stream import ChoiceStream, ChunkWriter
-from service.providers.bedrock.translate import chat_completion, choice_count, converse_request
+from service.core.errors import RequestRejected
+from service.gateway.providers.bedrock.stream import ChoiceStream, ChunkWriter
+from service.gateway.providers.bedrock.translate import chat_completion, choice_count, converse_request
 
 PNG = b"\x89PNG\r\n\x1a\nfake image bytes"
 MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"

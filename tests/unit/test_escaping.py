@@ -1,8 +1,9 @@
-"""Header values and log fields (`service.escaping`): what cannot be carried is escaped, the rest kept."""
+"""Header values and log fields (`service.core.escaping`): what cannot be carried is escaped, the rest
+kept."""
 
 import pytest
 
-from service.escaping import header_value, log_text, sendable_headers
+from service.core.escaping import header_value, log_text, sendable_headers
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The pool adapter's contract (service/providers/http_pool.py), against servers written by hand.
+"""The pool adapter's contract (service/gateway/providers/http_pool.py), against servers written by hand.
 
 The relay relies on what geventhttpclient does underneath: a line comes back as soon as it has
 arrived (streams are relayed event by event), an answer cut short is an error at once (never a
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from service.providers.http_pool import OriginPool, TransportError
+from service.gateway.providers.http_pool import OriginPool, TransportError
 from tests.support.raw_http import RawConnection, RawServer
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"

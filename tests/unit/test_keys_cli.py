@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service.auth import KEY_PREFIX, hash_key, parse_key_store
+from service.governance.auth import KEY_PREFIX, hash_key, parse_key_store
+from service.governance.limits import Limits
 from service.keys import main
-from service.limits import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from service.logformat import CONTINUATION, JsonFormatter, TextFormatter
-from service.observability import configure_logging
+from service.ops.logformat import CONTINUATION, JsonFormatter, TextFormatter
+from service.ops.observability import configure_logging
 from tests.support.app import make_app
 
 
@@ -34,7 +34,7 @@ def test_json_lines_carry_the_request_id_and_client(captured):
     assert response.headers["X-Request-Id"] == "req-42"
     lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
     mine = [line for line in lines if line["request_id"] == "req-42"]
-    assert [line["logger"] for line in mine] == ["service.routes.status", "service.access"]
+    assert [line["logger"] for line in mine] == ["service.edge.routes.status", "service.access"]
     error, access = mine
     assert error["level"] == "ERROR"
     assert error["client"] == "anonymous"
@@ -47,7 +47,9 @@ def test_text_lines_carry_the_request_id(captured):
     app, buffer = captured(LOG_FORMAT="text")
     app.test_client().get("/test/critical", headers={"X-Request-Id": "abc-1"}, buffered=True)
     lines = buffer.getvalue().splitlines()
-    assert any("CRITICAL [abc-1 anonymous] service.routes.status: Test critical" in line for line in lines)
+    assert any(
+        "CRITICAL [abc-1 anonymous] service.edge.routes.status: Test critical" in line for line in lines
+    )
     assert any(
         "[abc-1 anonymous] service.access: GET /test/critical 200 duration_ms=" in line for line in lines
     )

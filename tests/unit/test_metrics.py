@@ -1,4 +1,4 @@
-"""The request's metrics record (service.metrics): names, dimension sets and bounded values."""
+"""The request's metrics record (service.ops.metrics): names, dimension sets and bounded values."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from service import metrics
-from service.limits import Admission, Limits
-from service.logformat import JsonFormatter
-from service.request_state import RequestState
-from service.settings import SettingsError, load_settings
+from service.config.settings import SettingsError, load_settings
+from service.core.request_state import RequestState
+from service.governance.limits import Admission, Limits
+from service.ops import metrics
+from service.ops.logformat import JsonFormatter
 from tests.support.emf import assert_valid_emf, series
 
 CONTRACT = Path(__file__).resolve().parents[2] / "infra_cdk" / "service_metrics.py"

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from service.routing import bedrock_model_id, build_router
-from service.secrets import SecretStore
-from service.settings import SettingsError
+from service.config.secrets import SecretStore
+from service.config.settings import SettingsError
+from service.gateway.routing import bedrock_model_id, build_router
 from tests.support.app import make_settings
 
 CLAUDE = "bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0"

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from service.prices import PriceTable, parse_prices, shipped_prices
-from service.settings import SettingsError
+from service.config.prices import PriceTable, parse_prices, shipped_prices
+from service.config.settings import SettingsError
 from tests.support.app import make_settings
 
 

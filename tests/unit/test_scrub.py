@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from service.observability import FILTERED, scrub
-from service.redaction import redactor
+from service.gateway.redaction import redactor
+from service.ops.observability import FILTERED, scrub
 
 
 def test_sensitive_keys_are_filtered_at_any_depth_and_case():
@@ -34,7 +34,7 @@ def test_short_values_are_not_treated_as_secrets():
     assert scrub("a cat", ["a"]) == "a cat"
 
 
-# --- the provider key in upstream answers (service.redaction) -------------------------------------
+# --- the provider key in upstream answers (service.gateway.redaction) -------------------------------------
 
 KEY = "sk-proj/abc+DEF-0123456789"
 

@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from service.secrets import (
+from service.config.secrets import (
     CLIENT_API_KEYS,
     HONEYBADGER_API_KEY,
     OPENAI_API_KEY,
@@ -66,7 +66,7 @@ def test_cached_then_rotation_is_picked_up_after_the_ttl(aws):
 
 def test_missing_secret_gives_none_and_one_warning(aws, caplog):
     secrets = store()
-    with caplog.at_level(logging.WARNING, logger="service.secrets"):
+    with caplog.at_level(logging.WARNING, logger="service.config.secrets"):
         assert secrets.get(OPENAI_API_KEY) is None
         secrets._clock.now += 1000
         assert secrets.get(OPENAI_API_KEY) is None  # still missing: no second warning
@@ -80,7 +80,7 @@ def test_secret_without_a_value_counts_as_missing(aws, caplog, value):
     # The CDK stack creates the secrets with no value; an administrator sets it later.
     extra = {} if value is None else {"SecretString": value}
     aws.create_secret(Name=secret_id(ENV_TYPE, ENV, HONEYBADGER_API_KEY), **extra)
-    with caplog.at_level(logging.WARNING, logger="service.secrets"):
+    with caplog.at_level(logging.WARNING, logger="service.config.secrets"):
         assert store().get(HONEYBADGER_API_KEY) is None
     assert len(caplog.records) == 1
     assert "is missing or empty" in caplog.text
@@ -96,7 +96,7 @@ def test_aws_error_keeps_running_with_one_warning(caplog):
 
     clock = Clock()
     secrets = store(clock=clock, client_factory=FailingClient)
-    with caplog.at_level(logging.WARNING, logger="service.secrets"):
+    with caplog.at_level(logging.WARNING, logger="service.config.secrets"):
         assert secrets.get(OPENAI_API_KEY) is None
         clock.now += 301
         assert secrets.get(OPENAI_API_KEY) is None
@@ -123,7 +123,7 @@ def test_no_region_configured_is_an_aws_error_not_a_crash(monkeypatch, caplog):
     for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    with caplog.at_level(logging.WARNING, logger="service.secrets"):
+    with caplog.at_level(logging.WARNING, logger="service.config.secrets"):
         assert SecretStore({}, ENV_TYPE, ENV).get(OPENAI_API_KEY) is None
     assert "Could not read secret" in caplog.text
 

@@ -23,7 +23,7 @@ def test_master_never_loads_the_apps_libraries():
     # The master only reads configuration; keeping the app's imports out of it saves memory in
     # every task (the benchmark's RSS budget counts the master too).
     loaded = run_in_master_like_process(
-        "import sys, service.server\n"
+        "import sys, service.server.config\n"
         "print(sorted(m for m in ('flask', 'urllib3', 'geventhttpclient', 'boto3') if m in sys.modules))"
     )
     assert loaded == "[]"
@@ -31,7 +31,7 @@ def test_master_never_loads_the_apps_libraries():
 
 def test_server_settings_follow_the_configuration():
     printed = run_in_master_like_process(
-        "import service.server as s\n"
+        "import service.server.config as s\n"
         "print(s.bind, s.workers, s.worker_connections, s.graceful_timeout, s.worker_class)",
         HOST="0.0.0.0",
         PORT="8080",
@@ -39,5 +39,5 @@ def test_server_settings_follow_the_configuration():
         AIPROXY_WORKER_CONNECTIONS="500",
         AIPROXY_GRACEFUL_TIMEOUT="12",
     )
-    # service.worker.ProxyWorker is gunicorn's gevent worker with the hostile-traffic defences.
-    assert printed == "['0.0.0.0:8080'] 3 500 12 service.worker.ProxyWorker"
+    # service.server.worker.ProxyWorker is gunicorn's gevent worker with the hostile-traffic defences.
+    assert printed == "['0.0.0.0:8080'] 3 500 12 service.server.worker.ProxyWorker"

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import SECRET_VARIABLES, SETTINGS, SettingsError, load_settings, read_config_file
+from service.config.settings import SECRET_VARIABLES, SETTINGS, SettingsError, load_settings, read_config_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,7 +105,7 @@ def test_server_refuses_to_start_with_one_line(tmp_path):
         [
             str(Path(sys.executable).with_name("gunicorn")),
             "--config",
-            "python:service.server",
+            "python:service.server.config",
             "service:create_app()",
         ],
         cwd=tmp_path,

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from service.limits import LimitExceeded, Limits, LocalLimiter
-from service.request_state import Usage
-from service.shared_limits import SharedLimiter, keys, store_client
+from service.core.request_state import Usage
+from service.governance.limits import LimitExceeded, Limits, LocalLimiter
+from service.governance.shared_limits import SharedLimiter, keys, store_client
 from testbed.redis_server import RedisServer
 from tests.support.clock import Clock
 from tests.support.waiting import wait_until
@@ -244,7 +244,7 @@ def test_a_store_that_fails_is_counted_around_in_open_mode_and_comes_back(clock,
         limits = Limits(rpm=2, max_concurrent=100)
         limiter.admit("outage", limits, 0)
         store.stop()
-        with caplog.at_level(logging.INFO, logger="service.shared_limits"):
+        with caplog.at_level(logging.INFO, logger="service.governance.shared_limits"):
             local = limiter.admit("outage", limits, 0)  # counted in this process meanwhile
             assert local.local
             limiter.admit("outage", limits, 0)

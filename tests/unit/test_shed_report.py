@@ -1,7 +1,7 @@
 """The count of shed connections behind the worker's WARNING: one line a minute at most, counting
 every connection shed since the previous line (the e2e tests cannot wait a minute to see the sum)."""
 
-from service.worker import ShedReport
+from service.server.worker import ShedReport
 
 
 def test_the_first_shedding_is_reported_at_once_with_its_count():

@@ -14,9 +14,9 @@ from email.utils import formatdate
 import pytest
 import trustme
 
-from service.errors import ProviderError, error_answer
-from service.providers.openai_compatible import OpenAICompatible, parse_retry_after, upstream_message
-from service.usage import ProviderCall
+from service.core.errors import ProviderError, error_answer
+from service.gateway.providers.openai_compatible import OpenAICompatible, parse_retry_after, upstream_message
+from service.governance.usage import ProviderCall
 from testbed.openai_upstream import Fail, FakeOpenAI, Hang, Reply, Stream
 from testbed.server import free_port
 
@@ -247,7 +247,7 @@ def test_upstream_messages_from_various_bodies():
     assert upstream_message(b"", 500) == "The upstream answered HTTP 500."
 
 
-# --- the connection pool (service/providers/http_pool.py) -------------------------------------------------
+# --- the connection pool (service/gateway/providers/http_pool.py) ---------------------------------------
 
 
 def test_the_connection_is_kept_and_reused(fake_openai):

@@ -2,8 +2,8 @@
 
 import json
 
-from service.sse import event_data
-from service.usage import event_usage, usage_in
+from service.gateway.sse import event_data
+from service.governance.usage import event_usage, usage_in
 
 
 def test_usage_of_a_chat_answer():

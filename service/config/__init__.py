@@ -1,0 +1,7 @@
+"""What the service is told: settings, secrets, the price table, and the AWS clients they need.
+
+Owns `settings` (every setting declared once, read from the environment and `config.txt`, checked
+before the server listens), `secrets` (provider keys, the key store, Redis auth: from the
+environment or AWS Secrets Manager, re-read on a schedule), `prices` with its table in `data/`,
+and `aws` (one boto3 session per process). Imports only `service.core`.
+"""

@@ -1,0 +1,204 @@
+"""Usage records: one structured log line per call to a provider, on the logger `service.usage`.
+
+Every route that calls a provider (relayed requests and streams, Bedrock chats, grading, model
+lists, the legacy routes) measures the call with one `ProviderCall`, which writes its record
+exactly once, however the call ends, and adds what it used to the request's totals
+(`service.core.request_state`), which the limits and the access line read.
+
+Fields (top-level keys in JSON format): request_id, client, route, model, deployment, status,
+stream, upstream_ms, latency_ms, first_token_ms (streams), prompt_tokens, completion_tokens,
+total_tokens, cost_usd (when the model has a price), estimated (true when the tokens are an
+estimate: a stream cut before the provider reported usage), and error (what went wrong, if anything).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import contextmanager
+from typing import Any
+
+from service.core import request_state, shutdown
+
+log = logging.getLogger("service.usage")
+
+_USAGE_KEY = b'"usage"'
+_decoder = json.JSONDecoder()
+
+
+def normalise_usage(usage: Any) -> dict[str, int] | None:
+    """Token counts under the chat names; the Responses API's input/output names are mapped."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    total = usage.get("total_tokens")
+    counts = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    counts = {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
+    details = usage.get("prompt_tokens_details", usage.get("input_tokens_details"))
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if counts and isinstance(cached, int) and not isinstance(cached, bool) and cached > 0:
+        counts["cached_tokens"] = cached
+    return counts or None
+
+
+def usage_in(data: bytes) -> dict[str, int] | None:
+    """The token counts in a JSON body, found without parsing all of it (embeddings are large).
+
+    Inside a JSON string every quote is escaped, so an unescaped `"usage"` followed by a colon is
+    always a key; the last one wins because usage follows the content in every OpenAI answer.
+    """
+    end = len(data)
+    while True:
+        at = data.rfind(_USAGE_KEY, 0, end)
+        if at < 0:
+            return None
+        rest = data[at + len(_USAGE_KEY) :].lstrip()
+        if rest.startswith(b":"):
+            try:
+                value, _ = _decoder.raw_decode(rest[1:].lstrip().decode("utf-8", "replace"))
+            except ValueError:
+                value = None
+            counts = normalise_usage(value)
+            if counts:
+                return counts
+        end = at
+
+
+def event_usage(event: dict) -> dict[str, int] | None:
+    """The token counts a streamed event carries: a chat or completion chunk's `usage`, or the
+    `response.usage` of a Responses API event."""
+    usage = normalise_usage(event.get("usage"))
+    if usage is None and isinstance(event.get("response"), dict):
+        usage = normalise_usage(event["response"].get("usage"))
+    return usage
+
+
+class ProviderCall:
+    """One call to a provider, from the request the proxy sent to the end of the answer.
+
+    Made while a request is handled (it reads the request's state then). `finish()` writes the
+    usage record; only its first call counts, so every exit path may call it.
+    """
+
+    def __init__(
+        self,
+        model: str | None,
+        *,
+        deployment: str | None = None,
+        stream: bool = False,
+        prompt_estimate: int = 0,
+    ) -> None:
+        self.model = model
+        self.deployment = deployment
+        self.stream = stream
+        self.prompt_estimate = prompt_estimate
+        self.state = request_state.current()
+        self.started = time.perf_counter()
+        self.first_sent: float | None = None
+        self.usage: dict[str, int] | None = None
+        self.content_events = 0  # streamed events seen, the estimate of a cut stream's output
+        self.finished = False
+
+    def sent_bytes(self) -> None:
+        """Some of the answer has gone to the client (the first time: time to first token)."""
+        if self.first_sent is None:
+            self.first_sent = time.perf_counter()
+
+    def saw_usage(self, usage: dict[str, int] | None) -> None:
+        if usage:
+            self.usage = usage
+
+    def finish(self, status: int, *, usage: dict[str, int] | None = None, error: str | None = None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        now = time.perf_counter()
+        usage = usage or self.usage
+        estimated = False
+        if usage is None and self.stream and (self.content_events or error == "client_disconnected"):
+            # Cut before the provider reported usage: charge what is known, never nothing. Chat
+            # streams carry about one token per content event.
+            usage = {"prompt_tokens": self.prompt_estimate, "completion_tokens": self.content_events}
+            estimated = True
+        state = self.state
+        fields: dict[str, Any] = {
+            "request_id": state.id if state else "-",
+            "client": state.client if state else request_state.ANONYMOUS,
+            "route": state.route_name if state else "-",
+            "model": self.model,
+            "deployment": self.deployment,
+            "status": status,
+            "stream": self.stream,
+            "upstream_ms": round((now - self.started) * 1000, 1),
+            "latency_ms": round((now - (state.started if state else self.started)) * 1000, 1),
+        }
+        if self.first_sent is not None:
+            fields["first_token_ms"] = round(
+                (self.first_sent - (state.started if state else self.started)) * 1000, 1
+            )
+        prompt = completion = 0
+        if usage:
+            prompt = usage.get("prompt_tokens", 0)
+            completion = usage.get("completion_tokens", 0)
+            fields["prompt_tokens"] = prompt
+            fields["completion_tokens"] = completion
+            fields["total_tokens"] = usage.get("total_tokens", prompt + completion)
+            if estimated:
+                fields["estimated"] = True
+        cost = None
+        prices = state.prices if state is not None else None  # the app's price table (service.config.prices)
+        if prices is not None and usage:
+            names = [self.deployment, self.model]
+            cost = prices.cost(names, prompt, completion, usage.get("cached_tokens", 0))
+            if cost is not None:
+                fields["cost_usd"] = cost
+        if error:
+            fields["error"] = error
+        if state is not None:
+            self._add_to(state.used, fields, prompt, completion, cost, error)
+        log.info("usage %s %s %s", fields["route"], self.model or "-", status, extra=fields)
+
+    def _add_to(
+        self,
+        used: request_state.Usage,
+        fields: dict,
+        prompt: int,
+        completion: int,
+        cost: float | None,
+        error: str | None,
+    ) -> None:
+        used.calls += 1
+        used.model = self.model or used.model
+        used.deployment = self.deployment or used.deployment
+        used.prompt_tokens += prompt
+        used.completion_tokens += completion
+        if cost is not None:
+            used.cost_usd = (used.cost_usd or 0.0) + cost
+        elif prompt or completion:
+            used.unpriced = True
+        used.upstream_ms = (used.upstream_ms or 0.0) + fields["upstream_ms"]
+        if "first_token_ms" in fields and used.first_token_ms is None:
+            used.first_token_ms = fields["first_token_ms"]
+        used.error = error
+
+
+@contextmanager
+def measured(call: ProviderCall):
+    """Run a provider call; a ProviderError (or anything else) finishes its record as failed. A
+    call cut by the server's shutdown (`service.core.shutdown`) raises ServerStopping, a 503."""
+    from service.core.errors import ProxyError, ServerStopping
+
+    try:
+        try:
+            with shutdown.provider_wait():
+                yield call
+        except shutdown.Cut:
+            raise ServerStopping() from None
+    except ProxyError as error:
+        call.finish(error.status, error=error.kind)
+        raise
+    except BaseException:
+        call.finish(500, error="exception")
+        raise

@@ -1,0 +1,109 @@
+"""Log line formats: text for people, JSON (one object a line) for CloudWatch.
+
+Every line written while a request is handled carries its request id and client name, taken from
+the request's state (`service.core.request_state`) by `RequestContextFilter`. JSON lines put extra
+fields (`extra={...}`) at the top level, which CloudWatch Logs Insights filters on directly. The
+gunicorn master formats its own lines with these classes too, so nothing here imports Flask.
+
+Whatever a record holds, it is one line (a traceback aside, on marked lines of its own): a path,
+model name or message with a line break cannot forge a record (`TextFormatter`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from service.core import request_state
+from service.core.escaping import log_text
+
+# Gunicorn logs its own start-up and shutdown lines under `gunicorn.error`, which reads like an
+# error; they are shown under plain `gunicorn`.
+_RENAMED_LOGGERS = {"gunicorn.error": "gunicorn"}
+
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "client",
+}
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds `request_id` and `client` to every record (`-` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.name = _RENAMED_LOGGERS.get(record.name, record.name)
+        state = request_state.current()
+        if state is not None:
+            record.request_id, record.client = state.id, state.client
+        else:
+            record.request_id = getattr(record, "request_id", "-")
+            record.client = getattr(record, "client", "-")
+        return True
+
+
+# `_aws` is the one private-looking extra kept: the metadata that makes the access line an EMF
+# document (service.ops.metrics).
+_KEPT_PRIVATE = {"_aws"}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in vars(record).items()
+        if k not in _STANDARD_ATTRS and (not k.startswith("_") or k in _KEPT_PRIVATE)
+    }
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+            "client": getattr(record, "client", "-"),
+        }
+        line.update(_extras(record))
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+# Starts each line of a traceback in the text format: a line that does not start with it is the
+# first line of a record, whatever a client or an exception message held.
+CONTINUATION = "  | "
+
+
+class TextFormatter(logging.Formatter):
+    """`<time> <LEVEL> [<request id> <client>] <logger>: <message> <extra>=<JSON>...`, one line per
+    record: the fields and the message (with its %s arguments: paths, model names, error messages)
+    go through `service.core.escaping.log_text`, so a client's line break or control character shows as
+    `\\n`, never as a new line; extras are JSON, escaped by nature. A traceback follows on lines of
+    their own, each escaped too and starting with CONTINUATION."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ids = f"{getattr(record, 'request_id', '-')} {getattr(record, 'client', '-')}"
+        text = (
+            f"{self.formatTime(record)} {record.levelname} [{log_text(ids)}] "
+            f"{log_text(record.name)}: {log_text(record.getMessage())}"
+        )
+        extras = _extras(record)
+        if extras:
+            text += " " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in extras.items())
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for more in (record.exc_text, record.stack_info and self.formatStack(record.stack_info)):
+            if more:
+                text += "".join(f"\n{CONTINUATION}{log_text(line)}" for line in more.splitlines())
+        return text
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()

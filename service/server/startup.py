@@ -1,0 +1,52 @@
+"""Checks made once, before the server listens, of configuration only the app can judge.
+
+Settings are checked when the gunicorn master reads its configuration (`service.server.config`). The
+client key store needs more: its secret may live in Secrets Manager, and the master must not load
+the app's libraries (every worker would inherit their memory). So `check_before_listening` forks
+one short-lived child that reads the store as a worker would; a problem stops the server with one
+line, before any worker starts, instead of once per worker followed by gunicorn's own tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from service.config.settings import Settings, SettingsError
+
+CONFIGURATION_ERROR = 2
+
+
+def check(settings: Settings) -> None:
+    """Raise SettingsError (one line) when the app could not start with `settings`."""
+    from service.config.secrets import SecretStore
+    from service.governance.auth import ClientKeys
+
+    secrets = SecretStore(
+        settings.source, settings.environment_type, settings.environment, ttl=settings.secrets_ttl
+    )
+    ClientKeys(secrets, settings).load_at_start(settings.environment_type)
+
+
+def check_before_listening(settings: Settings) -> None:
+    """Run `check` in a child process; exit with its one line when it fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: check, say what is wrong, and leave without running any exit handler
+        code = 0
+        try:
+            logging.disable(logging.CRITICAL)  # the workers log what they find; this only judges
+            check(settings)
+        except SettingsError as error:
+            print(f"aiproxy: configuration error: {error}", file=sys.stderr)
+            code = CONFIGURATION_ERROR
+        except BaseException as error:  # anything else is reported by the workers as they start
+            print(f"aiproxy: start-up check failed: {type(error).__name__}", file=sys.stderr)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == CONFIGURATION_ERROR:
+        sys.exit(CONFIGURATION_ERROR)
