@@ -78,7 +78,7 @@ def describe(commit: str) -> str:
     done = subprocess.run(
         ["git", "log", "-1", "--format=%h %s", commit], cwd=ROOT, capture_output=True, text=True
     )
-    return done.stdout.strip()[:90] or commit
+    return done.stdout.strip()[:90].rstrip(":;,. ") or commit
 
 
 def _figures(result: LoadResult, direct: LoadResult | None) -> dict[str, float | None]:
