@@ -73,9 +73,11 @@ lock: $(VENV)/.dev-deps
 	$(BIN)/pip-compile --quiet --no-emit-index-url --no-emit-find-links --annotation-style=line \
 		--strip-extras --output-file=requirements.txt requirements.in
 
-## Load the proxy with concurrent clients against a fake upstream and print a table.
+## Load the proxy (nginx upstream and wrk load when installed) and print a table (docs/benchmarks.md):
+## make bench BASELINE=<commit> runs that commit's proxy beside the current one, interleaved;
+## make bench ARGS="--all" runs every scenario, ARGS="--point-seconds 3" shorter points.
 bench: $(VENV)/.dev-deps
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(BASELINE),--baseline $(BASELINE)) $(ARGS)
 
 ## Measure AI grading accuracy on a labelled dataset (docs/accuracy-lab.md):
 ## make evaluate DATASET=path/to/dataset ARGS="--workers 8 --min-accuracy 0.75"

@@ -1,10 +1,15 @@
-"""`python -m bench`: start the fake upstream and the proxy, load both, print a table.
+"""`python -m bench`: start an upstream and the proxy, load both, print a table.
 
-Every scenario runs the same load twice: straight at the fake upstream ("direct") and through the
+Every scenario runs the same load twice: straight at the upstream ("direct") and through the
 proxy ("proxy"); the difference is what the proxy adds. Everything runs on 127.0.0.1, and every
-loop stops by itself (a duration or a fixed number of requests).
+loop stops by itself (a duration or a fixed number of requests). The default scenarios, the four
+points (chat-1, chat-50, stream-1, stream-50), use nginx as the upstream (bench/nginx.py) and wrk
+as the load (bench/wrk.py) when they are installed, so that the proxy is the bottleneck; the
+others use the Python fake and aiohttp clients.
 
-    python -m bench                              # every scenario, about two minutes
+    python -m bench                              # the four points, 10 s each, under two minutes
+    python -m bench --baseline main~3            # ... beside an older commit's proxy
+    python -m bench --all                        # every scenario, about five minutes
     python -m bench --scenario throughput --clients 100 --duration 20
     python -m bench --scenario streams --streams 2000 --stream-seconds 5
 """
@@ -21,9 +26,10 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench import bedrock, store
+from bench import baseline, bedrock, nginx, store, wrk
 from bench.load import LoadResult, measure, percentile
 from bench.processes import (
     cpu_seconds,
@@ -31,8 +37,10 @@ from bench.processes import (
     fake_process,
     fake_upstream,
     free_port,
+    peak_pss,
     peak_rss_mib,
     proxy_server,
+    proxy_settings,
 )
 from testbed.server import RunningServer
 
@@ -54,11 +62,36 @@ class Scenario:
     # each process, "store" in a shared Redis (bench/store.py).
     limits: bool = False
     model: str = "gpt-4o-mini"  # "fallback": a model group whose first deployment always answers 503
+    # One of the four points: nginx as the upstream and wrk as the load, when installed.
+    point: bool = False
+
+
+POINTS = ("chat-1", "chat-50", "stream-1", "stream-50")
+
+
+def points(args: argparse.Namespace) -> list[Scenario]:
+    """Whole and streamed chats (6 events) at 1 and 50 clients, `--point-seconds` each a path."""
+    return [
+        Scenario(
+            f"{kind}-{clients}",
+            f"{clients} client{'s' if clients > 1 else ''}, {'streamed' if stream else 'whole'} chat, "
+            f"{args.point_seconds:g} s a path in {args.point_rounds} rounds",
+            clients=clients,
+            stream=stream,
+            stream_chunks=2,  # the Python fake's stream then has nginx's 6 events
+            duration=args.point_seconds,
+            rounds=args.point_rounds,
+            point=True,
+        )
+        for kind, stream in (("chat", False), ("stream", True))
+        for clients in (1, 50)
+    ]
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     chunks = 10
     return [
+        *points(args),
         Scenario(
             "latency",
             f"1 client, non-streaming, upstream delay {args.delay * 1000:g} ms",
@@ -169,19 +202,45 @@ def body_for(scenario: Scenario) -> bytes:
 
 
 def ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+    """Milliseconds; to 0.01 ms under 10 ms, where a regression of 0.1 ms has to show."""
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.2f}" if abs(seconds) < 0.01 else f"{seconds * 1000:.1f}"
+
+
+@dataclass
+class Tools:
+    """What the four points run on: nginx or the Python fake, wrk or aiohttp."""
+
+    nginx: bool
+    wrk: bool
+    wrk_threads: int = 1
+
+    def describe(self) -> str:
+        upstream = "nginx (bench/nginx.py)" if self.nginx else "the Python fake (nginx not found)"
+        load = f"wrk, {self.wrk_threads} thread(s)" if self.wrk else "aiohttp clients (wrk not found)"
+        return f"the four points: upstream {upstream}, load {load}"
 
 
 def run_scenario(
-    scenario: Scenario, proxies: dict[str, RunningServer], upstream_port: int
+    scenario: Scenario, proxies: dict[str, RunningServer], upstream_port: int, tools: Tools | None = None
 ) -> dict[str, LoadResult]:
-    """`scenario` straight at the fake ("direct") and through each of `proxies` (path -> server)."""
-    with fake_upstream(
-        upstream_port,
-        delay=scenario.delay,
-        stream_pause=scenario.stream_pause,
-        stream_chunks=scenario.stream_chunks,
-    ) as upstream_url:
+    """`scenario` straight at the upstream ("direct") and through each of `proxies` (path ->
+    server). The upstream is nginx for the four points when `tools` says so, else the Python fake;
+    either listens on `upstream_port`, where the proxies send."""
+    runner: Callable[..., LoadResult] | None = None
+    if scenario.point and tools and tools.wrk:
+        runner = functools.partial(wrk.run_wrk, threads=tools.wrk_threads)
+    if scenario.point and tools and tools.nginx:
+        upstream = nginx.nginx_upstream(upstream_port)
+    else:
+        upstream = fake_upstream(
+            upstream_port,
+            delay=scenario.delay,
+            stream_pause=scenario.stream_pause,
+            stream_chunks=scenario.stream_chunks,
+        )
+    with upstream as upstream_url:
         body = body_for(scenario)
         targets = {
             "direct": (
@@ -198,7 +257,7 @@ def run_scenario(
         clocks = {
             path: functools.partial(cpu_seconds, server.process.pid) for path, server in proxies.items()
         }
-        return measure(scenario, targets, warm_body=warm_body, cpu_clocks=clocks)
+        return measure(scenario, targets, warm_body=warm_body, cpu_clocks=clocks, runner=runner)
 
 
 def cpu_ms(seconds: float | None) -> str:
@@ -322,9 +381,46 @@ def log_problems(log: str) -> collections.Counter:
     return found
 
 
+def point_verdicts(rows: list[tuple[Scenario, dict[str, LoadResult]]], pss: dict[str, float]) -> list[str]:
+    """The four points' checks (issue 27), and the PSS target."""
+    out = []
+
+    def check(ok: bool, text: str) -> None:
+        out.append(f"{'met   ' if ok else 'MISSED'}  {text}")
+
+    found = {scenario.name: results for scenario, results in rows if scenario.point}
+    for name, results in found.items():
+        errors = {path: result.error_count for path, result in results.items() if path != "direct"}
+        counts = ", ".join(f"{path} {count}" for path, count in errors.items())
+        check(not any(errors.values()), f"{name}: no errors ({counts})")
+    for name in ("chat-50", "stream-50"):
+        if name in found:
+            p50, p99 = (percentile(found[name]["proxy"].latencies, q) or 0.0 for q in (0.5, 0.99))
+            check(
+                p99 <= 5 * p50,
+                f"{name}: p99 at most 5 times p50: p99 {p99 * 1000:.1f} ms, p50 {p50 * 1000:.1f} ms",
+            )
+    if "stream-50" in found and "baseline" in found["stream-50"]:
+        old, new = found["stream-50"]["baseline"].rate, found["stream-50"]["proxy"].rate
+        check(new >= old, f"stream-50: at least the baseline's rate: {new:,.0f}/s against {old:,.0f}/s")
+    if "chat-1" in found and "baseline" in found["chat-1"]:
+        results = found["chat-1"]
+        direct = percentile(results["direct"].latencies, 0.5)
+        old, new = (percentile(results[path].latencies, 0.5) - direct for path in ("baseline", "proxy"))
+        check(
+            new <= old + 0.00005,
+            f"chat-1: added p50 at most the baseline's + 0.05 ms: {new * 1000:.3f} ms against "
+            f"{old * 1000:.3f} ms",
+        )
+    for path, mib in pss.items():
+        check(mib * MB_PER_MIB < 100, f"{path} PSS while serving under 100 MB: {megabytes(mib)}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     names = [
+        *POINTS,
         "latency",
         "throughput",
         "stream-throughput",
@@ -336,6 +432,16 @@ def main(argv: list[str] | None = None) -> int:
         "bedrock-stream",
     ]
     parser.add_argument("--scenario", action="append", choices=names, help="run only these (repeatable)")
+    parser.add_argument("--all", action="store_true", help="run every scenario (default: the four points)")
+    parser.add_argument(
+        "--baseline",
+        metavar="COMMIT",
+        help="also run that commit's proxy (in a temporary git worktree), interleaved, side by side",
+    )
+    parser.add_argument("--point-seconds", type=int, default=10, help="seconds a path of each point")
+    parser.add_argument("--no-nginx", action="store_true", help="the points' upstream: the Python fake")
+    parser.add_argument("--no-wrk", action="store_true", help="the points' load: aiohttp clients")
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk's threads (each a core)")
     parser.add_argument("--clients", type=int, help="concurrent clients (overrides each scenario's own)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per timed run")
     parser.add_argument("--requests", type=int, default=500, help="requests in the latency scenario")
@@ -344,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=5,
-        help="one-client scenarios and throughput-store: alternate the paths in N rounds",
+        help="the points, one-client scenarios and throughput-store: alternate the paths in N rounds",
     )
     parser.add_argument("--streams", type=int, default=1000, help="concurrent streams in 'streams'")
     parser.add_argument("--stream-seconds", type=float, default=10.0, help="length of each long stream")
@@ -352,14 +458,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    chosen = [s for s in scenarios(args) if not args.scenario or s.name in args.scenario]
+    if args.point_seconds < 1:
+        parser.error("--point-seconds must be at least 1")
+    if args.baseline and not baseline.resolve(args.baseline):
+        parser.error(f"--baseline: {args.baseline!r} is not a commit of this repository")
+    # wrk runs for whole seconds: the points' rounds divide their seconds.
+    args.point_rounds = max(r for r in range(1, args.rounds + 1) if args.point_seconds % r == 0)
+    chosen = [
+        s for s in scenarios(args) if (s.name in args.scenario if args.scenario else args.all or s.point)
+    ]
+    tools = Tools(
+        nginx=nginx.available() and not args.no_nginx,
+        wrk=wrk.available() and not args.no_wrk,
+        wrk_threads=args.wrk_threads,
+    )
 
     upstream_port = free_port()
     bedrock_port = free_port()
     load_before = os.getloadavg()[0]
     print(
         f"AI Proxy benchmark on {platform.node()} ({platform.machine()}, "
-        f"Python {platform.python_version()}); proxy workers: {args.workers}",
+        f"Python {platform.python_version()}); proxy workers: {args.workers}; {tools.describe()}",
         file=sys.stderr,
     )
     rows = []
@@ -368,14 +487,20 @@ def main(argv: list[str] | None = None) -> int:
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     with (
         fake_process("testbed.openai_upstream", free_port(), fail=503) as failing_url,
-        proxy_server(
-            upstream_url,
-            args.workers,
-            extra={**bedrock.proxy_settings(bedrock_port), **fallback_settings(failing_url)},
-        ) as proxy,
         contextlib.ExitStack() as later,
     ):
+        extra = {**bedrock.proxy_settings(bedrock_port), **fallback_settings(failing_url)}
+        proxy = later.enter_context(proxy_server(upstream_url, args.workers, extra=extra))
+        compared: dict[str, RunningServer] = {}  # the baseline's proxy, when asked for
+        if args.baseline:
+            tree = later.enter_context(baseline.worktree(args.baseline))
+            # Only the plain OpenAI settings: an older proxy may refuse the fallback group's.
+            settings = proxy_settings(upstream_url, args.workers)
+            compared["baseline"] = later.enter_context(baseline.baseline_proxy(tree, settings))
+            print(f"baseline: {baseline.describe(args.baseline)}", file=sys.stderr)
         idle_rss = current_rss_mib(proxy.process.pid)
+        servers = {"proxy": proxy, **compared}
+        pss = later.enter_context(peak_pss({name: server.process.pid for name, server in servers.items()}))
 
         def proxy_cpu() -> float:
             return cpu_seconds(proxy.process.pid)
@@ -393,10 +518,13 @@ def main(argv: list[str] | None = None) -> int:
                         )
                 rows.append((scenario, run_scenario(scenario, limited, upstream_port)))
             else:
-                rows.append((scenario, run_scenario(scenario, {"proxy": proxy}, upstream_port)))
+                # The baseline is measured where it knows the request: not the fallback's model group.
+                both = {**compared, "proxy": proxy} if scenario.model != FALLBACK_MODEL else {"proxy": proxy}
+                rows.append((scenario, run_scenario(scenario, both, upstream_port, tools)))
             peaks[scenario.name] = peak_rss_mib(proxy.process.pid)
         rss = peak_rss_mib(proxy.process.pid)
         problems = log_problems(proxy.log())
+        pss = dict(pss)
     print()
     print(table(rows, rss))
     so_far = ", ".join(f"{name} {mib:.0f}" for name, mib in peaks.items())
@@ -405,13 +533,21 @@ def main(argv: list[str] | None = None) -> int:
         f"Proxy RSS when idle after start-up: {idle_rss:.0f} MiB; "
         f"total run {time.monotonic() - started:.0f} s"
     )
+    print(
+        "Proxy PSS while serving (master + workers, shared pages counted once; the peak of samples "
+        "every 0.5 s; target < 100 MB): " + ", ".join(f"{name} {megabytes(mib)}" for name, mib in pss.items())
+    )
+    if compared:
+        print()
+        print(f"Side by side (baseline: {baseline.describe(args.baseline)}; current: this tree):")
+        print(baseline.side_by_side([(scenario.name, results) for scenario, results in rows]))
     # Other work on the machine skews every figure: say how busy it was.
     print(f"Load average (1 min) before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}")
     if problems:
         print("Proxy log warnings and errors (most frequent first):")
         print("\n".join(f"  {count} x {text}" for text, count in problems.most_common(5)))
     print()
-    print("\n".join(verdicts(rows, rss, peaks)))
+    print("\n".join(point_verdicts(rows, pss) + verdicts(rows, rss, peaks)))
     return 0
 
 

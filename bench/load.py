@@ -127,6 +127,7 @@ def measure(
     *,
     warm_body: bytes | None = None,
     cpu_clocks: dict[str, Callable[[], float]] | None = None,
+    runner: Callable[..., LoadResult] | None = None,
 ) -> dict[str, LoadResult]:
     """Run `scenario`'s load (its clients, and its duration or request count) at every target
     (path name -> URL, body, whether the answer streams); return each path's result.
@@ -140,6 +141,9 @@ def measure(
     rounds and alternates the targets within them (direct, proxy; then proxy, direct; ...), so a
     drift of the machine's speed during the run falls on every path alike instead of on whichever
     ran while the machine was slower.
+
+    `runner` runs the measured loads in place of `run_load` (same arguments; bench/wrk.py's for
+    a timed scenario); the warm-ups always use `run_load`.
     """
     for url, body, _ in targets.values():
         run_load(url, warm_body or body, clients=min(scenario.clients, 50), count=3)
@@ -155,7 +159,7 @@ def measure(
             print(f"  {scenario.name}: {path}{which} ...", file=sys.stderr, flush=True)
             clock = (cpu_clocks or {}).get(path)
             cpu_before = clock() if clock else 0.0
-            load = run_load(
+            load = (runner or run_load)(
                 url, body, clients=scenario.clients, stream=stream, duration=duration, count=count
             )
             if clock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -57,18 +58,22 @@ def fake_upstream(
     )
 
 
-@contextmanager
-def proxy_server(
-    upstream_url: str, workers: int, extra: dict[str, str] | None = None
-) -> Iterator[RunningServer]:
-    settings = {
+def proxy_settings(upstream_url: str, workers: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The benchmarked proxy's whole configuration."""
+    return {
         "OPENAI_BASE_URL": upstream_url,
         "OPENAI_API_KEY": "sk-bench-provider-key",
         "AIPROXY_WORKERS": str(workers),
         "LOG_FORMAT": "json",  # as deployed (infra_cdk/service_stack.py)
+        **(extra or {}),
     }
-    settings.update(extra or {})
-    with running_server(settings) as server:
+
+
+@contextmanager
+def proxy_server(
+    upstream_url: str, workers: int, extra: dict[str, str] | None = None
+) -> Iterator[RunningServer]:
+    with running_server(proxy_settings(upstream_url, workers, extra)) as server:
         yield server
 
 
@@ -103,6 +108,43 @@ def current_rss_mib(pid: int) -> float:
     return sum(_status_kib(p, "VmRSS") for p in process_tree(pid)) / 1024
 
 
+def pss_mib(pid: int) -> float:
+    """The server's proportional set size: the sum of `Pss` of its processes (smaps_rollup), in
+    which a page shared by the master and its forked workers counts once in all (each process a
+    share of it), where the sum of their RSS counts it in every process."""
+    kib = 0
+    for process in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{process}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    kib += int(line.split()[1])
+                    break
+        except OSError:
+            continue  # a worker that has just ended
+    return kib / 1024
+
+
+@contextmanager
+def peak_pss(pids: dict[str, int], every: float = 0.5) -> Iterator[dict[str, float]]:
+    """Sample `pss_mib` of each server (name -> master's pid) every `every` seconds in a thread
+    while the block runs; the yielded dict holds each one's peak so far, in MiB."""
+    peaks = {name: pss_mib(pid) for name, pid in pids.items()}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every):
+            for name, pid in pids.items():
+                peaks[name] = max(peaks[name], pss_mib(pid))
+
+    thread = threading.Thread(target=sample, name="pss-sampler", daemon=True)
+    thread.start()
+    try:
+        yield peaks
+    finally:
+        stop.set()
+        thread.join()
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user and system) used so far by every live thread of the server's process tree.
 
@@ -128,7 +170,10 @@ __all__ = [
     "current_rss_mib",
     "fake_upstream",
     "free_port",
+    "peak_pss",
     "peak_rss_mib",
     "proxy_server",
+    "proxy_settings",
+    "pss_mib",
     "started_process",
 ]
