@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     store = None
     if settings.redis_url:
         # redis-py, a sizeable library, is imported only by a server that has a store to talk to.
-        from service.governance.shared_limits import store_client
+        from service.store.client import store_client
 
         store = store_client(
             settings.redis_url, lambda: secrets.get(REDIS_AUTH), cluster=settings.redis_cluster

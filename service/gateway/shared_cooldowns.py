@@ -1,8 +1,8 @@
 """Cooldowns of model groups' deployments (`service.gateway.cooldowns`) shared by every process and task.
 
-A cooldown is also written to the shared limits store (one key per deployment, expiring with the
-cooldown), and the store's are read back every second in the background, so all processes pass
-over a failing deployment together and no request waits on the store for it.
+A cooldown is also written to the shared store (`service.store`: one key per deployment,
+expiring with the cooldown), and the store's are read back every second in the background, so
+all processes pass over a failing deployment together and no request waits on the store for it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import redis
 
 from service.gateway.cooldowns import Cooldowns
-from service.governance.shared_limits import STORE_ERRORS
+from service.store.client import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,27 @@ def instructions(name: str) -> list[str]:
     return [m[1].strip() for m in re.finditer(rf"^{name}\s+(.*)$", joined, re.MULTILINE)]
 
 
+def _ignore_pattern(glob: str) -> re.Pattern:
+    tokens = re.split(r"(\*\*/|\*\*|\*|\?)", glob.removeprefix("!").strip("/"))
+    wildcards = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(wildcards.get(token, re.escape(token)) for token in tokens))
+
+
+def in_build_context(path: str) -> bool:
+    """Whether `docker build` sends `path` (relative to the checkout) as .dockerignore says: the
+    last pattern that matches it, or one of the folders it is in, decides (`!` keeps)."""
+    folders = path.split("/")
+    prefixes = ["/".join(folders[:n]) for n in range(1, len(folders) + 1)]
+    kept = True
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            pattern = _ignore_pattern(line)
+            if any(pattern.fullmatch(prefix) for prefix in prefixes):
+                kept = line.startswith("!")
+    return kept
+
+
 def image_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for line in instructions("ENV"):
@@ -37,6 +58,20 @@ def test_image_basics():
     assert user not in ("root", "0")
     assert instructions("EXPOSE") == ["80"]
     assert image_env()["HOST"] == "0.0.0.0" and image_env()["PORT"] == "80"
+
+
+def test_the_build_context_holds_every_file_of_the_service_and_nothing_else():
+    shipped = [
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "service").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    # Not only modules: the store's Lua scripts, the shipped prices and samples are read at run time.
+    assert {"service/store/scripts/admit.lua", "service/config/data/prices.json"} <= set(shipped)
+    assert [path for path in shipped if not in_build_context(path)] == []
+    assert in_build_context("requirements.txt")
+    left_out = ["config.txt", ".venv/bin/python", "tests/unit/test_layout.py", "service/__pycache__/x.pyc"]
+    assert [path for path in left_out if in_build_context(path)] == []
 
 
 def test_image_command_is_make_run_command():

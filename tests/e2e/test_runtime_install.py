@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from testbed.server import ROOT, running_server
-from tests.e2e.test_container_command import image_env, instructions
+from tests.e2e.test_container_command import image_env, in_build_context, instructions
 
 
 def _install_commands() -> list[list[str]]:
@@ -37,11 +37,19 @@ def test_a_venv_from_the_runtime_lock_alone_serves(tmp_path: Path):
     app = tmp_path / "app"  # what the image holds: the lock file and the service package
     app.mkdir()
     shutil.copy(ROOT / "requirements.txt", app)
-    shutil.copytree(ROOT / "service", app / "service", ignore=shutil.ignore_patterns("__pycache__"))
+
+    def left_out(folder: str, names: list[str]) -> list[str]:
+        where = Path(folder).relative_to(ROOT)
+        return [name for name in names if not in_build_context((where / name).as_posix())]
+
+    shutil.copytree(ROOT / "service", app / "service", ignore=left_out)
     for command in _install_commands():
         subprocess.run([str(venv / "bin" / "python"), "-m", *command], cwd=app, check=True, timeout=500)
     # The lock file is complete: what it installed (without dependencies) needs nothing else.
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "check"], check=True, timeout=60)
+    # A server with a store loads redis-py and the store's Lua scripts (files, read at import).
+    store = "import service.governance.shared_limits, service.gateway.shared_cooldowns, service.store.client"
+    subprocess.run([str(venv / "bin" / "python"), "-c", store], cwd=app, check=True, timeout=60)
 
     [cmd] = instructions("CMD")
     args = json.loads(cmd)

@@ -36,7 +36,6 @@ SPLIT_PENDING = {
     "service/config/settings.py",
     "service/edge/openapi.py",
     "service/gateway/providers/openai_compatible.py",
-    "service/governance/shared_limits.py",
 }
 MAX_TOP_LEVEL_MODULES = 5
 

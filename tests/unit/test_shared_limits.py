@@ -9,7 +9,8 @@ import pytest
 
 from service.core.request_state import Usage
 from service.governance.limits import LimitExceeded, Limits, LocalLimiter
-from service.governance.shared_limits import SharedLimiter, keys, store_client
+from service.governance.shared_limits import SharedLimiter, keys
+from service.store.client import store_client
 from testbed.redis_server import RedisServer
 from tests.support.clock import Clock
 from tests.support.waiting import wait_until
