@@ -32,7 +32,7 @@ from service.core.errors import RequestRejected
 from service.gateway.cooldowns import Cooldowns
 from service.gateway.providers import Provider
 from service.gateway.providers.bedrock import BedrockProvider
-from service.gateway.providers.openai_compatible import OpenAICompatible
+from service.gateway.providers.openai import OpenAICompatible
 
 BEDROCK_PREFIXES = ("bedrock/", "bedrock.")
 DEFAULT_UPSTREAM = "openai"  # the name of the upstream at OPENAI_BASE_URL

@@ -14,7 +14,7 @@ from service.assessment.grader import assess
 from service.assessment.request import AssessmentRequest, read_request
 from service.assessment.samples import sample
 from service.core.errors import ProxyError
-from service.gateway.providers.openai_compatible import OpenAICompatible
+from service.gateway.providers.openai import OpenAICompatible
 from testbed.openai_upstream import Fail, Hang, Reply
 from testbed.server import free_port
 from tests.support.assessment import CONCEPTS, PROMPT, RUBRIC, tsv_answer

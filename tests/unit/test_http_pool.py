@@ -16,7 +16,14 @@ import time
 
 import pytest
 
-from service.gateway.providers.http_pool import OriginPool, TransportError
+from service.gateway.providers.http_pool import (
+    Broken,
+    ConnectFailed,
+    ConnectTimeout,
+    OriginPool,
+    ReadTimeout,
+    TransportError,
+)
 from tests.support.raw_http import RawConnection, RawServer
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -125,7 +132,7 @@ def test_an_answer_cut_before_its_end_is_an_error_at_once_never_a_partial_line(c
         with pytest.raises(TransportError) as caught:
             answer_.read_line()  # "par(t)" never comes back as if it were a whole line
         assert time.monotonic() - started < 1
-        assert (caught.value.kind, caught.value.reason) == ("broken", "the answer ended early")
+        assert (caught.type, caught.value.reason) == (Broken, "the answer ended early")
 
 
 @pytest.mark.parametrize("cut", CUT_ANSWERS.values(), ids=CUT_ANSWERS.keys())
@@ -140,7 +147,7 @@ def test_reading_a_cut_answer_whole_is_an_error_at_once(cut):
         with pytest.raises(TransportError) as caught:
             answer_.read()
         assert time.monotonic() - started < 1
-        assert caught.value.kind == "broken"
+        assert caught.type is Broken
 
 
 def test_silence_in_the_middle_of_a_body_is_a_read_timeout():
@@ -156,7 +163,7 @@ def test_silence_in_the_middle_of_a_body_is_a_read_timeout():
         with pytest.raises(TransportError) as caught:
             answer_.read_line()
         assert 0.25 < time.monotonic() - started < 2
-        assert caught.value.kind == "timeout"
+        assert caught.type is ReadTimeout
 
 
 # --- connection reuse -------------------------------------------------------------------------------
@@ -213,7 +220,7 @@ def test_a_refused_connection_is_a_connect_error():
         port = placeholder.getsockname()[1]  # nobody listens once it is closed
     with pytest.raises(TransportError) as caught:
         get(pool(f"http://127.0.0.1:{port}"))
-    assert caught.value.kind == "connect"
+    assert caught.type is ConnectFailed
 
 
 def test_a_connection_that_never_opens_is_a_connect_timeout():
@@ -230,7 +237,7 @@ def test_a_connection_that_never_opens_is_a_connect_timeout():
             started = time.monotonic()
             with pytest.raises(TransportError) as caught:
                 get(pool(server.url, connect_timeout=0.5))
-            assert caught.value.kind == "connect_timeout"
+            assert caught.type is ConnectTimeout
             assert time.monotonic() - started < 3
         finally:
             for filler in fillers:
@@ -244,7 +251,7 @@ def test_a_connection_closed_without_an_answer_is_broken_not_a_connect_error():
     with RawServer(hang_up) as server:
         with pytest.raises(TransportError) as caught:
             get(pool(server.url))
-        assert caught.value.kind == "broken"
+        assert caught.type is Broken
         assert caught.value.reason == "it closed the connection without an answer"
 
 
@@ -256,4 +263,4 @@ def test_no_answer_within_the_read_timeout_is_a_timeout_not_a_connect_timeout():
     with RawServer(silent) as server:
         with pytest.raises(TransportError) as caught:
             get(pool(server.url, read_timeout=0.3, connect_timeout=5))
-        assert caught.value.kind == "timeout"
+        assert caught.type is ReadTimeout

@@ -15,7 +15,9 @@ import pytest
 import trustme
 
 from service.core.errors import ProviderError, error_answer
-from service.gateway.providers.openai_compatible import OpenAICompatible, parse_retry_after, upstream_message
+from service.gateway.providers.openai import OpenAICompatible
+from service.gateway.providers.openai.errors import upstream_message
+from service.gateway.providers.openai.headers import parse_retry_after
 from service.governance.usage import ProviderCall
 from testbed.openai_upstream import Fail, FakeOpenAI, Hang, Reply, Stream
 from testbed.server import free_port

@@ -18,9 +18,9 @@ from flask import Blueprint
 from service.assessment.request import provider_key
 from service.core.errors import ProviderError, ProviderKeyMissing, RequestRejected
 from service.core.responses import ClientResponse
+from service.edge.forwarding import forwarded_headers
 from service.edge.routes.fields import request_fields
 from service.gateway.providers import RelayRequest
-from service.gateway.providers.openai_compatible import forwarded_headers
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 
 from service.core.responses import ClientResponse, JsonRoute, json_bytes
 from service.edge.bodies import BYTES_PER_TOKEN
+from service.edge.forwarding import forwarded_headers
 from service.gateway.fallback import first_answer
 from service.gateway.providers import RelayRequest
-from service.gateway.providers.openai_compatible import forwarded_headers
 from service.gateway.routing import Deployment, Router
 
 # The OpenAI-compatible POST routes relayed as they are (chat completions also route to Bedrock).

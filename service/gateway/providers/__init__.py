@@ -1,7 +1,7 @@
 """The providers that answer LLM requests, behind one interface.
 
-- `openai_compatible.OpenAICompatible`: any OpenAI-compatible HTTP upstream (OpenAI, Azure
-  OpenAI, vLLM, Ollama, ...), relayed byte for byte;
+- `openai.OpenAICompatible`: any OpenAI-compatible HTTP upstream (OpenAI, Azure OpenAI, vLLM,
+  Ollama, ...), relayed byte for byte, over `http_pool`'s pooled connections;
 - `bedrock.BedrockProvider`: Amazon Bedrock's Converse API, translated to and from the OpenAI
   chat shapes.
 

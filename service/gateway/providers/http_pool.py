@@ -29,12 +29,27 @@ _BLOCK_SIZE = 65536
 
 
 class TransportError(Exception):
-    """No complete answer. `kind`: connect_timeout, connect, timeout (reading), broken."""
+    """No complete answer; the subclass says what went wrong, `reason` in words."""
 
-    def __init__(self, kind: str, reason: str) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.kind = kind
         self.reason = reason
+
+
+class ConnectTimeout(TransportError):
+    """No connection within the connect timeout."""
+
+
+class ConnectFailed(TransportError):
+    """No connection: refused, no route, DNS, a TLS handshake or certificate error."""
+
+
+class ReadTimeout(TransportError):
+    """Connected, but no data within the read timeout."""
+
+
+class Broken(TransportError):
+    """The connection closed or the answer was not HTTP, before the answer was complete."""
 
 
 def _reason(error: BaseException) -> str:
@@ -102,16 +117,14 @@ class UpstreamResponse:
 def _transport_error(error: BaseException) -> TransportError:
     """What a failed send or read means, in words fit for the caller's error message."""
     if isinstance(error, TimeoutError):
-        return TransportError("timeout", "no data within the read timeout")
+        return ReadTimeout("no data within the read timeout")
     if isinstance(error, HTTPConnectionClosed):
-        return TransportError("broken", "it closed the connection without an answer")
+        return Broken("it closed the connection without an answer")
     if isinstance(error, HTTPParseError):
         # The parser's own text is a tuple of internals; "Incomplete response." is its one plain one.
         text = str(error)
-        return TransportError(
-            "broken", "the answer ended early" if "Incomplete" in text else "not an HTTP answer"
-        )
-    return TransportError("broken", _reason(error))
+        return Broken("the answer ended early" if "Incomplete" in text else "not an HTTP answer")
+    return Broken(_reason(error))
 
 
 class OriginPool:
@@ -158,9 +171,9 @@ class OriginPool:
         try:
             sock = pool.get_socket()  # a pooled connection, or a new one (all it can fail on)
         except TimeoutError as error:
-            raise TransportError("connect_timeout", _reason(error)) from None
+            raise ConnectTimeout(_reason(error)) from None
         except OSError as error:  # refused, no route, DNS, TLS handshake and certificate errors
-            raise TransportError("connect", _reason(error)) from None
+            raise ConnectFailed(_reason(error)) from None
         try:
             sock.sendall(data)
         except OSError as error:
