@@ -30,7 +30,8 @@ from lab.report import decimal, percent, write_outputs
 from lab.runner import Parameters, grade_all
 from lab.summary import build_summary
 from service.assessment.request import MAX_RESPONSES, MAX_TEMPERATURE
-from service.config.settings import SettingsError, load_settings
+from service.config.setting import SettingsError
+from service.config.settings import load_settings
 
 DEFAULT_OUTPUT = Path("evaluation-output")
 DEFAULT_CACHE = Path(".assessment-cache")

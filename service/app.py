@@ -20,7 +20,7 @@ from service.core.responses import ClientResponse
 from service.edge import openapi
 from service.edge.pipeline import RequestPipeline
 from service.edge.routes import assessment, limits, metrics, models, openai_api, status
-from service.gateway.routing import build_router, ranks_of
+from service.gateway.routing import build_router
 from service.governance.auth import ClientGate, ClientKeys
 from service.governance.limits import Limiter, LocalLimiter
 from service.ops.metrics import RequestMetrics
@@ -160,12 +160,7 @@ def _configured_models(settings: Settings) -> set[str]:
     return {
         settings.assessment_model,
         *settings.model_aliases,
-        *(
-            model
-            for value in settings.model_aliases.values()
-            for rank in ranks_of(value)
-            for model, _ in rank
-        ),
+        *(model for alias in settings.model_aliases.values() for model in alias.models),
         *(f"bedrock/{model}" for model in settings.bedrock_models),
     }
 

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 
+from service.config.setting import SettingsError
+
 _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _BEDROCK_REGION = re.compile(r"^(us|eu|apac|us-gov|global|jp|au|ca)\.")
 _PREFIX = "bedrock/"
@@ -54,6 +56,17 @@ def parse_prices(data: object, where: str) -> dict[str, Price]:
             values[field] = float(value)
         table[model] = Price(**values)
     return table
+
+
+def prices_setting(name: str, raw: str) -> dict[str, Price]:
+    """The prices of the setting `name` (AIPROXY_PRICES): JSON text in the shipped table's shape."""
+    if not raw:
+        return {}
+    try:
+        return parse_prices(json.loads(raw), name)
+    except ValueError as error:  # not JSON, or an entry that is not a price
+        message = str(error) if str(error).startswith(name) else f"{name} is not valid JSON"
+        raise SettingsError(message.splitlines()[0]) from None
 
 
 def shipped_prices() -> dict[str, Price]:

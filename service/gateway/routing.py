@@ -2,10 +2,10 @@
 
 A model name resolves to one or more deployments (a provider and the model id it knows):
 
-- an alias (AIPROXY_MODEL_ALIASES) stands for one model name, or for a model group: an ordered
-  list of ranks, tried in turn when one fails (`service.gateway.fallback`). A rank is a model, or a list of
-  models of equal rank, optionally weighted (`{"model": "azure/gpt-4o", "weight": 3}`), among which
-  the load is spread by weight;
+- an alias (AIPROXY_MODEL_ALIASES, parsed at start-up by `service.config.model_aliases`) stands
+  for one model name, or for a model group: ranks tried in turn when one fails
+  (`service.gateway.fallback`), each of models of equal rank among which the load is spread by
+  weight;
 - `bedrock/<model id>` (or `bedrock.<model id>`, as the original service's clients write it) is
   served by Amazon Bedrock;
 - `<name>/<model id>`, where `<name>` is an upstream configured in AIPROXY_UPSTREAMS, goes to that
@@ -26,8 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from service.config.model_aliases import ModelAlias
 from service.config.secrets import OPENAI_API_KEY, SecretStore, env_variable
-from service.config.settings import Settings, SettingsError, Upstream
+from service.config.setting import SettingsError
+from service.config.settings import Settings
+from service.config.upstreams import Upstream
 from service.core.errors import RequestRejected
 from service.gateway.cooldowns import Cooldowns
 from service.gateway.providers import Provider
@@ -66,23 +69,6 @@ def bedrock_model_id(model: str) -> str | None:
     return None
 
 
-def ranks_of(value: Any) -> tuple[tuple[tuple[str, float], ...], ...]:
-    """An alias's value (as AIPROXY_MODEL_ALIASES holds it) as ranks of (model, weight)."""
-
-    def target(item: Any) -> tuple[str, float]:
-        return (
-            (item.strip(), 1.0)
-            if isinstance(item, str)
-            else (item["model"].strip(), float(item.get("weight", 1)))
-        )
-
-    if isinstance(value, str):
-        return (((value, 1.0),),)
-    return tuple(
-        tuple(target(t) for t in rank) if isinstance(rank, list) else (target(rank),) for rank in value
-    )
-
-
 class Router:
     """Resolves model names to deployments, and remembers which deployments are cooling down.
     Built once per app (`build_router`)."""
@@ -93,14 +79,14 @@ class Router:
         default: Provider,
         bedrock: Provider,
         upstreams: Mapping[str, Provider] | None = None,
-        aliases: Mapping[str, Any] | None = None,
+        aliases: Mapping[str, ModelAlias] | None = None,
         overall_timeout: float = 300.0,
         strict_prefixes: bool = False,
     ) -> None:
         self.default = default
         self.bedrock = bedrock
         self.upstreams = dict(upstreams or {})
-        self.aliases = {name: ranks_of(value) for name, value in (aliases or {}).items()}
+        self.aliases = dict(aliases or {})
         self.cooldowns = Cooldowns(0)  # build_router sets the configured ones
         self.overall_timeout = overall_timeout  # a model group tries deployments within this
         self.strict_prefixes = strict_prefixes  # unknown `<name>/...` is a 400 (the default is OpenAI)
@@ -108,10 +94,10 @@ class Router:
         # somewhere); a request only orders them.
         self.groups = {
             name: [
-                [self.deployment(model, weight, where=f"alias {name!r}") for model, weight in rank]
-                for rank in ranks
+                [self.deployment(target.model, target.weight, where=f"alias {name!r}") for target in rank]
+                for rank in alias.ranks
             ]
-            for name, ranks in self.aliases.items()
+            for name, alias in self.aliases.items()
         }
 
     def deployments(self, model: str) -> list[Deployment]:
@@ -157,12 +143,12 @@ class Router:
         """OpenAI model objects for the aliases (GET /v1/models)."""
         return [
             {
-                "id": alias,
+                "id": name,
                 "object": "model",
                 "created": 0,
-                "owned_by": "alias of " + ", ".join(model for rank in ranks for model, _ in rank),
+                "owned_by": "alias of " + ", ".join(alias.models),
             }
-            for alias, ranks in self.aliases.items()
+            for name, alias in self.aliases.items()
         ]
 
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.config.secrets import CLIENT_API_KEYS, SecretStore, env_variable
-from service.config.settings import Settings, SettingsError
+from service.config.setting import SettingsError
+from service.config.settings import Settings
 from service.core import request_state
 from service.core.errors import Unauthenticated, Unavailable
 from service.governance import limits

@@ -19,7 +19,8 @@ import tempfile
 
 from gunicorn import glogging
 
-from service.config.settings import SettingsError, load_settings
+from service.config.setting import SettingsError
+from service.config.settings import load_settings
 from service.ops.logformat import RequestContextFilter, make_formatter
 
 try:

@@ -13,7 +13,8 @@ import logging
 import os
 import sys
 
-from service.config.settings import Settings, SettingsError
+from service.config.setting import SettingsError
+from service.config.settings import Settings
 
 CONFIGURATION_ERROR = 2
 

@@ -268,7 +268,7 @@ def test_a_group_may_mix_bedrock_and_upstreams(fake_openai, azure, bedrock):
 
 
 def test_an_alias_naming_an_unknown_upstream_stops_start_up(azure):
-    from service.config.settings import SettingsError
+    from service.config.setting import SettingsError
 
     with pytest.raises(SettingsError) as refused:
         make_app(

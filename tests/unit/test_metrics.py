@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from service.config.settings import SettingsError, load_settings
+from service.config.setting import SettingsError
+from service.config.settings import load_settings
 from service.core.request_state import RequestState
 from service.governance.limits import Admission, Limits
 from service.ops import metrics

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from service.config.model_aliases import ModelAlias, ModelTarget
 from service.config.secrets import SecretStore
-from service.config.settings import SettingsError
+from service.config.setting import SettingsError
 from service.gateway.routing import bedrock_model_id, build_router
 from tests.support.app import make_settings
 
@@ -37,7 +38,7 @@ def test_settings_read_aliases_and_bedrock_models():
         AIPROXY_MODEL_ALIASES=f'{{"claude": "{CLAUDE}"}}',
         AIPROXY_BEDROCK_MODELS="amazon.nova-lite-v1:0, bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
     )
-    assert settings.model_aliases == {"claude": CLAUDE}
+    assert settings.model_aliases == {"claude": ModelAlias(((ModelTarget(CLAUDE),),))}
     assert settings.bedrock_models == (
         "amazon.nova-lite-v1:0",
         "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
@@ -77,6 +78,15 @@ def test_a_group_is_ranks_tried_in_order_with_weights_within_a_rank():
     names = [d.name for d in router.deployments("grader")]
     assert set(names[:2]) == {"a/m1", "a/m2"} and names[2:] == ["bedrock/anthropic.x-v1:0", "openai/m3"]
     assert router.grouped() == {"a/m1", "a/m2", "bedrock/anthropic.x-v1:0", "openai/m3"}
+
+
+def test_a_group_is_parsed_once_into_ranks_of_weighted_models():
+    group = [[{"model": " a/m1 ", "weight": 3}, "a/m2"], " m3 "]
+    settings = make_settings(AIPROXY_MODEL_ALIASES=json.dumps({" grader ": group}))
+    assert settings.model_aliases == {
+        "grader": ModelAlias(((ModelTarget("a/m1", 3.0), ModelTarget("a/m2")), (ModelTarget("m3"),)))
+    }
+    assert settings.model_aliases["grader"].models == ["a/m1", "a/m2", "m3"]
 
 
 @pytest.mark.parametrize(

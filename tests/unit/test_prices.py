@@ -5,7 +5,7 @@ import json
 import pytest
 
 from service.config.prices import PriceTable, parse_prices, shipped_prices
-from service.config.settings import SettingsError
+from service.config.setting import SettingsError
 from tests.support.app import make_settings
 
 

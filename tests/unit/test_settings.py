@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from service.config.settings import SECRET_VARIABLES, SETTINGS, SettingsError, load_settings, read_config_file
+from service.config.config_file import read_config_file
+from service.config.setting import SettingsError
+from service.config.settings import SECRET_VARIABLES, SETTINGS, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
