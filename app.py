@@ -4,8 +4,8 @@
     cdk synth  -c environment_type=development -c branch=mybranch
     cdk deploy aiproxy-dev-mybranch -c environment_type=development -c branch=mybranch
 
-Defaults (no context) are the production pipeline of `main`; see infra_cdk/environments.py for
-every context key.
+Defaults (no context) are the production pipeline of `main`; infra_cdk/environments/context.py
+reads every context key (docs/deploying.md lists them).
 """
 
 import aws_cdk as cdk

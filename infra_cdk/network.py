@@ -43,7 +43,7 @@ class Network(Construct):
             self,
             "Vpc",
             availability_zones=list(availability_zones),
-            # Per environment type (environments.py): one per AZ in production, so tasks in
+            # Per environment type (environments/table.py): one per AZ in production, so tasks in
             # either AZ keep reaching the LLM provider when the other AZ fails; one shared
             # elsewhere, since each holds one of the region's few Elastic IPs.
             nat_gateways=min(nat_gateways, len(availability_zones)),

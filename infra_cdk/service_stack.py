@@ -249,7 +249,7 @@ class ServiceStack(Stack):
         )
 
 
-# The retention periods environments.py uses, by days (CloudWatch allows only fixed periods).
+# The retention periods environments/table.py uses, by days (CloudWatch allows only fixed periods).
 _RETENTION = {
     7: logs.RetentionDays.ONE_WEEK,
     30: logs.RetentionDays.ONE_MONTH,
