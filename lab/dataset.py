@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.assessment.fields import MAX_RESPONSES, MAX_TEMPERATURE
 from service.assessment.grades import CONVINCING_EVIDENCE, EXTENSIVE_EVIDENCE, GRADES
-from service.assessment.request import MAX_RESPONSES, MAX_TEMPERATURE
 from service.assessment.rubric import Rubric, RubricError, concept_key, csv_rows, parse_rubric
 
 # GRADES runs from best to worst; that order is the scale of the quadratic-weighted kappa.

@@ -29,7 +29,7 @@ from lab.provider import provider_for
 from lab.report import decimal, percent, write_outputs
 from lab.runner import Parameters, grade_all
 from lab.summary import build_summary
-from service.assessment.request import MAX_RESPONSES, MAX_TEMPERATURE
+from service.assessment.fields import MAX_RESPONSES, MAX_TEMPERATURE
 from service.config.setting import SettingsError
 from service.config.settings import load_settings
 

@@ -90,7 +90,7 @@ def test_grading_writes_a_usage_record_with_the_calling_client(server, fake):
 def heaviest_request() -> tuple[dict, list[str]]:
     """The most a request may ask of the grader (service.assessment.request's limits): every
     program and example full of comments to remove, the most rubric rows and answers."""
-    from service.assessment.request import MAX_CODE_CHARS, MAX_EXAMPLES, MAX_GRADED_CHARS, MAX_RUBRIC_ROWS
+    from service.assessment.fields import MAX_CODE_CHARS, MAX_EXAMPLES, MAX_GRADED_CHARS, MAX_RUBRIC_ROWS
 
     concepts = [f"Concept {number}" for number in range(MAX_RUBRIC_ROWS)]
     rubric = "Key Concept,Instructions\n" + "".join(f"{c},Look for it\n" for c in concepts)

@@ -167,6 +167,17 @@ def test_every_answer_invalid_is_a_502_listing_the_reasons(client, fake_openai):
     assert "answer 2: grade 'Maybe' of 'Functions'" in error["message"]
 
 
+@pytest.mark.parametrize(("remove", "sent"), [(1.0, "go();"), (0.0, "go(); // keep me")])
+def test_remove_comments_takes_json_1_0_and_0_0_as_its_documented_enum_0_1_does(
+    client, fake_openai, remove, sent
+):
+    # JSON Schema compares numbers by value: the document's `enum: [0, 1]` takes 1.0, so does the parser.
+    fake_openai.enqueue(Reply([tsv_answer(*NONE)]))
+    response = client.post("/assessment", json=fields(code="go(); // keep me", **{"remove-comments": remove}))
+    assert response.status_code == 200
+    assert fake_openai.requests[-1].body["messages"][-1]["content"].rstrip() == sent
+
+
 # --- the empty program -------------------------------------------------------------------------------
 
 

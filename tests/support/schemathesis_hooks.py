@@ -1,7 +1,7 @@
 """schemathesis's hooks for tests/e2e/test_openapi_conformance.py, loaded by `st` through
 tests/e2e/schemathesis.toml.
 
-- What it generates for the OpenAPI document's own string formats (service/edge/openapi.py): no JSON
+- What it generates for the OpenAPI document's own string formats (service/edge/openapi/): no JSON
   Schema says "readable CSV whose key concepts are all different", so these strategies write the
   valid values, and the document's patterns and types still decide what is invalid.
 - The one gap between a pattern and the server it accepts: `student-id` must be printable in

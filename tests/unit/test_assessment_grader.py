@@ -276,7 +276,7 @@ def test_numbers_of_thousands_of_digits_are_refused_naming_the_field_and_its_lim
 
 
 def test_number_text_up_to_its_length_limit_is_read():
-    from service.assessment.request import MAX_NUMBER_CHARS
+    from service.assessment.fields import MAX_NUMBER_CHARS
 
     assert request(num_responses="0" * (MAX_NUMBER_CHARS - 1) + "3").num_responses == 3
     assert request(temperature=" 0." + "5" * (MAX_NUMBER_CHARS - 2) + " ").temperature == pytest.approx(5 / 9)
