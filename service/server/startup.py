@@ -5,18 +5,24 @@ client key store needs more: its secret may live in Secrets Manager, and the mas
 the app's libraries (every worker would inherit their memory). So `check_before_listening` forks
 one short-lived child that reads the store as a worker would; a problem stops the server with one
 line, before any worker starts, instead of once per worker followed by gunicorn's own tracebacks.
+
+The port is checked too (`check_port_free`): the workers bind with SO_REUSEPORT, which would let a
+second server join one already listening on the port and take part of its connections.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import sys
 
 from service.config.setting import SettingsError
 from service.config.settings import Settings
 
 CONFIGURATION_ERROR = 2
+ADDRESS_IN_USE = 1
 
 
 def check(settings: Settings) -> None:
@@ -51,3 +57,34 @@ def check_before_listening(settings: Settings) -> None:
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) == CONFIGURATION_ERROR:
         sys.exit(CONFIGURATION_ERROR)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Exit with one line when another process already listens on `host`:`port`.
+
+    Each worker binds a socket of its own with SO_REUSEPORT (the kernel spreads connections over
+    them), and so could any other server's. A probe bound without SO_REUSEPORT fails where anyone
+    listens; with SO_REUSEADDR, as gunicorn's own sockets, closed connections in TIME_WAIT do not
+    count. Other failures (a host that does not resolve, a port not allowed) are left to the
+    workers, which report them as they bind.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError:
+        return
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return
+            shown = f"[{host}]" if ":" in host else host
+            print(
+                f"aiproxy: cannot listen on {shown}:{port}: another process is already listening there "
+                "(stop it, or set PORT to a free port)",
+                file=sys.stderr,
+            )
+            sys.exit(ADDRESS_IN_USE)

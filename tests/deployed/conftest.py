@@ -4,11 +4,6 @@
         .venv/bin/python -m pytest tests/deployed -n 0            # everything (integration)
     ... -m smoke                                                # the short check after production
 
-Without AIPROXY_URL every test here is skipped, with the reason.
+Without AIPROXY_URL every test here is skipped, with the reason. The `smoke` marker is registered
+in pyproject.toml with the others.
 """
-
-from __future__ import annotations
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "smoke: the quick check run after every deployment")

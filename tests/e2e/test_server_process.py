@@ -1,9 +1,14 @@
 """The real server process, started as `make run` starts it, over real HTTP."""
 
 import json
+import subprocess
+import time
 import urllib.request
+from urllib.parse import urlsplit
 
-from testbed.server import running_server
+import pytest
+
+from testbed.server import GUNICORN, ROOT, SERVER_ARGS, running_server, server_env, stop_process
 from tests.support.http import fetch
 
 
@@ -44,3 +49,35 @@ def test_real_server_reports_to_honeybadger_and_logs_json():
     assert "hb-e2e-key-000" not in server.log()
     access = [line for line in lines if line["logger"] == "service.access"]
     assert {line["request_id"] for line in access} >= {"e2e/test/error", "e2e/test/exception"}
+
+
+def test_a_second_server_on_a_port_already_served_stops_with_one_line(tmp_path):
+    with running_server() as first:
+        port = urlsplit(first.url).port
+        env = server_env({}, port)
+        env["PYTHONPATH"] = str(ROOT)
+        started = time.monotonic()
+        second = subprocess.Popen(
+            [GUNICORN, *SERVER_ARGS],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = second.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            stop_process(second, timeout=10)
+            pytest.fail(f"a second server kept running on port {port}, sharing it with the first")
+        assert time.monotonic() - started < 10
+        assert second.returncode != 0
+        assert stderr.strip().splitlines() == [
+            f"aiproxy: cannot listen on 127.0.0.1:{port}: another process is already listening there "
+            "(stop it, or set PORT to a free port)"
+        ]
+        assert "Traceback" not in stdout + stderr
+        for _ in range(20):  # the first server still answers every connection
+            with urllib.request.urlopen(first.url + "/", timeout=5) as response:
+                assert response.status == 200
