@@ -25,9 +25,15 @@ IMAGE_FILES = ("Dockerfile", "requirements.txt", "service")
 UNPRIVILEGED_PORT_SYSCTL = ecs.SystemControl(namespace="net.ipv4.ip_unprivileged_port_start", value="0")
 
 
+# Bytecode Python writes beside the sources (a test run, a local server): never in the image, and
+# never in the asset's hash, or every pipeline run after `make test` would build a new image.
+BYTECODE = ("**/__pycache__", "**/*.pyc")
+
+
 def image_asset_excludes() -> list[str]:
-    """Docker-ignore patterns that leave only IMAGE_FILES (plus .dockerignore's own rules)."""
-    return ["*", *(f"!{name}" for name in IMAGE_FILES)]
+    """Docker-ignore patterns that leave only IMAGE_FILES, less bytecode (plus .dockerignore's own
+    rules)."""
+    return ["*", *(f"!{name}" for name in IMAGE_FILES), *BYTECODE]
 
 
 class Compute(Construct):
