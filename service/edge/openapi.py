@@ -369,6 +369,51 @@ def _diagnostic(summary: str, responses: dict) -> dict:
     return {"get": {"summary": summary, "tags": ["Status"], "responses": {**_PIPELINE_ERRORS, **responses}}}
 
 
+# POST /v1/safety/check (service.edge.routes.safety, docs/safety.md): self-contained, one entry below.
+_SAFETY_CHECK = {
+    "post": {
+        "summary": "Check a text alone with a safety policy (the client's own, or one named)",
+        "tags": ["Client"],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["text"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "text": {"type": "string"},
+                            "role": {"type": "string", "enum": ["user", "assistant"], "default": "user"},
+                            "policy": {"type": "string"},
+                        },
+                    },
+                    "example": {"text": "Is this fine for class?", "role": "user"},
+                }
+            },
+        },
+        "responses": _responses(
+            _json(
+                "The verdict: which check flagged (if any), its details, and the personal data found",
+                {
+                    "type": "object",
+                    "required": ["flagged", "blocked_by", "details", "pii"],
+                    "properties": {
+                        "flagged": {"type": "boolean"},
+                        "blocked_by": {"type": ["string", "null"]},
+                        "details": {"type": "object"},
+                        "pii": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": ["email", "address", "phone"]},
+                        },
+                    },
+                },
+            )
+        ),
+    }
+}
+
+
 def build_document() -> dict[str, Any]:
     sample = _sample_route("Grade the sample program against the sample prompt and rubric")
     blank = _sample_route("Grade an empty program against the sample rubric (no LLM call)")
@@ -574,6 +619,7 @@ def build_document() -> dict[str, Any]:
                     "responses": _responses(_json("Model list"), _PROVIDER_ERRORS, _RELAYED),
                 }
             },
+            "/v1/safety/check": _SAFETY_CHECK,
             "/v1/limits": {
                 "get": {
                     "summary": "The calling client's own limits, what it has used of them, and what is left",
