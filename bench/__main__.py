@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench import baseline, bedrock, nginx, store, wrk
+from bench import baseline, bedrock, nginx, safety, store, wrk
 from bench.load import LoadResult, measure, percentile
 from bench.processes import (
     cpu_seconds,
@@ -61,6 +61,9 @@ class Scenario:
     # Two proxies with a client key store, side by side: "limits" counts the client's limits in
     # each process, "store" in a shared Redis (bench/store.py).
     limits: bool = False
+    # Three proxies whose client has no safety policy, blocklist and PII, and those with a judge
+    # (bench/safety.py).
+    safety: bool = False
     model: str = "gpt-4o-mini"  # "fallback": a model group whose first deployment always answers 503
     # One of the four points: nginx as the upstream and wrk as the load, when installed.
     point: bool = False
@@ -152,6 +155,26 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             duration=args.duration,
             rounds=args.rounds,
             limits=True,
+        ),
+        Scenario(
+            "latency-safety",
+            "as latency, the client with no safety policy, blocklist and PII, and those with a judge",
+            clients=args.clients or 1,
+            stream=False,
+            delay=args.delay,
+            count=args.requests,
+            rounds=args.rounds,
+            safety=True,
+        ),
+        Scenario(
+            "stream-safety",
+            "1 client, streamed chat, the same three policies (output checked in segments)",
+            clients=args.clients or 1,
+            stream=True,
+            delay=args.delay,
+            count=args.requests,
+            rounds=args.rounds,
+            safety=True,
         ),
         Scenario(
             "bedrock",
@@ -338,6 +361,14 @@ def verdicts(
             shared - local <= 0.0005,
             f"the shared store adds at most 0.5 ms to the added p50: {(shared - local) * 1000:+.2f} ms",
         )
+    if "latency-safety" in found:
+        _, results = found["latency-safety"]
+        plain, checked, judged = (percentile(results[p].latencies, 0.5) for p in safety.PATHS)
+        check(
+            checked - plain < 0.0003,
+            f"a blocklist-and-PII policy adds under 0.3 ms at the median: {(checked - plain) * 1000:+.2f} ms "
+            f"(with a judge: {(judged - plain) * 1000:+.2f} ms)",
+        )
     if "throughput-store" in found:
         _, results = found["throughput-store"]
         without, with_store = results["limits"].rate, results["store"].rate
@@ -428,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency-fallback",
         "latency-store",
         "throughput-store",
+        "latency-safety",
+        "stream-safety",
         "bedrock",
         "bedrock-stream",
     ]
@@ -506,10 +539,15 @@ def main(argv: list[str] | None = None) -> int:
             return cpu_seconds(proxy.process.pid)
 
         limited: dict[str, RunningServer] = {}  # the limits scenarios' proxies, started when first used
+        checked: dict[str, RunningServer] = {}  # the safety scenarios' proxies, likewise
         for scenario in chosen:
             print(f"{scenario.name}: {scenario.description}", file=sys.stderr, flush=True)
             if scenario.bedrock:
                 rows.append((scenario, bedrock.run_scenario(scenario, proxy.url, proxy_cpu, bedrock_port)))
+            elif scenario.safety:
+                if not checked:
+                    checked.update(later.enter_context(safety.safety_proxies(upstream_url, args.workers)))
+                rows.append((scenario, run_scenario(scenario, checked, upstream_port)))
             elif scenario.limits:
                 if not limited:
                     for path in ("limits", "store"):

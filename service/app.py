@@ -19,13 +19,16 @@ from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejecte
 from service.core.responses import ClientResponse
 from service.edge import openapi
 from service.edge.pipeline import RequestPipeline
-from service.edge.routes import assessment, limits, metrics, models, openai_api, status
+from service.edge.routes import assessment, limits, metrics, models, openai_api, safety, status
 from service.gateway.routing import build_router
 from service.governance.auth import ClientGate, ClientKeys
 from service.governance.limits import Limiter, LocalLimiter
 from service.ops.metrics import RequestMetrics
 from service.ops.observability import configure_logging, install_honeybadger
 from service.runtime import Runtime
+from service.safety.check import Services
+from service.safety.gate import SafetyGate
+from service.safety.policies import SafetyPolicies
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,9 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         settings.source, settings.environment_type, settings.environment, ttl=settings.secrets_ttl
     )
     keys = ClientKeys(secrets, settings)
-    keys.load_at_start(settings.environment_type)  # stops start-up when a store is required
+    key_store = keys.load_at_start(settings.environment_type)  # stops start-up when a store is required
+    policies = SafetyPolicies(secrets)
+    policies.load_at_start(key_store)  # stops start-up on a bad policy, or a client naming none defined
     store = None
     if settings.redis_url:
         # redis-py, a sizeable library, is imported only by a server that has a store to talk to.
@@ -69,13 +74,15 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         store = store_client(
             settings.redis_url, lambda: secrets.get(REDIS_AUTH), cluster=settings.redis_cluster
         )
+    router = build_router(settings, secrets, store)
     runtime = Runtime(
         settings=settings,
         secrets=secrets,
         keys=keys,
         limiter=build_limiter(settings, store),
-        router=build_router(settings, secrets, store),
+        router=router,
         prices=PriceTable({**shipped_prices(), **settings.prices}),
+        safety=SafetyGate(policies, Services(router, settings.source)),
     )
 
     app = ProxyApp(__name__)
@@ -107,7 +114,10 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     app.register_blueprint(assessment.blueprint(runtime))
     app.register_blueprint(limits.blueprint(runtime))
     app.register_blueprint(metrics.blueprint(settings.metrics_key))
-    relay_routes = openai_api.relay_routes(runtime.router)
+    relay_routes = {
+        **openai_api.relay_routes(runtime.router, runtime.safety),
+        safety.PATH: safety.SafetyCheckRoute(runtime.safety),
+    }
     app.wsgi_app = RequestPipeline(  # type: ignore[method-assign]
         app.wsgi_app,
         gate=ClientGate(keys),

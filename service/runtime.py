@@ -14,6 +14,7 @@ from service.config.settings import Settings
 from service.gateway.routing import Router
 from service.governance.auth import ClientKeys
 from service.governance.limits import Limiter
+from service.safety.gate import SafetyGate
 
 
 @dataclass(frozen=True)
@@ -24,3 +25,4 @@ class Runtime:
     limiter: Limiter  # client limits and budgets
     router: Router  # models to providers
     prices: PriceTable  # what calls cost (usage records, budgets)
+    safety: SafetyGate  # the clients' safety policies, applied (service.safety)

@@ -25,12 +25,18 @@ OPENAI_API_KEY = "openai_api_key"
 HONEYBADGER_API_KEY = "honeybadger_api_key"
 CLIENT_API_KEYS = "client_api_keys"
 REDIS_AUTH = "redis_auth"  # the shared limits store's password (AIPROXY_REDIS_URL)
+# Not in SECRET_NAMES: a deployment that uses safety policies creates this secret itself.
+SAFETY_POLICIES = "safety_policies"  # named safety policies (service.safety.policy)
 
 # Every secret the service reads; the CDK service stack creates exactly these.
 SECRET_NAMES: tuple[str, ...] = (HONEYBADGER_API_KEY, OPENAI_API_KEY, CLIENT_API_KEYS, REDIS_AUTH)
 
 # Secrets whose environment override is not simply the upper-cased name.
-_ENV_OVERRIDES = {CLIENT_API_KEYS: "AIPROXY_CLIENT_KEYS", REDIS_AUTH: "AIPROXY_REDIS_PASSWORD"}
+_ENV_OVERRIDES = {
+    CLIENT_API_KEYS: "AIPROXY_CLIENT_KEYS",
+    REDIS_AUTH: "AIPROXY_REDIS_PASSWORD",
+    SAFETY_POLICIES: "AIPROXY_SAFETY_POLICIES",
+}
 
 
 def secret_id(environment_type: str, environment: str, name: str) -> str:

@@ -32,6 +32,7 @@ SECRET_VARIABLES: dict[str, str] = {
     "HONEYBADGER_API_KEY": "enables Honeybadger error reports; else secret honeybadger_api_key",
     "AIPROXY_CLIENT_KEYS": "client key store as JSON (docs/client-keys.md); else secret client_api_keys",
     "AIPROXY_REDIS_PASSWORD": "password of the limits store (AIPROXY_REDIS_URL); else secret redis_auth",
+    "AIPROXY_SAFETY_POLICIES": "named safety policies as JSON (docs/safety.md); else secret safety_policies",
 }
 
 

@@ -56,6 +56,8 @@ class RequestState:
     error_kind: str | None = None  # the kind of the error answered, if one was (service.core.errors)
     client_socket: Any = None  # the client's connection, where the server hands it over
     prices: Any = None  # the app's price table (service.config.prices.PriceTable): usage records' cost
+    safety_policy: str | None = None  # the client's safety policy (service.safety), if it has one
+    safety_checks: list | None = None  # each safety check run: phase, check, result, ms (metrics)
 
     @property
     def route_name(self) -> str:

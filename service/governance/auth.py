@@ -3,9 +3,11 @@
 The key store is the JSON secret `client_api_keys` (or AIPROXY_CLIENT_KEYS):
 
     {"<client>": {"keys": ["<sha256 hex of a key>", ...], "rpm": 600, "max_concurrent": 50,
-                  "tpm": 200000, "budget_usd_per_day": 20, "budget_usd_per_month": 300}}
+                  "tpm": 200000, "budget_usd_per_day": 20, "budget_usd_per_month": 300,
+                  "safety": "students"}}
 
-(every field but `keys` optional; `service.governance.limits` says what each limit does).
+(every field but `keys` optional; `service.governance.limits` says what each limit does; `safety`
+names the client's safety policy, `service.safety`, which checks that the policy exists).
 
 Only hashes are stored, so the store itself cannot be used to call the proxy. A client may have
 several keys at once, which is how a key is rotated without downtime. The store is read through
@@ -44,7 +46,15 @@ AUTH_REQUIRED_IN = ("test", "production")
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RESERVED_NAMES = (request_state.ANONYMOUS,)  # what logs show for requests without a client
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-_ENTRY_FIELDS = ("keys", "rpm", "max_concurrent", "tpm", "budget_usd_per_day", "budget_usd_per_month")
+_ENTRY_FIELDS = (
+    "keys",
+    "rpm",
+    "max_concurrent",
+    "tpm",
+    "budget_usd_per_day",
+    "budget_usd_per_month",
+    "safety",
+)
 _MAX_LIMIT = 100000
 _MAX_TPM = 1_000_000_000
 _MAX_BUDGET = 10_000_000.0
@@ -71,6 +81,7 @@ class Client:
     name: str
     key_hashes: tuple[str, ...]
     limits: limits.Limits
+    safety: str | None = None  # the name of the client's safety policy (service.safety)
 
 
 class KeyStore:
@@ -153,6 +164,7 @@ def parse_key_store(raw: str, default_limits: limits.Limits) -> KeyStore:
                 budget_usd_per_day=_budget(entry, "budget_usd_per_day", where),
                 budget_usd_per_month=_budget(entry, "budget_usd_per_month", where),
             ),
+            safety=_policy_name(entry, where),
         )
     return KeyStore(clients)
 
@@ -161,6 +173,13 @@ def _limit(entry: dict[str, Any], field: str, default: int | None, where: str, h
     value = entry.get(field, default)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
         raise ValueError(f'{where}: "{field}" must be a whole number from 1 to {high:,}')
+    return value
+
+
+def _policy_name(entry: dict[str, Any], where: str) -> str | None:
+    value = entry.get("safety")
+    if value is not None and (not isinstance(value, str) or not CLIENT_NAME.match(value)):
+        raise ValueError(f'{where}: "safety" must name a safety policy (letters, digits, ".", "_", "-")')
     return value
 
 

@@ -8,7 +8,9 @@ exactly once, however the call ends, and adds what it used to the request's tota
 Fields (top-level keys in JSON format): request_id, client, route, model, deployment, status,
 stream, upstream_ms, latency_ms, first_token_ms (streams), prompt_tokens, completion_tokens,
 total_tokens, cost_usd (when the model has a price), estimated (true when the tokens are an
-estimate: a stream cut before the provider reported usage), and error (what went wrong, if anything).
+estimate: a stream cut before the provider reported usage), error (what went wrong, if anything),
+and purpose (`safety` for a call the proxy made to check the request: `service.safety`; such a
+call's tokens and cost count against the client, but the request's model stays the one it asked).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import logging
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from service.core import request_state, shutdown
@@ -25,6 +28,18 @@ log = logging.getLogger("service.usage")
 
 _USAGE_KEY = b'"usage"'
 _decoder = json.JSONDecoder()
+# Why the proxy itself makes the calls in progress (None: the client asked for them).
+_purpose: ContextVar[str | None] = ContextVar("aiproxy_usage_purpose", default=None)
+
+
+@contextmanager
+def purpose(name: str):
+    """Calls made within are recorded with `purpose: name` (the safety checks')."""
+    token = _purpose.set(name)
+    try:
+        yield
+    finally:
+        _purpose.reset(token)
 
 
 def normalise_usage(usage: Any) -> dict[str, int] | None:
@@ -100,6 +115,7 @@ class ProviderCall:
         self.usage: dict[str, int] | None = None
         self.content_events = 0  # streamed events seen, the estimate of a cut stream's output
         self.finished = False
+        self.purpose = _purpose.get()
 
     def sent_bytes(self) -> None:
         """Some of the answer has gone to the client (the first time: time to first token)."""
@@ -156,6 +172,8 @@ class ProviderCall:
                 fields["cost_usd"] = cost
         if error:
             fields["error"] = error
+        if self.purpose:
+            fields["purpose"] = self.purpose
         if state is not None:
             self._add_to(state.used, fields, prompt, completion, cost, error)
         log.info("usage %s %s %s", fields["route"], self.model or "-", status, extra=fields)
@@ -170,8 +188,6 @@ class ProviderCall:
         error: str | None,
     ) -> None:
         used.calls += 1
-        used.model = self.model or used.model
-        used.deployment = self.deployment or used.deployment
         used.prompt_tokens += prompt
         used.completion_tokens += completion
         if cost is not None:
@@ -179,6 +195,10 @@ class ProviderCall:
         elif prompt or completion:
             used.unpriced = True
         used.upstream_ms = (used.upstream_ms or 0.0) + fields["upstream_ms"]
+        if self.purpose:
+            return  # a check's call: the request's model, first token and outcome are its own call's
+        used.model = self.model or used.model
+        used.deployment = self.deployment or used.deployment
         if "first_token_ms" in fields and used.first_token_ms is None:
             used.first_token_ms = fields["first_token_ms"]
         used.error = error

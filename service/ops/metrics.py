@@ -14,6 +14,12 @@ directive has the `Environment` dimension:
     [Environment, Client], [Environment, Model]   PromptTokens, CompletionTokens, CostUSD
     [Environment, Client]              BudgetUsedPercent (clients with a budget)
     [Environment, ErrorKind]           Errors (failed requests)
+    [Environment]                      SafetyChecks.<phase>.<check>.<result> (Count) and
+                                       SafetyLatency.<phase>.<check> (Milliseconds), per safety
+                                       check the request ran (service.safety)
+
+A request's safety checks are also listed, without text, in its `Safety` member (phase, check,
+result, ms): one EMF document has one value per dimension, so the check is in the metric's name.
 
 A figure a request does not have (no provider call, not a stream, no price) is left out rather
 than written as 0, so it does not drag averages and percentiles down. The health check (`GET /`)
@@ -197,6 +203,12 @@ class RequestMetrics:
                 figures["CostUSD"] = used.cost_usd
         if used.first_token_ms is not None:
             figures["TimeToFirstToken"] = used.first_token_ms
+        if state.safety_checks:
+            figures["Safety"] = state.safety_checks
+            for entry in state.safety_checks:
+                counted = f"SafetyChecks.{entry['phase']}.{entry['check']}.{entry['result']}"
+                figures[counted] = figures.get(counted, 0) + 1
+                figures.setdefault(f"SafetyLatency.{entry['phase']}.{entry['check']}", []).append(entry["ms"])
         if state.admission is not None:
             percent = budget_used_percent(state.admission, figures.get("CostUSD", 0.0))
             if percent is not None:
@@ -238,5 +250,12 @@ def emf_document(figures: dict[str, Any]) -> dict[str, Any]:
         directives.append(directive([[env, "Client"]], ["BudgetUsedPercent"]))
     if "ErrorKind" in figures:
         directives.append(directive([[env, "ErrorKind"]], ["Errors"]))
+    if "Safety" in figures:
+        safety = [
+            {"Name": name, "Unit": "Count" if name.startswith("SafetyChecks.") else "Milliseconds"}
+            for name in figures
+            if name.startswith(("SafetyChecks.", "SafetyLatency."))
+        ]
+        directives.append({"Namespace": NAMESPACE, "Dimensions": [[env]], "Metrics": safety})
     # Timestamp: when the request ended, in milliseconds since the epoch (the spec's unit).
     return {"_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": directives}, **figures}

@@ -72,6 +72,19 @@ BUDGET_USED_PERCENT = Gauge(
     multiprocess_mode="mostrecent",
     registry=_registry,
 )
+SAFETY_CHECKS = Counter(
+    "aiproxy_safety_checks",
+    "Safety checks run, by phase (input, output), check and result (passed, flagged, redacted, error)",
+    ["phase", "check", "result"],
+    registry=_registry,
+)
+SAFETY_LATENCY = Histogram(
+    "aiproxy_safety_check_duration_seconds",
+    "Time one safety check took",
+    ["phase", "check"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=_registry,
+)
 
 
 def exposition() -> tuple[bytes, str]:
@@ -102,3 +115,6 @@ def count(figures: dict[str, Any]) -> None:
             COST_USD.labels(client, model).inc(figures["CostUSD"])
     if "BudgetUsedPercent" in figures:
         BUDGET_USED_PERCENT.labels(client).set(figures["BudgetUsedPercent"])
+    for check in figures.get("Safety", ()):
+        SAFETY_CHECKS.labels(check["phase"], check["check"], check["result"]).inc()
+        SAFETY_LATENCY.labels(check["phase"], check["check"]).observe(check["ms"] / 1000)

@@ -1,10 +1,11 @@
 """Checks made once, before the server listens, of configuration only the app can judge.
 
 Settings are checked when the gunicorn master reads its configuration (`service.server.config`). The
-client key store needs more: its secret may live in Secrets Manager, and the master must not load
-the app's libraries (every worker would inherit their memory). So `check_before_listening` forks
-one short-lived child that reads the store as a worker would; a problem stops the server with one
-line, before any worker starts, instead of once per worker followed by gunicorn's own tracebacks.
+client key store and the safety policies its clients name need more: their secrets may live in
+Secrets Manager, and the master must not load the app's libraries (every worker would inherit
+their memory). So `check_before_listening` forks one short-lived child that reads them as a worker
+would; a problem stops the server with one line, before any worker starts, instead of once per
+worker followed by gunicorn's own tracebacks.
 
 The port is checked too (`check_port_free`): the workers bind with SO_REUSEPORT, which would let a
 second server join one already listening on the port and take part of its connections.
@@ -29,11 +30,13 @@ def check(settings: Settings) -> None:
     """Raise SettingsError (one line) when the app could not start with `settings`."""
     from service.config.secrets import SecretStore
     from service.governance.auth import ClientKeys
+    from service.safety.policies import SafetyPolicies
 
     secrets = SecretStore(
         settings.source, settings.environment_type, settings.environment, ttl=settings.secrets_ttl
     )
-    ClientKeys(secrets, settings).load_at_start(settings.environment_type)
+    store = ClientKeys(secrets, settings).load_at_start(settings.environment_type)
+    SafetyPolicies(secrets).load_at_start(store)
 
 
 def check_before_listening(settings: Settings) -> None:

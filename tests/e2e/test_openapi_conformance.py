@@ -77,13 +77,18 @@ def provider(request: Recorded) -> Fail | Reply | Stream:
 
 @pytest.fixture(scope="module")
 def proxy():
-    store = json.dumps({"conformance": {"keys": [hash_key(KEY)], "rpm": 100_000, "max_concurrent": 1000}})
+    client = {"keys": [hash_key(KEY)], "rpm": 100_000, "max_concurrent": 1000, "safety": "students"}
+    store = json.dumps({"conformance": client})
+    # A policy of local checks only (no model asked): /v1/safety/check has one to apply, and the
+    # relayed routes go through its input check (a word no generated text holds).
+    policies = json.dumps({"students": {"input": [{"check": "blocklist", "words": ["zqxforbiddenzqx"]}]}})
     with FakeOpenAI() as fake:
         fake.responder = provider
         settings = {
             "OPENAI_BASE_URL": fake.url,
             "OPENAI_API_KEY": "sk-provider-key-0123456789",
             "AIPROXY_CLIENT_KEYS": store,
+            "AIPROXY_SAFETY_POLICIES": policies,
             # /metrics is on, with a key of its own: the client key schemathesis sends is refused.
             "AIPROXY_METRICS_KEY": "metrics-key-0123456789abcdef",
         }

@@ -23,6 +23,7 @@ LAYERS = [
     "governance",  # client keys, limits, budgets, usage records
     "keys",  # the operators' key tool: python -m service.keys
     "gateway",  # routing, fallback, streams, providers
+    "safety",  # student safety: policies, checks, PII, the stream filter
     "assessment",  # rubric grading
     "runtime",  # what the app holds
     "edge",  # the pipeline, bodies, routes, OpenAPI

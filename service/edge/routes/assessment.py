@@ -27,6 +27,11 @@ def blueprint(runtime: Runtime) -> Blueprint:
     default_model = runtime.settings.assessment_model
 
     def grade(request: AssessmentRequest) -> ClientResponse:
+        policy = runtime.safety.policy()
+        if policy is not None:  # the client's safety policy: personal data in the program stays here
+            code = runtime.safety.guard_code(policy, request.code)
+            if code is not request.code:
+                request = dataclasses.replace(request, code=code)
         grading = Grading(runtime.router, request.model, api_key=request.api_key)
         # An alias is graded, and reported in metadata.request, as the model it stands for.
         request = dataclasses.replace(request, model=grading.model)

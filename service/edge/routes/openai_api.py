@@ -7,7 +7,10 @@ proxy's hot path and need nothing of Flask's routing, Request and Response objec
 
 Each route resolves the body's `model` to its deployments (`service.gateway.routing`), relays the
 request to the first that answers (`service.gateway.fallback`) and names it in `x-aiproxy-deployment`.
-Bodies go to the provider as the client sent them, but for `model` when routing renamed it.
+Bodies go to the provider as the client sent them, but for `model` when routing renamed it, and
+for personal data when the client's safety policy redacts it. A client with a safety policy
+(`service.safety`) has its chat, completions and responses checked: the input before any provider
+is asked, the answer before the client gets it (a stream segment by segment).
 """
 
 from __future__ import annotations
@@ -20,19 +23,22 @@ from service.edge.forwarding import forwarded_headers
 from service.gateway.fallback import first_answer
 from service.gateway.providers import RelayRequest
 from service.gateway.routing import Deployment, Router
+from service.safety.gate import SafetyGate
 
 # The OpenAI-compatible POST routes relayed as they are (chat completions also route to Bedrock).
 PATHS = ("/chat/completions", "/embeddings", "/responses", "/completions", "/moderations")
 STREAMABLE = ("/chat/completions", "/completions", "/responses")
 NO_OUTPUT = ("/embeddings", "/moderations")
+CHECKED = STREAMABLE  # the routes a client's safety policy applies to (their input and output text)
 DEPLOYMENT_HEADER = "x-aiproxy-deployment"
 
 
 class RelayRoute(JsonRoute):
-    def __init__(self, path: str, router: Router) -> None:
+    def __init__(self, path: str, router: Router, safety: SafetyGate | None = None) -> None:
         self.path = path
         self.router = router
         self.generates = path not in NO_OUTPUT
+        self.safety = safety if path in CHECKED else None
 
     def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
         model = body.get("model")
@@ -41,6 +47,12 @@ class RelayRoute(JsonRoute):
         else:
             deployments = [Deployment(self.router.default, model)]  # the upstream says what is wrong
         stream = body.get("stream") is True and self.path in STREAMABLE
+        gate = self.safety
+        policy = gate.policy() if gate is not None else None
+        if gate is not None and policy is not None:
+            checked = gate.guard_input(policy, self.path, body, stream=stream)
+            if checked is not body:  # personal data redacted: the provider gets the new body
+                body, raw = checked, json_bytes(checked)
         headers = forwarded_headers(environ)
         query = environ.get("QUERY_STRING", "")
 
@@ -64,8 +76,11 @@ class RelayRoute(JsonRoute):
 
         deployment, answer = first_answer(self.router, deployments, attempt)
         answer.headers.append((DEPLOYMENT_HEADER, deployment.name))
+        if gate is not None and policy is not None:
+            guard = gate.guard_stream if stream else gate.guard_answer
+            guard(policy, self.path, answer, body)
         return answer
 
 
-def relay_routes(router: Router) -> Mapping[str, JsonRoute]:
-    return {"/v1" + path: RelayRoute(path, router) for path in PATHS}
+def relay_routes(router: Router, safety: SafetyGate | None = None) -> Mapping[str, JsonRoute]:
+    return {"/v1" + path: RelayRoute(path, router, safety) for path in PATHS}

@@ -1,0 +1,145 @@
+"""The text in OpenAI-shaped requests and answers: what is checked, redacted, or emptied.
+
+Requests: chat `messages` (string content and `text` parts), completions' `prompt`, and the
+Responses API's `input` and `instructions`. What the input checks read is what the user wrote
+(the `user` messages, the prompt, the input); personal data is redacted from everything the
+client sends. Answers: each choice's message content (chat), text (completions), or the output
+text of a Responses answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+CHAT, COMPLETIONS, RESPONSES = "/chat/completions", "/completions", "/responses"
+
+
+def _content_texts(content: Any) -> Iterator[str]:
+    if isinstance(content, str):
+        yield content
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                yield part["text"]
+
+
+def _rewrite_content(content: Any, change: Callable[[str], str]) -> Any:
+    if isinstance(content, str):
+        return change(content)
+    if isinstance(content, list):
+        return [
+            {**part, "text": change(part["text"])}
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            else part
+            for part in content
+        ]
+    return content
+
+
+def _items(body: dict, path: str) -> list:
+    field = "messages" if path == CHAT else "input"
+    items = body.get(field)
+    return items if isinstance(items, list) else []
+
+
+def user_text(path: str, body: dict) -> str:
+    """What the input checks read: the user's words, joined by blank lines."""
+    found: list[str] = []
+    if path == COMPLETIONS:
+        prompt = body.get("prompt")
+        found += [prompt] if isinstance(prompt, str) else [p for p in prompt or () if isinstance(p, str)]
+    elif path == RESPONSES and isinstance(body.get("input"), str):
+        found.append(body["input"])
+    else:
+        for item in _items(body, path):
+            if isinstance(item, dict) and item.get("role", "user") == "user":
+                found += _content_texts(item.get("content"))
+    return "\n\n".join(text for text in found if text)
+
+
+def every_text(path: str, body: dict) -> Iterator[str]:
+    """Every text the client sends (what PII redaction covers)."""
+    for field in ("prompt", "input", "instructions"):
+        value = body.get(field)
+        if isinstance(value, str):
+            yield value
+        elif field == "prompt" and isinstance(value, list):
+            yield from (p for p in value if isinstance(p, str))
+    for item in _items(body, path):
+        if isinstance(item, dict):
+            yield from _content_texts(item.get("content"))
+
+
+def rewritten(path: str, body: dict, change: Callable[[str], str]) -> dict:
+    """`body` with `change` applied to every text the client sends (a new object; `body` is kept)."""
+    new = dict(body)
+    for field in ("prompt", "input", "instructions"):
+        value = body.get(field)
+        if isinstance(value, str):
+            new[field] = change(value)
+        elif field == "prompt" and isinstance(value, list):
+            new[field] = [change(p) if isinstance(p, str) else p for p in value]
+    items = _items(body, path)
+    if items:
+        new["messages" if path == CHAT else "input"] = [
+            {**item, "content": _rewrite_content(item.get("content"), change)}
+            if isinstance(item, dict) and "content" in item
+            else item
+            for item in items
+        ]
+    return new
+
+
+def answer_texts(path: str, data: dict) -> list[str]:
+    """The generated text of a whole answer, one string per choice (or output)."""
+    if path == RESPONSES:
+        return [
+            part["text"]
+            for item in data.get("output") or ()
+            if isinstance(item, dict)
+            for part in item.get("content") or ()
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        ]
+    texts = []
+    for choice in data.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        if path == CHAT:
+            message = choice.get("message")
+            texts += _content_texts(message.get("content")) if isinstance(message, dict) else ()
+        elif isinstance(choice.get("text"), str):
+            texts.append(choice["text"])
+    return texts
+
+
+def emptied(path: str, data: dict) -> dict:
+    """A refused whole answer: its text gone, ended as Azure OpenAI ends a filtered one."""
+    if path == RESPONSES:
+        reason = {"reason": "content_filter"}
+        return {**data, "output": [], "status": "incomplete", "incomplete_details": reason}
+    choices = []
+    for choice in data.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        choice = {**choice, "finish_reason": "content_filter"}
+        if path == CHAT and isinstance(choice.get("message"), dict):
+            # Nothing generated goes out: no tool call either (its arguments were not checked).
+            message = {k: v for k, v in choice["message"].items() if k not in ("tool_calls", "function_call")}
+            choice["message"] = {**message, "content": ""}
+        else:
+            choice["text"] = ""
+        choices.append(choice)
+    return {**data, "choices": choices}
+
+
+def delta_text(event: dict) -> str:
+    """The text a streamed chat or completions chunk adds (every choice's)."""
+    parts = []
+    for choice in event.get("choices") or ():
+        if isinstance(choice, dict):
+            delta = choice.get("delta")
+            value = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+            if isinstance(value, str):
+                parts.append(value)
+    return "".join(parts)
