@@ -216,6 +216,31 @@ def test_a_connection_is_reused_once_its_answer_was_read_to_the_end(read):
         assert [len(c.requests) for c in server.connections] == [3]
 
 
+CLOSING_ANSWERS = {
+    "until close": HEAD + b"\r\none\ntwo\n",
+    "Connection: close": HEAD + b"Connection: close\r\nContent-Length: 8\r\n\r\none\ntwo\n",
+    "HTTP/1.0": b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\none\ntwo\n",
+}
+
+
+@pytest.mark.parametrize("closing", CLOSING_ANSWERS.values(), ids=CLOSING_ANSWERS.keys())
+def test_an_answer_that_ends_its_connection_is_read_whole_and_the_next_request_gets_a_new_one(closing):
+    def answer(connection: RawConnection) -> None:
+        connection.read_request()
+        connection.send(closing)
+        connection.wait_for_eof(5)  # a connection the client kept would stay open here
+
+    with RawServer(answer) as server:
+        origin = pool(server.url)
+        for _ in range(2):
+            answer_ = get(origin)
+            if b"Content-Length" not in closing:
+                server.connections[-1].sock.shutdown(socket.SHUT_WR)  # the body ends with the close
+            assert answer_.read() == b"one\ntwo\n"
+            answer_.close()
+        assert len(server.connections) == 2
+
+
 def test_an_answer_closed_before_its_end_closes_its_connection_and_the_next_request_gets_a_new_one():
     saw_eof = threading.Event()
 
