@@ -8,8 +8,8 @@ so a stream's last log lines still name their request.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,4 +91,5 @@ def end(token: Token) -> None:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    # 32 random hex digits, as uuid4().hex gave, without building a UUID object per request.
+    return os.urandom(16).hex()

@@ -13,17 +13,18 @@ one pattern where each character is itself or any escape of it behind any number
 (a few more spellings than JSON allows, which only blanks more). Plain text is matched by the
 same pattern. The common case costs two substring scans: no backslash and no key, nothing to do.
 
-A stream adds one more way: the key split across events, which the client joins
-(`"...sk-ab"` then `"cd..."`). `EventRedactor` decodes an event only when it may matter (a
+A stream adds one more way: the key split across events, which the client joins (`"...sk-ab"` then
+`"cd..."`). `EventRedactor` takes the whole events of one upstream read together (`feed_events`:
+in the common case, two scans of the read), and decodes an event only when it may matter (a
 backslash, the key, a string that ends with the start of the key, or a key start still open), and
 for each accumulating string (content, arguments...) keeps the end of its text that could begin
 the key. Events holding such an end are held back, not sent, until the following text at the same
 place shows whether the key completes: if it does, the key's pieces are blanked in every held
-event (the first piece becomes `[FILTERED]`); if not, the events go out unchanged. Events are never
-reordered, and text never moves between events, so a false alarm changes nothing but a short
+event (the first piece becomes `[FILTERED]`); if not, the events go out unchanged. Events are
+never reordered, and text never moves between events, so a false alarm changes nothing but a short
 delay of the event that ended with the key's first characters. (Blanking only the part of the key
-in the later event, with a tail of the text before it, would leave the earlier part, up to all
-of the key but its last character, with the client.)
+in the later event, with a tail of the text before it, would leave the earlier part, up to all of
+the key but its last character, with the client.)
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
+
+from service.gateway.sse import split_events
 
 FILTERED = "[FILTERED]"
 # Shorter "keys" would blank ordinary words; real provider keys are long.
@@ -184,12 +187,24 @@ class EventRedactor:
         self._held: deque[_Event] = deque()
         self._open: dict[tuple, _OpenStart] = {}
 
+    def feed_events(self, data: bytes) -> bytes:
+        """What can go out now that `data` (one or more whole events) came, in one piece."""
+        redactor = self._redactor
+        data = redactor.bytes(data)
+        if not self._open and not redactor.may_open_key(data):
+            return data  # the common case: nothing held, nothing that could begin the key
+        return b"".join(sent for frame in split_events(data) for sent in self._feed(frame))
+
     def feed(self, frame: bytes) -> list[bytes]:
         """The events that can go out now that `frame` came (none, it, or held ones and it)."""
         redactor = self._redactor
         frame = redactor.bytes(frame)
         if not self._open and not redactor.may_open_key(frame):
             return [frame]  # the common case: nothing held, nothing that could begin the key
+        return self._feed(frame)
+
+    def _feed(self, frame: bytes) -> list[bytes]:
+        """`feed` for a frame already redacted whole."""
         event = _Event(frame, _event_data(frame))
         if event.data is not None:
             self._walk(event, event.data, ())

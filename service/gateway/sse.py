@@ -2,11 +2,12 @@
 
 One helper serves every streaming route, whichever provider streams:
 
-- Providers hand over whole events only (an OpenAI-compatible upstream's stream is read line by
-  line and cut into events at blank lines), so when an upstream dies in the middle of an event, the
-  partial event is dropped and the error event that follows starts on an event boundary: every SDK
-  then raises its API error class, never a JSON decoding error.
-- `relay_events` yields the events, writes an error event (`data: {"error": ...}`) when the
+- Providers hand over whole events only, one or several in a piece (an OpenAI-compatible
+  upstream's stream: the whole events of one upstream read, cut at the last blank line; a partial
+  event waits for the next read), so when an upstream dies in the middle of an event, the partial
+  event is dropped and the error event that follows starts on an event boundary: every SDK then
+  raises its API error class, never a JSON decoding error.
+- `relay_events` yields each piece in one write, writes an error event (`data: {"error": ...}`) when the
   provider fails mid-stream, and always closes the provider's stream and records the call
   (`service.governance.usage.ProviderCall`), whether the stream ended, failed, or the client went away.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 from collections.abc import Callable, Iterator
 
@@ -40,6 +42,8 @@ DONE = b"data: [DONE]\n\n"
 STREAM_HEADERS = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))
 EVENT_STREAM = "text/event-stream; charset=utf-8"
 _CUT_MESSAGE = "The server is shutting down and ended this stream before its end; send the request again."
+# A blank line ends an event; lines end with LF or CRLF.
+_EVENT_END = re.compile(rb"\n\r?\n")
 
 
 def event(data: dict) -> bytes:
@@ -61,6 +65,30 @@ def event_data(frame: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def whole_events_end(data: bytes) -> int:
+    """Where the whole events at the start of `data` end (after its last blank line); 0 if none."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+
+
+def split_events(data: bytes) -> list[bytes]:
+    """The events of `data` (whole events), each with its blank line."""
+    events = []
+    start = 0
+    for end in _EVENT_END.finditer(data):
+        events.append(data[start : end.end()])
+        start = end.end()
+    if start < len(data):
+        events.append(data[start:])
+    return events
+
+
+def event_count(data: bytes) -> int:
+    """How many events `data` (whole events) holds."""
+    return data.count(b"\n\n") + data.count(b"\n\r\n")
+
+
 class ClientGone(Exception):
     """The client closed its connection while its stream waited on the provider."""
 
@@ -80,7 +108,8 @@ def relay_events(
     call: ProviderCall,
     close: Callable[[], None],
 ) -> Iterator[bytes]:
-    """Yield `frames` (whole events) to the client, ending a failed stream with an error event.
+    """Yield `frames` (each one or more whole events) to the client, each in one write, ending a
+    failed stream with an error event.
 
     However the stream ends, `close()` runs and the call is recorded once: complete, failed (with
     the error's kind) or cut by the client.
@@ -100,7 +129,7 @@ def relay_events(
             finally:
                 _waiting.discard(greenlet)
             call.sent_bytes()
-            call.content_events += 1
+            call.content_events += event_count(frame)
             yield frame
     except ProxyError as error:
         # The status line has gone out already; an error event tells SDKs the stream failed

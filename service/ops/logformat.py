@@ -60,6 +60,10 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+# One encoder for every line (json.dumps with `default` builds a new one per call).
+_ENCODER = json.JSONEncoder(default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -73,7 +77,7 @@ class JsonFormatter(logging.Formatter):
         line.update(_extras(record))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return _ENCODER.encode(line)
 
 
 # Starts each line of a traceback in the text format: a line that does not start with it is the

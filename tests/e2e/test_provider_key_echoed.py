@@ -136,14 +136,22 @@ def scripted(connection: RawConnection, status: int, body: bytes | list[bytes]) 
     )
 
 
-def split_stream(connection: RawConnection) -> None:
-    """The key across three events, the middle one cut inside the key across two TCP writes."""
+def split_stream(connection: RawConnection, writes: str) -> None:
+    """The key across three events, the middle one cut inside the key; `writes` says how the
+    upstream writes them: each piece on its own ("apart"), all three events in one write
+    ("together"), or the first event and the middle's first part in one, the rest in another
+    ("overlapping")."""
     connection.send(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     first, middle, last = raw_event("Your key is " + KEY[:5]), raw_event(KEY[5:20]), raw_event(KEY[20:] + ".")
     cut = middle.index(KEY[5:20].encode()) + 7
-    connection.send(chunk(first), chunk(middle[:cut]), chunk(middle[cut:]), chunk(last), pause=0.2)
+    pieces = {
+        "apart": (chunk(first), chunk(middle[:cut]), chunk(middle[cut:]), chunk(last)),
+        "together": (chunk(first) + chunk(middle) + chunk(last),),
+        "overlapping": (chunk(first) + chunk(middle[:cut]), chunk(middle[cut:]) + chunk(last)),
+    }[writes]
+    connection.send(*pieces, pause=0.2)
     connection.send(chunk(FINISH) + chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
 
 
@@ -163,8 +171,8 @@ def echo(connection: RawConnection) -> None:
         marker = next((marker for marker in SCRIPTED if marker in request), None)
         if marker is not None:
             scripted(connection, *SCRIPTED[marker]())
-        elif b"stream-split" in request:
-            split_stream(connection)
+        elif split := re.search(rb"stream-split-(\w+)", request):
+            split_stream(connection, split.group(1).decode())
         elif b'"stream": true' in request or b'"stream":true' in request:
             connection.send(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
@@ -276,10 +284,14 @@ def test_a_stream_spelling_the_key_with_escapes_never_shows_it(server):
     assert_no_key_in(server.log())
 
 
-def test_the_key_split_across_events_and_reads_never_reaches_the_joined_content(server):
+@pytest.mark.parametrize("writes", ["apart", "together", "overlapping"])
+def test_the_key_split_across_events_and_reads_never_reaches_the_joined_content(server, writes):
+    # The relay handles the whole events of one upstream read together: the key's pieces may come
+    # in one read, in several, or straddle them.
+    content = f"stream-split-{writes}"
     with openai.OpenAI(base_url=server.url + "/v1", api_key="client-key", max_retries=0, timeout=20) as sdk:
         stream = sdk.chat.completions.create(
-            model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "stream-split"}]
+            model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": content}]
         )
         joined = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert joined == "Your key is [FILTERED]."

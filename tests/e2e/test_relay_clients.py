@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import time
 import urllib.request
 
@@ -13,6 +14,8 @@ import openai
 import pytest
 
 from testbed.openai_upstream import Fail, Reply, Stream
+from testbed.server import running_server
+from tests.support.raw_http import RawConnection, RawServer
 from tests.support.waiting import wait_until
 
 KEY = "sk-provider-relay-clients-7Q2W"
@@ -116,8 +119,80 @@ def test_a_client_that_did_not_ask_for_usage_gets_none_of_it(server, fake):
     # `"usage": null` an upstream adds to every other chunk once it was asked.
     body = raw_stream(server, {"model": "gpt-4o-mini", "messages": [], "stream": True})
     assert b"usage" not in body
-    assert body.count(b'"finish_reason":"stop"') == 1
+    chunks = [json.loads(event.removeprefix(b"data: ")) for event in body.split(b"\n\n")[:-2]]
+    # Every chunk but the usage one, whole: the role, the content, the finish.
+    assert [chunk["choices"][0]["finish_reason"] for chunk in chunks][-1] == "stop"
+    assert all(chunk["object"] == "chat.completion.chunk" and chunk["choices"] for chunk in chunks)
+    assert body.endswith(b"data: [DONE]\n\n")
     assert fake.requests[-1].body["stream_options"] == {"include_usage": True}
+
+
+# --- what one upstream read brings, in one write --------------------------------------------------
+
+
+def chunk_event(n: int) -> bytes:
+    delta = b'{"index":0,"delta":{"content":"%d"}}' % n
+    return b'data: {"object":"chat.completion.chunk","choices":[' + delta + b"]}\n\n"
+
+
+def in_chunks(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def three_then_a_partial(connection: RawConnection) -> None:
+    """Three events and the start of a fourth in one write; the rest 0.5 s later."""
+    connection.read_request()
+    connection.send(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    fourth = chunk_event(4)
+    time.sleep(0.1)
+    first = b"".join(in_chunks(chunk_event(n)) for n in (1, 2, 3)) + in_chunks(fourth[:20])
+    connection.send(first, in_chunks(fourth[20:] + b"data: [DONE]\n\n") + b"0\r\n\r\n", pause=0.5)
+
+
+def client_chunks(url: str) -> list[tuple[float, bytes]]:
+    """The chunks of a streamed answer's chunked framing, as they reach a raw-socket client."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [], "stream": True}).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, data = data.split(b"\r\n\r\n", 1)
+        assert b"transfer-encoding: chunked" in head.lower()
+        chunks = []
+        while True:
+            while b"\r\n" not in data:
+                data += sock.recv(65536)
+            size_line, data = data.split(b"\r\n", 1)
+            size = int(size_line, 16)
+            while len(data) < size + 2:
+                data += sock.recv(65536)
+            if not size:
+                return chunks
+            chunks.append((time.monotonic(), data[:size]))
+            data = data[size + 2 :]
+
+
+def test_the_events_of_one_upstream_read_reach_the_client_in_one_chunk_and_a_partial_one_waits():
+    with (
+        RawServer(three_then_a_partial) as upstream,
+        running_server({"OPENAI_BASE_URL": upstream.url + "/v1", "OPENAI_API_KEY": KEY}) as server,
+    ):
+        chunks = client_chunks(server.url)
+    # One write to the client per upstream read: the three whole events together, then the fourth
+    # once its end arrived (with what came in the same read), never a piece of an event.
+    assert [data for _, data in chunks] == [
+        chunk_event(1) + chunk_event(2) + chunk_event(3),
+        chunk_event(4) + b"data: [DONE]\n\n",
+    ]
+    assert chunks[1][0] - chunks[0][0] > 0.3  # the first went out before the rest had come
+    assert upstream.errors == []
 
 
 # --- compressed answers ------------------------------------------------------------------------

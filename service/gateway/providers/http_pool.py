@@ -1,13 +1,16 @@
-"""Pooled HTTP/1.1 connections to one upstream origin, on gevent sockets: the one adapter over
-geventhttpclient, which the rest of the service never imports.
+"""Pooled HTTP/1.1 connections to one upstream origin, on gevent sockets, and the answers read
+from them: the one place the service speaks HTTP to an upstream.
 
-Why geventhttpclient: relaying is the proxy's hot path, and it parses answers in C on gevent's
-own sockets (docs/benchmarks.md compares it with urllib3). Only its public API is used: the
-pool's `get_socket`/`return_socket`/`release_socket` and `after_connect` hook, and the response's
-`read()`, `readline()` and `release()`. `tests/unit/test_http_pool.py` pins the behaviour relied
-on (a line is returned as soon as it has arrived, an early close is an error, a connection is
-reused only after its answer was read to the end), so an upgrade that changes it fails a test
-rather than the relay.
+The connections come from geventhttpclient's pool (its public `get_socket`, `return_socket`,
+`release_socket` and `after_connect` hook: connect and TLS timeouts, the system trust store, a
+stale idle connection replaced). The answers are read here, on the socket itself, and parsed by
+httptools (llhttp, in C): each `recv` hands whatever has arrived to the parser, so a caller can
+take "what is available now" (`read_available`, one upstream read: a stream relays every event
+that came in it at once) as well as the whole body (`read`). Chunked, Content-Length and
+until-close bodies are read; a body cut short is an error at once; a connection goes back to the
+pool only after its answer was read to its end, and is closed when the answer is abandoned (which
+is how an upstream learns that nobody listens any more). `tests/unit/test_http_pool.py` pins
+each of these.
 
 Sockets and pools belong to one gevent hub, that is one OS thread: under the server's
 monkey-patching every request shares one pool; a caller using real threads (the accuracy lab's
@@ -22,10 +25,12 @@ from collections.abc import Mapping
 
 import gevent
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
-from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
 from geventhttpclient.url import URL
+from httptools import HttpParserError, HttpResponseParser
 
 _BLOCK_SIZE = 65536
+# Answers without a body whatever their headers say (RFC 9110): llhttp knows these itself.
+_NO_BODY = frozenset({204, 304})
 
 
 class TransportError(Exception):
@@ -72,58 +77,133 @@ class _TLSPool(_NoDelay, SSLConnectionPool):
 
 
 class UpstreamResponse:
-    """An answer whose status line and headers have arrived; the body is read on demand."""
+    """An answer whose status line and headers have arrived; the body is read on demand.
 
-    def __init__(self, response: HTTPSocketPoolResponse) -> None:
-        self._response = response
-        self.status: int = response.status_code
-        headers: dict[str, str] = {}
-        for name, value in response.items():
-            name = name.lower()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        self.headers: Mapping[str, str] = headers  # lower-case names, repeated fields joined
+    It is also the parser's protocol: the `on_*` methods are httptools' callbacks.
+    """
+
+    def __init__(self, sock: socket.socket, pool: ConnectionPool, method: str) -> None:
+        self._sock: socket.socket | None = sock  # None once handed back or closed
+        self._pool = pool
+        self._parser = HttpResponseParser(self)
+        self._body: list[bytes] = []
+        self._fields: dict[str, str] = {}
+        self._received = False
+        self._head_done = False
+        self._complete = False
+        self._until_close = False
+        self._reusable = False
+        self.status = 0
+        self.headers: Mapping[str, str] = self._fields  # lower-case names, repeated fields joined
+        while not self._head_done:
+            self._receive()
+        if method == "HEAD" and not self._complete:
+            # llhttp would wait for the body the headers announce; a HEAD answer has none.
+            self._complete = True
+            self._hand_back(reuse=False)
+
+    # --- httptools' callbacks --------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        fields = self._fields
+        fields[key] = f"{fields[key]}, {text}" if key in fields else text
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        self.status = status = self._parser.get_status_code()
+        fields = self._fields
+        framed = "content-length" in fields or "chunked" in fields.get("transfer-encoding", "").lower()
+        # No length and not chunked: the body runs until the upstream closes the connection.
+        self._until_close = not framed and status not in _NO_BODY and status >= 200
+        self._reusable = (
+            framed
+            and self._parser.get_http_version() == "1.1"
+            and "close" not in fields.get("connection", "").lower()
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+
+    # --- reading ---------------------------------------------------------------------------------
 
     def read(self) -> bytes:
         """The whole (rest of the) body."""
+        while not self._complete:
+            self._receive()
+        return self._take()
+
+    def read_available(self) -> bytes:
+        """The body bytes that have arrived and were not read yet, waiting for the next upstream
+        read when there are none; b"" once the body was read to its end."""
+        while not self._body and not self._complete:
+            self._receive()
+        return self._take()
+
+    def _take(self) -> bytes:
+        body = self._body
+        if not body:
+            return b""
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        return data
+
+    def _receive(self) -> None:
+        """One read from the socket, fed to the parser. Raises TransportError."""
+        sock = self._sock
+        if sock is None:
+            raise Broken("the answer was closed before its end")
         try:
-            return self._response.read()
-        except (OSError, HTTPParseError) as error:
+            data = sock.recv(_BLOCK_SIZE)
+        except OSError as error:
+            self._hand_back(reuse=False)
             raise _transport_error(error) from None
-
-    def read_line(self) -> bytes:
-        """The next line of the body, newline included, once it has all arrived; b"" at the end.
-
-        A body that ends without a final newline gives its last bytes as a line too.
-        """
-        return self.read_until(b"\n")
-
-    def read_until(self, separator: bytes) -> bytes:
-        """The body up to and including the next `separator`, once it has all arrived; at the end
-        of the body, what is left after the last separator; b"" once everything was read."""
+        except BaseException:  # interrupted (a client gone, the server stopping): nothing to reuse
+            self._hand_back(reuse=False)
+            raise
+        if not data:
+            self._hand_back(reuse=False)
+            if self._until_close:
+                self._complete = True
+                return
+            if not self._received:
+                raise Broken("it closed the connection without an answer")
+            raise Broken("the answer ended early")
+        self._received = True
         try:
-            piece = self._response.readline(separator)
-            # readline gives b"" at the end even when bytes without a separator are left.
-            return piece or self._response.read()
-        except (OSError, HTTPParseError) as error:
-            self.close()
-            raise _transport_error(error) from None
+            self._parser.feed_data(data)
+        except HttpParserError:
+            # Bytes after a complete answer are the upstream's mistake, not this answer's.
+            self._reusable = False
+            if not self._complete:
+                self._hand_back(reuse=False)
+                raise Broken("not an HTTP answer") from None
+        if self._complete:
+            self._hand_back(reuse=self._reusable)
+
+    def _hand_back(self, *, reuse: bool) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if reuse:
+            self._pool.return_socket(sock)
+        else:
+            self._pool.release_socket(sock)
 
     def close(self) -> None:
         """Give the connection back when the answer was read to its end, else close it (which is
         how the upstream learns that nobody is listening any more)."""
-        self._response.release()
+        self._hand_back(reuse=self._complete and self._reusable)
 
 
 def _transport_error(error: BaseException) -> TransportError:
     """What a failed send or read means, in words fit for the caller's error message."""
     if isinstance(error, TimeoutError):
         return ReadTimeout("no data within the read timeout")
-    if isinstance(error, HTTPConnectionClosed):
-        return Broken("it closed the connection without an answer")
-    if isinstance(error, HTTPParseError):
-        # The parser's own text is a tuple of internals; "Incomplete response." is its one plain one.
-        text = str(error)
-        return Broken("the answer ended early" if "Incomplete" in text else "not an HTTP answer")
     return Broken(_reason(error))
 
 
@@ -136,7 +216,9 @@ class OriginPool:
         self.host, self.port = url.host, url.port
         default_port = 443 if self.https else 80
         host = f"[{url.host}]" if ":" in url.host else url.host
-        self._host_header = host if self.port == default_port else f"{host}:{self.port}"
+        # The request line's fixed part, encoded once.
+        host_header = host if self.port == default_port else f"{host}:{self.port}"
+        self._host_line = f" HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
         self._options = {"size": size, "connection_timeout": connect_timeout, "network_timeout": read_timeout}
         self._pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -160,13 +242,13 @@ class OriginPool:
 
         Raises TransportError. Header values must not contain CR or LF (the caller checks).
         """
-        lines = [f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
-        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+        lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
         if body is not None:
             lines.append(f"Content-Length: {len(body)}\r\n")
         lines.append("\r\n")
         # One write for head and body: one packet for a small request, and no wait on Nagle.
-        data = "".join(lines).encode("latin-1") + (body or b"")
+        head = f"{method} {target}".encode("latin-1") + self._host_line + "".join(lines).encode("latin-1")
+        data = head + body if body else head
         pool = self._pool()
         try:
             sock = pool.get_socket()  # a pooled connection, or a new one (all it can fail on)
@@ -182,9 +264,5 @@ class OriginPool:
         except BaseException:
             pool.release_socket(sock)
             raise
-        try:
-            # The response hands the socket back to the pool (or closes it) itself.
-            response = HTTPSocketPoolResponse(sock, pool, block_size=_BLOCK_SIZE, method=method)
-        except (OSError, HTTPParseError) as error:
-            raise _transport_error(error) from None
-        return UpstreamResponse(response)
+        # The answer hands the socket back to the pool (or closes it) itself.
+        return UpstreamResponse(sock, pool, method)

@@ -229,8 +229,8 @@ class OpenAICompatible:
             *sse.STREAM_HEADERS,
             *relayed_headers(stream.headers, stream.key),
         ]
-        frames = stream.frames(call, strip_usage=strip_usage)
-        body = sse.relay_events(frames, call, stream.close)
+        chunks = stream.chunks(call, strip_usage=strip_usage)
+        body = sse.relay_events(chunks, call, stream.close)
         # Closing also when the events never start (a client gone at once); closing twice is fine.
         return ClientResponse(stream.status, headers, body, stream.close)
 

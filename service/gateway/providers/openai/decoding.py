@@ -11,10 +11,6 @@ import zlib
 
 from service.core.errors import ProviderBadAnswer
 
-# What a server that streams compressed data writes at each flush (zlib's Z_SYNC_FLUSH): the end
-# of a piece that decodes to everything written before the flush.
-FLUSH_MARK = b"\x00\x00\xff\xff"
-
 
 def plain(encoding: str) -> bool:
     """Whether a Content-Encoding header value means the body is not encoded."""

@@ -1,8 +1,11 @@
-"""An open streaming answer, read as whole events: usage noted on the call (and hidden from a
+"""An open streaming answer, relayed as it arrives: usage noted on the call (and hidden from a
 client that did not ask for it), the provider key blanked out, a compressed stream decoded.
 
-The read path, per event: `_read_line` (plain, or `_decoded_line` for a compressed stream) until
-a blank line ends the event, `_usage_event` when it mentions usage, then the key's redactor.
+The read path, per upstream read: `_read` takes whatever has arrived (`read_available`, decoded
+when compressed); the whole events in it, after what the reads before left of an event, are
+handled together (`_relayable` when usage is mentioned, then the key's redactor) and go to the
+client as one piece; an event not yet complete waits for the next read. A read is split into its
+events only when it mentions usage or the redactor may have to hold an event back.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from service.core.responses import json_bytes
 from service.gateway import sse
 from service.gateway.providers import RelayRequest
 from service.gateway.providers.http_pool import ReadTimeout, TransportError, UpstreamResponse
-from service.gateway.providers.openai.decoding import FLUSH_MARK, Decoder, plain
+from service.gateway.providers.openai.decoding import Decoder, plain
 from service.gateway.redaction import redactor
 from service.governance.usage import ProviderCall, event_usage
 
@@ -66,11 +69,11 @@ class UpstreamStream:
         # usage and redaction read them.
         encoding = answer.headers.get("content-encoding", "")
         self._decoder = None if plain(encoding) else Decoder(encoding, provider)
-        self._decoded = bytearray()
         self._ended = False
 
-    def frames(self, call: ProviderCall, *, strip_usage: bool) -> Iterator[bytes]:
-        """The stream's whole events, redacted; usage noted on `call` (and hidden when `strip_usage`).
+    def chunks(self, call: ProviderCall, *, strip_usage: bool) -> Iterator[bytes]:
+        """Per upstream read, its whole events in one piece, redacted; usage noted on `call` (and
+        hidden when `strip_usage`).
 
         Raises ProviderError when the upstream stalls or breaks mid-stream; an event it cut short
         is dropped, so what the client got so far ends on an event boundary.
@@ -78,71 +81,80 @@ class UpstreamStream:
         redacting = redactor(self.key)
         # The key split across events is caught here: its pieces are held back until it completes.
         events = redacting.stream() if redacting else None
-        lines: list[bytes] = []
+        pending = b""
         while True:
             try:
-                line = self._read_line()
+                data = self._read()
             except ProviderError:
-                if events is not None:
-                    yield from events.flush()
+                if events is not None and (held := events.flush()):
+                    yield b"".join(held)
                 raise
-            if not line:
-                if lines:
+            if not data:
+                if pending.strip():
                     log.info("The upstream ended its stream inside an event; the partial event was dropped")
-                if events is not None:
-                    yield from events.flush()
+                if events is not None and (held := events.flush()):
+                    yield b"".join(held)
                 return
-            if line not in (b"\n", b"\r\n"):
-                lines.append(line)
-                continue
-            lines.append(line)
-            frame = b"".join(lines)
-            lines.clear()
-            if b'"usage"' in frame:
+            if pending:
+                data = pending + data
+            end = sse.whole_events_end(data)
+            if end != len(data):
+                data, pending = data[:end], data[end:]
+                if not data:
+                    continue
+            else:
+                pending = b""
+            if b'"usage"' in data:
+                data = self._relayable(data, call, strip_usage)
+            if events is not None:
+                data = events.feed_events(data)
+            if data:
+                yield data
+
+    def _read(self) -> bytes:
+        """What the upstream sent since the last read, decoded; b"" at the end."""
+        decoder = self._decoder
+        while True:
+            try:
+                data = self._answer.read_available()
+            except ReadTimeout:
+                raise ProviderTimeout(
+                    f"The upstream sent nothing for {self.timeout:g} seconds mid-stream.",
+                    provider=self.provider,
+                ) from None
+            except TransportError:
+                raise ProviderUnreachable(
+                    "The upstream closed the stream before its end.", provider=self.provider
+                ) from None
+            if decoder is None:
+                return data
+            if not data:
+                if self._ended:
+                    return b""
+                self._ended = True
+                return decoder.end()
+            # A server streaming compressed events flushes after each, so what arrived decodes
+            # whole; a piece that decodes to nothing yet (the gzip header) needs the next read.
+            decoded = decoder.feed(data)
+            if decoded:
+                return decoded
+
+    def _relayable(self, data: bytes, call: ProviderCall, strip_usage: bool) -> bytes:
+        """`data`'s events (some mention usage) as the client gets them; usage noted on `call`."""
+        if strip_usage:
+            # `"usage":null` in every chunk (the upstream's answer to the proxy asking): dropped in
+            # place, every other byte as it came.
+            data = _NULL_USAGE.sub(b"", data)
+            if b'"usage"' not in data:
+                return data
+        kept = []
+        for frame in sse.split_events(data):
+            if b'"usage"' in frame and (strip_usage or b'"usage"' in _NULL_USAGE.sub(b"", frame)):
                 frame = self._usage_event(frame, call, strip_usage)
                 if frame is None:
                     continue
-            elif strip_usage and b"null" in frame:
-                frame = _NULL_USAGE.sub(b"", frame)
-            if events is None:
-                yield frame
-            else:
-                yield from events.feed(frame)
-
-    def _read_line(self) -> bytes:
-        try:
-            return self._answer.read_line() if self._decoder is None else self._decoded_line()
-        except ReadTimeout:
-            raise ProviderTimeout(
-                f"The upstream sent nothing for {self.timeout:g} seconds mid-stream.", provider=self.provider
-            ) from None
-        except TransportError:
-            raise ProviderUnreachable(
-                "The upstream closed the stream before its end.", provider=self.provider
-            ) from None
-
-    def _decoded_line(self) -> bytes:
-        """The next line of a compressed stream, decoded; b"" at the end."""
-        assert self._decoder is not None
-        pending = self._decoded
-        while True:
-            end = pending.find(b"\n") + 1
-            if end:
-                line = bytes(pending[:end])
-                del pending[:end]
-                return line
-            if self._ended:
-                line = bytes(pending)
-                pending.clear()
-                return line
-            # A server streaming compressed events flushes after each: read to the flush, so an
-            # event is relayed when it arrives, not when more data pushes it out.
-            piece = self._answer.read_until(FLUSH_MARK)
-            if piece:
-                pending += self._decoder.feed(piece)
-            else:
-                pending += self._decoder.end()
-                self._ended = True
+            kept.append(frame)
+        return b"".join(kept)
 
     @staticmethod
     def _usage_event(frame: bytes, call: ProviderCall, strip_usage: bool) -> bytes | None:
