@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.cache.entries import AnswerCache
 from service.config.prices import PriceTable
 from service.config.secrets import SecretStore
 from service.config.settings import Settings
@@ -24,3 +25,4 @@ class Runtime:
     limiter: Limiter  # client limits and budgets
     router: Router  # models to providers
     prices: PriceTable  # what calls cost (usage records, budgets)
+    answers: AnswerCache | None = None  # the answer cache (service.cache), for the clients that use it

@@ -56,6 +56,11 @@ class RequestState:
     error_kind: str | None = None  # the kind of the error answered, if one was (service.core.errors)
     client_socket: Any = None  # the client's connection, where the server hands it over
     prices: Any = None  # the app's price table (service.config.prices.PriceTable): usage records' cost
+    # The client's answer cache (service.cache.settings.CacheSettings), None when it has none; and
+    # what the cache did for this request: "hit", "miss" or None (not looked at), with what a hit saved.
+    cache_settings: Any = None
+    cache: str | None = None
+    saved_usd: float | None = None
 
     @property
     def route_name(self) -> str:

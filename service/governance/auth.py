@@ -5,7 +5,9 @@ The key store is the JSON secret `client_api_keys` (or AIPROXY_CLIENT_KEYS):
     {"<client>": {"keys": ["<sha256 hex of a key>", ...], "rpm": 600, "max_concurrent": 50,
                   "tpm": 200000, "budget_usd_per_day": 20, "budget_usd_per_month": 300}}
 
-(every field but `keys` optional; `service.governance.limits` says what each limit does).
+(every field but `keys` optional; `service.governance.limits` says what each limit does). An
+entry may also turn the answer cache on for its client: `"cache": {"ttl_s": 3600, ...}` and
+`"cache_nondeterministic"` (`service.cache.settings`).
 
 Only hashes are stored, so the store itself cannot be used to call the proxy. A client may have
 several keys at once, which is how a key is rotated without downtime. The store is read through
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.cache.settings import CacheSettings, parse_cache_settings
 from service.config.secrets import CLIENT_API_KEYS, SecretStore, env_variable
 from service.config.setting import SettingsError
 from service.config.settings import Settings
@@ -44,7 +47,16 @@ AUTH_REQUIRED_IN = ("test", "production")
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RESERVED_NAMES = (request_state.ANONYMOUS,)  # what logs show for requests without a client
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-_ENTRY_FIELDS = ("keys", "rpm", "max_concurrent", "tpm", "budget_usd_per_day", "budget_usd_per_month")
+_ENTRY_FIELDS = (
+    "keys",
+    "rpm",
+    "max_concurrent",
+    "tpm",
+    "budget_usd_per_day",
+    "budget_usd_per_month",
+    "cache",
+    "cache_nondeterministic",
+)
 _MAX_LIMIT = 100000
 _MAX_TPM = 1_000_000_000
 _MAX_BUDGET = 10_000_000.0
@@ -71,6 +83,7 @@ class Client:
     name: str
     key_hashes: tuple[str, ...]
     limits: limits.Limits
+    cache: CacheSettings | None = None  # the answer cache, when the entry turns it on
 
 
 class KeyStore:
@@ -153,6 +166,7 @@ def parse_key_store(raw: str, default_limits: limits.Limits) -> KeyStore:
                 budget_usd_per_day=_budget(entry, "budget_usd_per_day", where),
                 budget_usd_per_month=_budget(entry, "budget_usd_per_month", where),
             ),
+            cache=parse_cache_settings(entry, where),
         )
     return KeyStore(clients)
 

@@ -1,0 +1,139 @@
+"""The answer cache at the edge: a request answered from it, or its answer kept for the next one.
+
+`through_cache` is the one way a route uses the cache (`service.cache`): the relayed `/v1` routes
+(`CachedRelay`, around `service.edge.routes.openai_api.RelayRoute`), `POST /assessment`, and any
+route that asks a provider a question whose answer depends only on the question (the safety checks:
+`through_cache(cache, kind="safety:<check>", model=..., body=<the check's input>, ...)`).
+
+It does nothing for a client whose key store entry has no `cache`. For one that has: a hit is
+answered from the entry, with `x-aiproxy-cache: hit` and `Age`, a usage record saying what it saved
+(`service.governance.usage.cached_answer`) and nothing charged: the request was admitted as any
+other (it counts in `rpm` and holds its in-flight slot), and settles with no tokens and no cost,
+which frees the tokens admission reserved. A miss says `x-aiproxy-cache: miss`; its answer goes to
+the client as it comes and, when it is finished (`service.cache.policy`) and small enough, is kept
+once it has gone out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from service.cache.entries import AnswerCache, Entry
+from service.cache.policy import finished_stream, finished_whole, plan, sampled
+from service.cache.recording import CACHE_HEADER, MISS, Recording, replay
+from service.cache.settings import CacheSettings
+from service.core import request_state
+from service.core.request_state import RequestState
+from service.core.responses import ClientResponse, JsonRoute
+from service.edge.routes.openai_api import DEPLOYMENT_HEADER, RelayRoute
+from service.governance.usage import cached_answer
+
+
+def through_cache(
+    cache: AnswerCache | None,
+    *,
+    kind: str,
+    model: str,
+    body: Any,
+    is_sampled: bool,
+    cache_control: str | None,
+    ask: Callable[[], ClientResponse],
+) -> ClientResponse:
+    """The answer to `body` (a `kind` of question for `model`): from the cache when the client's
+    entry turns it on and it has a usable entry, else `ask()`'s, kept when it may be."""
+    state = request_state.current()
+    settings: CacheSettings | None = state.cache_settings if state is not None else None
+    if cache is None or state is None or settings is None:
+        return ask()
+    wanted = plan(settings, cache_control, is_sampled=is_sampled)
+    key = cache.key(settings.owner(state.client), kind, model, body)
+    if wanted.read:
+        entry = cache.lookup(key, max_age=wanted.max_age)
+        if entry is not None:
+            cached_answer(
+                entry.model,
+                entry.deployment,
+                stream=entry.stream,
+                prompt_tokens=entry.prompt_tokens,
+                completion_tokens=entry.completion_tokens,
+                saved_usd=entry.cost_usd,
+            )
+            return replay(entry, entry.age(cache.clock()), DEPLOYMENT_HEADER)
+    state.cache = MISS
+    answer = ask()
+    answer.headers.append((CACHE_HEADER, MISS))
+    if wanted.write and answer.status == 200 and not answer.header("Content-Encoding"):
+        _keep_when_sent(cache, key, kind, model, settings, state, answer)
+    return answer
+
+
+def _keep_when_sent(
+    cache: AnswerCache,
+    key: str,
+    kind: str,
+    model: str,
+    settings: CacheSettings,
+    state: RequestState,
+    answer: ClientResponse,
+) -> None:
+    """Copy the answer as it goes out; once closed (after its usage record), keep it if it may be."""
+    recording = Recording(answer.body, settings.max_answer_bytes)
+    answer.body = recording
+    content_type = answer.header("Content-Type") or "application/json"
+    stream = content_type.startswith("text/event-stream")
+
+    def keep() -> None:
+        data = recording.kept()
+        if data is None or not (finished_stream(data) if stream else finished_whole(kind, data)):
+            return
+        used = state.used
+        entry = Entry(
+            body=data,
+            content_type=content_type,
+            stored_at=cache.clock(),
+            stream=stream,
+            model=used.model or model,
+            deployment=answer.header(DEPLOYMENT_HEADER),
+            cost_usd=used.cost_usd,
+            prompt_tokens=used.prompt_tokens,
+            completion_tokens=used.completion_tokens,
+        )
+        cache.keep(key, entry, settings.ttl_s)
+
+    answer.also_on_close(keep)
+
+
+def resolved_model(route: RelayRoute, model: Any) -> str:
+    """What `model` routes to: its deployments, in no particular order (a weighted group shuffles
+    them), so the same question for the same deployments is the same entry whichever answers."""
+    if not isinstance(model, str) or not model:
+        return ""
+    return ",".join(sorted({deployment.name for deployment in route.router.deployments(model)}))
+
+
+class CachedRelay(JsonRoute):
+    """A relayed `/v1` route through the answer cache (a Responses API request only when it is not
+    stored by the provider, `"store": false`: a stored one has a life of its own upstream)."""
+
+    def __init__(self, route: RelayRoute, cache: AnswerCache) -> None:
+        self.route = route
+        self.cache = cache
+        self.generates = route.generates
+        self.kind = "/v1" + route.path
+
+    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+        state = request_state.current()
+        if state is None or state.cache_settings is None:
+            return self.route(body, raw, environ)  # the common case: a client without a cache
+        if self.route.path == "/responses" and body.get("store") is not False:
+            return self.route(body, raw, environ)
+        return through_cache(
+            self.cache,
+            kind=self.kind,
+            model=resolved_model(self.route, body.get("model")),
+            body=body,
+            is_sampled=sampled(body),
+            cache_control=environ.get("HTTP_CACHE_CONTROL"),
+            ask=lambda: self.route(body, raw, environ),
+        )
