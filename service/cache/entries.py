@@ -5,8 +5,9 @@ kind of question (the route, or a safety check's name), the resolved model and t
 in canonical form: keys sorted, no whitespace, so two bodies that differ only in key order or
 spacing are the same question. The client key is never part of it, nor of the entry.
 
-An entry is one value: a line of JSON (status, content type, when it was stored, what the answer
-cost and used) and then the answer's bytes exactly as the client received them.
+An entry is one value: a line of JSON (status, content type, when it was stored, the model and
+the tokens the answer used: what a hit saves, priced when it is answered) and then the answer's
+bytes exactly as the client received them.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ class Entry:
     stored_at: float  # seconds since the epoch
     status: int = 200
     stream: bool = False
-    model: str | None = None
+    model: str | None = None  # the model as its provider knows it (what prices name)
     deployment: str | None = None  # what x-aiproxy-deployment said
-    cost_usd: float | None = None  # what the answer cost: what a hit saves
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # what the answer used: what a hit saves
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.stored_at)

@@ -33,7 +33,8 @@ class Recording:
         self._ended = False  # the chunks ran out by themselves
 
     def __iter__(self) -> Iterator[bytes]:
-        self._next = iter(self._chunks)
+        if self._next is None:  # iterated again: the same chunks, once
+            self._next = iter(self._chunks)
         return self
 
     def __next__(self) -> bytes:

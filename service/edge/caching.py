@@ -9,9 +9,9 @@ It does nothing for a client whose key store entry has no `cache`. For one that 
 answered from the entry, with `x-aiproxy-cache: hit` and `Age`, a usage record saying what it saved
 (`service.governance.usage.cached_answer`) and nothing charged: the request was admitted as any
 other (it counts in `rpm` and holds its in-flight slot), and settles with no tokens and no cost,
-which frees the tokens admission reserved. A miss says `x-aiproxy-cache: miss`; its answer goes to
-the client as it comes and, when it is finished (`service.cache.policy`) and small enough, is kept
-once it has gone out.
+which frees the tokens admission reserved. A miss says `x-aiproxy-cache: miss`; its answer, when it is
+finished (`service.cache.policy`) and small enough, is kept: a whole answer before it goes out, a
+stream once it has (it goes to the client as it comes, copied on the way).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from service.core import request_state
 from service.core.request_state import RequestState
 from service.core.responses import ClientResponse, JsonRoute
 from service.edge.routes.openai_api import DEPLOYMENT_HEADER, RelayRoute
-from service.governance.usage import cached_answer
+from service.governance.usage import cached_answer, usage_in
 
 
 def through_cache(
@@ -51,13 +51,17 @@ def through_cache(
     if wanted.read:
         entry = cache.lookup(key, max_age=wanted.max_age)
         if entry is not None:
+            prices = state.prices  # what the answer would cost now (service.config.prices)
+            names = [entry.deployment, entry.model]
+            tokens = (entry.prompt_tokens, entry.completion_tokens, entry.cached_tokens)
+            saved = prices.cost(names, *tokens) if prices is not None else None
             cached_answer(
                 entry.model,
                 entry.deployment,
                 stream=entry.stream,
                 prompt_tokens=entry.prompt_tokens,
                 completion_tokens=entry.completion_tokens,
-                saved_usd=entry.cost_usd,
+                saved_usd=saved,
             )
             return replay(entry, entry.age(cache.clock()), DEPLOYMENT_HEADER)
     state.cache = MISS
@@ -77,31 +81,42 @@ def _keep_when_sent(
     state: RequestState,
     answer: ClientResponse,
 ) -> None:
-    """Copy the answer as it goes out; once closed (after its usage record), keep it if it may be."""
-    recording = Recording(answer.body, settings.max_answer_bytes)
-    answer.body = recording
+    """Keep the answer if it may be: a whole answer (in memory) before it goes out, so the next
+    request finds it even when it arrives at once; a stream copied as it goes out and kept once it
+    is closed (after its usage record, which says what it cost)."""
     content_type = answer.header("Content-Type") or "application/json"
     stream = content_type.startswith("text/event-stream")
 
-    def keep() -> None:
-        data = recording.kept()
+    def keep(data: bytes | None) -> None:
         if data is None or not (finished_stream(data) if stream else finished_whole(kind, data)):
             return
-        used = state.used
+        deployment = answer.header(DEPLOYMENT_HEADER)  # `<provider>/<model>`, when a relay answered
+        # The tokens the answer used: a whole answer says so in its body (the assessment in its
+        # metadata); a stream's were counted by its usage record, written before this runs.
+        used = usage_in(data) if not stream else None
+        if used is None:
+            counted = state.used
+            used = {"prompt_tokens": counted.prompt_tokens, "completion_tokens": counted.completion_tokens}
         entry = Entry(
             body=data,
             content_type=content_type,
             stored_at=cache.clock(),
             stream=stream,
-            model=used.model or model,
-            deployment=answer.header(DEPLOYMENT_HEADER),
-            cost_usd=used.cost_usd,
-            prompt_tokens=used.prompt_tokens,
-            completion_tokens=used.completion_tokens,
+            model=deployment.partition("/")[2] if deployment else model,
+            deployment=deployment,
+            prompt_tokens=used.get("prompt_tokens", 0),
+            completion_tokens=used.get("completion_tokens", 0),
+            cached_tokens=used.get("cached_tokens", 0),
         )
         cache.keep(key, entry, settings.ttl_s)
 
-    answer.also_on_close(keep)
+    if isinstance(answer.body, list | tuple):
+        data = b"".join(answer.body)
+        keep(data if len(data) <= settings.max_answer_bytes else None)
+        return
+    recording = Recording(answer.body, settings.max_answer_bytes)
+    answer.body = recording
+    answer.also_on_close(lambda: keep(recording.kept()))
 
 
 def resolved_model(route: RelayRoute, model: Any) -> str:
