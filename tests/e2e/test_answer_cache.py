@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -321,6 +325,45 @@ def test_assessment_is_cached(server, fake):
     assert (first.headers["x-aiproxy-cache"], again.headers["x-aiproxy-cache"]) == ("miss", "hit")
     assert again.body == first.body
     assert len(calls(fake, text)) == 1
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "sample"
+GRADED = "Key Concept\tObservations\tGrade\tReason\n" + "".join(
+    f"{concept}\tSeen.\tConvincing Evidence\tAs the rubric says.\n"
+    for concept in ("Variables", "Conditionals", "Functions", "User Input")
+)
+
+
+def test_the_lab_re_runs_a_graded_dataset_through_the_proxy_at_no_cost(server, fake, tmp_path):
+    """`make evaluate` against a deployment: the lab's provider is the proxy (OPENAI_BASE_URL), its
+    key a client key whose entry caches sampled answers; its own disk cache is off (--no-cache)."""
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
+    env |= {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "OPENAI_BASE_URL": server.url + "/v1",
+        "OPENAI_API_KEY": key_of("sampled"),
+        "AIPROXY_UPSTREAM_RETRIES": "0",
+    }
+    fake.responder = lambda request: Reply(contents=[GRADED])
+    before = len(fake.requests_to("/chat/completions"))
+    try:
+        runs = [
+            subprocess.run(
+                [sys.executable, "-m", "lab.evaluate", str(SAMPLE), "--no-cache", "--output", f"run{n}"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            for n in (1, 2)
+        ]
+    finally:
+        fake.responder = None
+    graded = len(fake.requests_to("/chat/completions")) - before
+    assert graded == 12, runs[0].stderr  # the sample's 12 programs, asked once over both runs
+    first, second = (json.loads((tmp_path / f"run{n}" / "summary.json").read_text()) for n in (1, 2))
+    assert second["overall"] == first["overall"]
 
 
 def test_with_the_store_stopped_requests_are_answered_as_misses(server, fake, store):
