@@ -67,6 +67,8 @@ class Scenario:
     model: str = "gpt-4o-mini"  # "fallback": a model group whose first deployment always answers 503
     # One of the four points: nginx as the upstream and wrk as the load, when installed.
     point: bool = False
+    # The answer cache's point: proxies whose client caches answers, in the process and in Redis.
+    cache: bool = False
 
 
 POINTS = ("chat-1", "chat-50", "stream-1", "stream-50")
@@ -91,10 +93,25 @@ def points(args: argparse.Namespace) -> list[Scenario]:
     ]
 
 
+def cache_point(args: argparse.Namespace) -> Scenario:
+    """The same whole chat again and again from 1 client: every answer after the first from the cache."""
+    return Scenario(
+        "cache-hit",
+        f"1 client, the same whole chat: answered from the answer cache, {args.point_seconds:g} s a path",
+        clients=1,
+        stream=False,
+        duration=args.point_seconds,
+        rounds=args.point_rounds,
+        point=True,
+        cache=True,
+    )
+
+
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     chunks = 10
     return [
         *points(args),
+        cache_point(args),
         Scenario(
             "latency",
             f"1 client, non-streaming, upstream delay {args.delay * 1000:g} ms",
@@ -443,6 +460,10 @@ def point_verdicts(rows: list[tuple[Scenario, dict[str, LoadResult]]], pss: dict
             f"chat-1: added p50 at most the baseline's + 0.05 ms: {new * 1000:.3f} ms against "
             f"{old * 1000:.3f} ms",
         )
+    for path, result in found.get("cache-hit", {}).items():
+        if path != "direct":  # the answer cache (issue 32): a hit in under 1 ms at the median
+            p50 = percentile(result.latencies, 0.5) or 0.0
+            check(p50 < 0.001, f"cache-hit: {path} answers a hit in under 1 ms at p50: {p50 * 1000:.2f} ms")
     for path, mib in pss.items():
         check(mib * MB_PER_MIB < 100, f"{path} PSS while serving under 100 MB: {megabytes(mib)}")
     return out
@@ -452,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     names = [
         *POINTS,
+        "cache-hit",
         "latency",
         "throughput",
         "stream-throughput",
@@ -540,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
 
         limited: dict[str, RunningServer] = {}  # the limits scenarios' proxies, started when first used
         checked: dict[str, RunningServer] = {}  # the safety scenarios' proxies, likewise
+        cached: dict[str, RunningServer] = {}  # the cache-hit point's proxies
         for scenario in chosen:
             print(f"{scenario.name}: {scenario.description}", file=sys.stderr, flush=True)
             if scenario.bedrock:
@@ -555,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
                             store.limited_proxy(upstream_url, args.workers, shared=path == "store")
                         )
                 rows.append((scenario, run_scenario(scenario, limited, upstream_port)))
+            elif scenario.cache:
+                for path in ("cache", "cache-store"):
+                    cached[path] = later.enter_context(
+                        store.cached_proxy(upstream_url, args.workers, shared=path == "cache-store")
+                    )
+                rows.append((scenario, run_scenario(scenario, cached, upstream_port, tools)))
             else:
                 # The baseline is measured where it knows the request: not the fallback's model group.
                 both = {**compared, "proxy": proxy} if scenario.model != FALLBACK_MODEL else {"proxy": proxy}

@@ -1,9 +1,10 @@
 """One CloudWatch dashboard per environment: traffic, latency, usage and cost, capacity, store.
 
 Rows, top to bottom: requests and errors; latency and time to first token; tokens and cost by
-client and by model; budgets and errors by kind; healthy hosts, tasks, CPU and memory; the
-shared limits store; the state of every alarm. Usage panels break the service's metrics down
-with SEARCH, so a new client or model shows up without a deploy.
+client and by model; budgets and errors by kind; the answer cache's hit ratio and savings;
+healthy hosts, tasks, CPU and memory; the shared limits store; the state of every alarm. Usage
+panels break the service's metrics down with SEARCH, so a new client or model shows up without a
+deploy.
 """
 
 from __future__ import annotations
@@ -145,6 +146,23 @@ class ServiceDashboard(Construct):
                     left_annotations=[cloudwatch.HorizontalAnnotation(value=80, label="alarm")],
                 ),
                 _graph("Errors by kind", [m.search(m.ERRORS, env, "Sum", m.ERROR_KIND)]),
+            ],
+            [
+                _graph(
+                    "Answer cache hit ratio (%)",
+                    [
+                        cloudwatch.MathExpression(
+                            expression="100 * hits / (hits + misses)",
+                            using_metrics={
+                                "hits": m.metric(m.CACHE_HITS, env, "Sum"),
+                                "misses": m.metric(m.CACHE_MISSES, env, "Sum"),
+                            },
+                            label="hit ratio",
+                            period=FIVE_MINUTES,
+                        )
+                    ],
+                ),
+                _graph("Saved by the answer cache (USD)", [m.metric(m.SAVED_USD, env, "Sum")]),
             ],
             [
                 _graph(

@@ -29,6 +29,9 @@ PROMPT_TOKENS = "PromptTokens"
 COMPLETION_TOKENS = "CompletionTokens"
 COST_USD = "CostUSD"
 BUDGET_USED_PERCENT = "BudgetUsedPercent"
+CACHE_HITS = "CacheHits"  # the answer cache: requests it answered,
+CACHE_MISSES = "CacheMisses"  # ... and those of clients with a cache it did not
+SAVED_USD = "SavedUSD"  # what the answers it gave cost when first asked
 
 PERIOD = Duration.minutes(5)
 

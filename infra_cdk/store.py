@@ -32,7 +32,10 @@ USER_NAME = "aiproxy"
 ACCESS_STRING = "on ~* &* +@all -@dangerous"
 # The `default` user every connection starts as may do nothing: clients AUTH as USER_NAME.
 DEFAULT_USER_ACCESS_STRING = "off -@all"
-# Counters are tiny: a cap on stored data bounds the bill if a bug writes without expiry.
+# Counters are tiny: a cap on stored data bounds the bill if a bug writes without expiry. The cap
+# also bounds the answer cache (service.cache): Serverless has no parameter group, so no
+# maxmemory-policy to choose; at the cap it evicts the least recently used keys that have a TTL,
+# and every cached answer has one (its client's ttl_s). docs/cache.md has the reasoning.
 MAX_DATA_STORAGE_GB = 1
 # ElastiCache ids: a letter first, letters, digits and single hyphens, at most 40 characters.
 MAX_ID_LENGTH = 40

@@ -11,6 +11,7 @@ from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from service.cache.entries import AnswerCache
 from service.config.prices import PriceTable, shipped_prices
 from service.config.secrets import HONEYBADGER_API_KEY, REDIS_AUTH, SecretStore
 from service.config.settings import Settings, load_settings
@@ -18,6 +19,7 @@ from service.core import request_state
 from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
 from service.core.responses import ClientResponse
 from service.edge import openapi
+from service.edge.caching import CachedRelay
 from service.edge.pipeline import RequestPipeline
 from service.edge.routes import assessment, limits, metrics, models, openai_api, safety, status
 from service.gateway.routing import build_router
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         router=router,
         prices=PriceTable({**shipped_prices(), **settings.prices}),
         safety=SafetyGate(policies, Services(router, settings.source)),
+        answers=build_answer_cache(store),
     )
 
     app = ProxyApp(__name__)
@@ -114,10 +117,13 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     app.register_blueprint(assessment.blueprint(runtime))
     app.register_blueprint(limits.blueprint(runtime))
     app.register_blueprint(metrics.blueprint(settings.metrics_key))
-    relay_routes = {
-        **openai_api.relay_routes(runtime.router, runtime.safety),
-        safety.PATH: safety.SafetyCheckRoute(runtime.safety),
+    relay_routes = {  # each through the answer cache, for the clients whose entry turns it on
+        "/v1" + path: CachedRelay(
+            openai_api.RelayRoute(path, runtime.router, runtime.safety), runtime.answers
+        )
+        for path in openai_api.PATHS
     }
+    relay_routes[safety.PATH] = safety.SafetyCheckRoute(runtime.safety)
     app.wsgi_app = RequestPipeline(  # type: ignore[method-assign]
         app.wsgi_app,
         gate=ClientGate(keys),
@@ -163,6 +169,17 @@ def build_limiter(settings: Settings, store: Any) -> Limiter:
         lease_seconds=settings.limits_lease_seconds,
         where=urlsplit(settings.redis_url).hostname or "",
     )
+
+
+def build_answer_cache(store: Any) -> AnswerCache:
+    """The answer cache's entries in the shared store (AIPROXY_REDIS_URL), or in this process."""
+    if store is None:
+        from service.store.answers import LocalAnswers
+
+        return AnswerCache(LocalAnswers())
+    from service.store.shared_answers import SharedAnswers  # with its store (see create_app)
+
+    return AnswerCache(SharedAnswers(store))
 
 
 def _configured_models(settings: Settings) -> set[str]:

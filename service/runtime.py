@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.cache.entries import AnswerCache
 from service.config.prices import PriceTable
 from service.config.secrets import SecretStore
 from service.config.settings import Settings
@@ -26,3 +27,4 @@ class Runtime:
     router: Router  # models to providers
     prices: PriceTable  # what calls cost (usage records, budgets)
     safety: SafetyGate  # the clients' safety policies, applied (service.safety)
+    answers: AnswerCache | None = None  # the answer cache (service.cache), for the clients that use it

@@ -58,6 +58,11 @@ class RequestState:
     prices: Any = None  # the app's price table (service.config.prices.PriceTable): usage records' cost
     safety_policy: str | None = None  # the client's safety policy (service.safety), if it has one
     safety_checks: list | None = None  # each safety check run: phase, check, result, ms (metrics)
+    # The client's answer cache (service.cache.settings.CacheSettings), None when it has none; and
+    # what the cache did for this request: "hit", "miss" or None (not looked at), with what a hit saved.
+    cache_settings: Any = None
+    cache: str | None = None
+    saved_usd: float | None = None
 
     @property
     def route_name(self) -> str:

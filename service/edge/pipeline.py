@@ -170,6 +170,7 @@ class RequestPipeline:
             state.client = client.name  # from here on, log lines name the client
             state.limits = client.limits
             state.safety_policy = client.safety
+            state.cache_settings = client.cache  # the answer cache, if its entry turns it on
         if client is not None and path not in self._unmetered:
             generates = route.generates if route is not None else path in self._generating
             estimate = bodies.estimate_tokens(body, len(raw), self._output_estimate if generates else 0)

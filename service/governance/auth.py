@@ -7,7 +7,9 @@ The key store is the JSON secret `client_api_keys` (or AIPROXY_CLIENT_KEYS):
                   "safety": "students"}}
 
 (every field but `keys` optional; `service.governance.limits` says what each limit does; `safety`
-names the client's safety policy, `service.safety`, which checks that the policy exists).
+names the client's safety policy, `service.safety`, which checks that the policy exists). An
+entry may also turn the answer cache on for its client: `"cache": {"ttl_s": 3600, ...}` and
+`"cache_nondeterministic"` (`service.cache.settings`).
 
 Only hashes are stored, so the store itself cannot be used to call the proxy. A client may have
 several keys at once, which is how a key is rotated without downtime. The store is read through
@@ -31,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.cache.settings import CacheSettings, parse_cache_settings
 from service.config.secrets import CLIENT_API_KEYS, SecretStore, env_variable
 from service.config.setting import SettingsError
 from service.config.settings import Settings
@@ -54,6 +57,8 @@ _ENTRY_FIELDS = (
     "budget_usd_per_day",
     "budget_usd_per_month",
     "safety",
+    "cache",
+    "cache_nondeterministic",
 )
 _MAX_LIMIT = 100000
 _MAX_TPM = 1_000_000_000
@@ -82,6 +87,7 @@ class Client:
     key_hashes: tuple[str, ...]
     limits: limits.Limits
     safety: str | None = None  # the name of the client's safety policy (service.safety)
+    cache: CacheSettings | None = None  # the answer cache, when the entry turns it on
 
 
 class KeyStore:
@@ -165,6 +171,7 @@ def parse_key_store(raw: str, default_limits: limits.Limits) -> KeyStore:
                 budget_usd_per_month=_budget(entry, "budget_usd_per_month", where),
             ),
             safety=_policy_name(entry, where),
+            cache=parse_cache_settings(entry, where),
         )
     return KeyStore(clients)
 

@@ -10,7 +10,10 @@ stream, upstream_ms, latency_ms, first_token_ms (streams), prompt_tokens, comple
 total_tokens, cost_usd (when the model has a price), estimated (true when the tokens are an
 estimate: a stream cut before the provider reported usage), error (what went wrong, if anything),
 and purpose (`safety` for a call the proxy made to check the request: `service.safety`; such a
-call's tokens and cost count against the client, but the request's model stays the one it asked).
+call's tokens and cost count against the client, but the request's model stays the one it asked),
+and cache ("miss" when the answer cache was looked at). An answer from the cache
+(`service.edge.caching`) has a record of its own, with cache "hit", cost_usd 0 and saved_usd, what
+the answer cost when it was asked first (`cached_answer`).
 """
 
 from __future__ import annotations
@@ -174,6 +177,8 @@ class ProviderCall:
             fields["error"] = error
         if self.purpose:
             fields["purpose"] = self.purpose
+        if state is not None and state.cache:
+            fields["cache"] = state.cache
         if state is not None:
             self._add_to(state.used, fields, prompt, completion, cost, error)
         log.info("usage %s %s %s", fields["route"], self.model or "-", status, extra=fields)
@@ -202,6 +207,43 @@ class ProviderCall:
         if "first_token_ms" in fields and used.first_token_ms is None:
             used.first_token_ms = fields["first_token_ms"]
         used.error = error
+
+
+def cached_answer(
+    model: str | None,
+    deployment: str | None,
+    *,
+    stream: bool,
+    prompt_tokens: int,
+    completion_tokens: int,
+    saved_usd: float | None,
+) -> None:
+    """The usage record of an answer from the cache: no provider call, nothing charged (the
+    request's totals, which limits and budgets read, stay at zero, and so do its tokens here, so
+    records add up to what was used); saved_tokens and saved_usd are what the first answer used."""
+    state = request_state.current()
+    fields: dict[str, Any] = {
+        "request_id": state.id if state else "-",
+        "client": state.client if state else request_state.ANONYMOUS,
+        "route": state.route_name if state else "-",
+        "model": model,
+        "deployment": deployment,
+        "status": 200,
+        "stream": stream,
+        "cache": "hit",
+        "latency_ms": state.elapsed_ms() if state else 0.0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "cost_usd": 0.0,
+        "saved_tokens": prompt_tokens + completion_tokens,
+    }
+    if saved_usd is not None:
+        fields["saved_usd"] = saved_usd
+    if state is not None:
+        state.cache = "hit"
+        state.saved_usd = saved_usd
+    log.info("usage %s %s 200 cache hit", fields["route"], model or "-", extra=fields)
 
 
 @contextmanager

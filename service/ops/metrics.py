@@ -9,7 +9,8 @@ the contract the dashboard and alarms were built on (`infra_cdk/service_metrics.
 directive has the `Environment` dimension:
 
     [Environment]                      Requests, Errors, Latency, UpstreamLatency, TimeToFirstToken,
-                                       PromptTokens, CompletionTokens, CostUSD, BudgetUsedPercent
+                                       PromptTokens, CompletionTokens, CostUSD, BudgetUsedPercent,
+                                       CacheHits, CacheMisses, SavedUSD (the answer cache)
     [Environment, Route, StatusClass]  Requests
     [Environment, Client], [Environment, Model]   PromptTokens, CompletionTokens, CostUSD
     [Environment, Client]              BudgetUsedPercent (clients with a budget)
@@ -209,6 +210,12 @@ class RequestMetrics:
                 counted = f"SafetyChecks.{entry['phase']}.{entry['check']}.{entry['result']}"
                 figures[counted] = figures.get(counted, 0) + 1
                 figures.setdefault(f"SafetyLatency.{entry['phase']}.{entry['check']}", []).append(entry["ms"])
+        if state.cache is not None:  # the answer cache was looked at (service.edge.caching)
+            hit = state.cache == "hit"
+            figures["CacheHits"] = 1 if hit else 0
+            figures["CacheMisses"] = 0 if hit else 1
+            if hit and _number(state.saved_usd) and state.saved_usd >= 0:
+                figures["SavedUSD"] = state.saved_usd
         if state.admission is not None:
             percent = budget_used_percent(state.admission, figures.get("CostUSD", 0.0))
             if percent is not None:
@@ -227,6 +234,9 @@ _UNITS = {
     "CompletionTokens": "Count",
     "CostUSD": "None",
     "BudgetUsedPercent": "Percent",
+    "CacheHits": "Count",
+    "CacheMisses": "Count",
+    "SavedUSD": "None",
 }
 _USAGE = ("PromptTokens", "CompletionTokens", "CostUSD")
 

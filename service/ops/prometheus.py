@@ -64,6 +64,18 @@ COST_USD = Counter(
     ["client", "model"],
     registry=_registry,
 )
+CACHE_LOOKUPS = Counter(
+    "aiproxy_cache_lookups",
+    "Requests of clients with an answer cache, by whether the cache answered (hit) or not (miss)",
+    ["route", "result"],
+    registry=_registry,
+)
+CACHE_SAVED_USD = Counter(
+    "aiproxy_cache_saved_usd",
+    "What the answers from the cache cost when they were first asked",
+    ["client"],
+    registry=_registry,
+)
 BUDGET_USED_PERCENT = Gauge(
     "aiproxy_budget_used_percent",
     "The client's highest share of its daily or monthly budget, as of its latest request",
@@ -113,6 +125,10 @@ def count(figures: dict[str, Any]) -> None:
         COMPLETION_TOKENS.labels(client, model).inc(figures["CompletionTokens"])
         if "CostUSD" in figures:
             COST_USD.labels(client, model).inc(figures["CostUSD"])
+    if "CacheHits" in figures:
+        CACHE_LOOKUPS.labels(route, "hit" if figures["CacheHits"] else "miss").inc()
+        if "SavedUSD" in figures:
+            CACHE_SAVED_USD.labels(client).inc(figures["SavedUSD"])
     if "BudgetUsedPercent" in figures:
         BUDGET_USED_PERCENT.labels(client).set(figures["BudgetUsedPercent"])
     for check in figures.get("Safety", ()):

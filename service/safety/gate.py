@@ -6,6 +6,7 @@ routes go on as before, at the cost of one attribute read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -37,6 +38,20 @@ class SafetyGate:
     def __init__(self, policies: SafetyPolicies, services: Services) -> None:
         self.policies = policies
         self.services = services
+        self._fingerprints: dict[int, tuple[Policy, str]] = {}
+
+    def fingerprint(self) -> str:
+        """What distinguishes answers given under the requesting client's policy from others: its name
+        and a digest of its definition ("" without one). The answer cache keys on it, so an answer
+        kept under one policy (or an earlier version of it) never serves a client under another."""
+        policy = self.policy()
+        if policy is None:
+            return ""
+        digest = self._fingerprints.get(id(policy))
+        if digest is None or digest[0] is not policy:
+            digest = (policy, hashlib.sha256(repr(policy).encode()).hexdigest()[:16])
+            self._fingerprints = {id(policy): digest}  # the current policies' only; replaced on reload
+        return f"safety:{digest[1]}"
 
     def policy(self, name: str | None = None) -> Policy | None:
         """`name`, else the requesting client's policy; None when it has none."""

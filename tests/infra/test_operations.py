@@ -253,6 +253,12 @@ def test_dashboard_shows_traffic_latency_usage_capacity_and_the_store(templates,
     assert {m[1] for m in store} >= {"ElastiCacheProcessingUnits", "ThrottledCmds"}
     assert all(m[:3] == ["AWS/ElastiCache", m[1], "clusterId"] for m in store)
     assert all(m[3] == cache["Properties"]["ServerlessCacheName"] for m in store)
+    # The answer cache: hits over hits and misses, from the service's [Environment] figures.
+    ratio = metrics("Answer cache hit ratio (%)")
+    assert ratio[0][0]["expression"] == "100 * hits / (hits + misses)"
+    assert {(m[1], m[4]["id"]) for m in ratio[1:]} == {("CacheHits", "hits"), ("CacheMisses", "misses")}
+    assert all(m[3] == environment for m in ratio[1:])
+    assert names("Saved by the answer cache (USD)") == {"SavedUSD"}
     assert len(widgets["Alarms"]["properties"]["alarms"]) == len(ALARM_METRICS)
     # The stack's output links to it.
     output = template.find_outputs("DashboardUrl")["DashboardUrl"]["Value"]["Fn::Join"][1]

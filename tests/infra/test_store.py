@@ -33,8 +33,12 @@ def test_serverless_valkey_in_the_private_subnets(templates, stack):
     assert (props["Engine"], props["MajorEngineVersion"]) == ("valkey", "8")
     assert sorted(props["SubnetIds"], key=str) == private_subnets(template)
     assert len(props["SubnetIds"]) == 2  # one per availability zone
-    # Stored data is capped: counters are tiny, a runaway writer cannot run up the bill.
+    # Stored data is capped: counters are tiny, a runaway writer cannot run up the bill. It is also
+    # what bounds the answer cache's memory: Serverless has no maxmemory-policy to set (no parameter
+    # group); at the cap it evicts the least recently used keys that have a TTL, and every answer
+    # has one (docs/cache.md).
     assert props["CacheUsageLimits"] == {"DataStorage": {"Maximum": 1, "Unit": "GB"}}
+    assert "CacheParameterGroupName" not in props and "ParameterGroupName" not in props
     assert len(props["ServerlessCacheName"]) <= MAX_ID_LENGTH
 
 

@@ -72,12 +72,39 @@ def test_an_empty_store_accepts_no_key():
         ('{"web": {"keys": [], "rpm": null}}', "client 'web': \"rpm\" must be a whole number"),
         ('{"web": {"keys": [], "max_concurrent": null}}', '"max_concurrent" must be a whole number'),
         ('{"web": {"keys": [], "tpm": 0}}', "client 'web': \"tpm\" must be a whole number"),
+        ('{"web": {"keys": [], "cache": true}}', "client 'web': \"cache\" must be an object"),
+        ('{"web": {"keys": [], "cache": {"ttl_s": 0}}}', '"cache.ttl_s" must be a whole number from 1'),
+        ('{"web": {"keys": [], "cache": {"ttl": 60}}}', '"cache" has 1 unknown field(s)'),
+        ('{"web": {"keys": [], "cache": {"namespace": "a b"}}}', '"cache.namespace" must be 1 to 64'),
+        ('{"web": {"keys": [], "cache": {}, "cache_nondeterministic": 1}}', "must be true or false"),
     ],
 )
 def test_an_invalid_store_is_refused_with_a_message_naming_the_problem(raw, message):
     with pytest.raises(ValueError) as error:
         parse_key_store(raw, DEFAULTS)
     assert message in str(error.value)
+
+
+def test_an_entry_turns_the_answer_cache_on_for_its_client_only():
+    keys = store(
+        {
+            "web": {"keys": [hash_key(WEB_KEY)]},
+            "batch": {
+                "keys": [hash_key(BATCH_KEY)],
+                "cache": {"ttl_s": 60, "namespace": "graders"},
+                "cache_nondeterministic": True,
+            },
+        }
+    )
+    assert keys.authenticate(WEB_KEY).cache is None
+    cache = keys.authenticate(BATCH_KEY).cache
+    assert (cache.ttl_s, cache.max_answer_bytes, cache.namespace, cache.nondeterministic) == (
+        60,
+        1048576,
+        "graders",
+        True,
+    )
+    assert cache.owner("batch") == "namespace:graders"
 
 
 def test_a_raw_key_pasted_instead_of_its_hash_is_named_but_never_echoed():

@@ -20,6 +20,7 @@ LAYERS = [
     "config",  # settings, secrets, prices, AWS clients
     "ops",  # logging, metrics, error reports
     "store",  # the Redis/Valkey client and its scripts
+    "cache",  # the answer cache: keys, entries, Cache-Control, recording and replay
     "governance",  # client keys, limits, budgets, usage records
     "keys",  # the operators' key tool: python -m service.keys
     "gateway",  # routing, fallback, streams, providers

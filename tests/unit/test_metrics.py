@@ -53,11 +53,28 @@ def test_every_name_written_is_the_contracts():
     assert names["NAMESPACE"] == metrics.NAMESPACE
     state = finished_request(prompt_tokens=10, completion_tokens=5, cost_usd=0.002, first_token_ms=40.0)
     state.status, state.error_kind, state.admission = 502, "timeout", budgeted(day=10)
+    state.cache, state.saved_usd = "hit", 0.01  # the answer cache's figures too
     document = metrics.emf_document(
         metrics.RequestMetrics(environment="e.example.org").figures(state, "/r", 502, 9.5)
     )
     written = {name for pair in series(document) for name in (pair[0], *pair[1])}
     assert written == set(names.values()) - {names["NAMESPACE"]}
+
+
+def test_the_answer_cache_counts_hits_misses_and_what_hits_saved():
+    recorder = metrics.RequestMetrics(environment="e.example.org")
+
+    def figures(cache: str | None, saved: float | None = None) -> dict:
+        state = finished_request(calls=0)  # a hit made no provider call
+        state.cache, state.saved_usd = cache, saved
+        return recorder.figures(state, "/v1/chat/completions", 200, 0.4)
+
+    hit = figures("hit", 0.02)
+    assert (hit["CacheHits"], hit["CacheMisses"], hit["SavedUSD"]) == (1, 0, 0.02)
+    assert "CostUSD" not in hit and "PromptTokens" not in hit
+    miss = figures("miss")
+    assert (miss["CacheHits"], miss["CacheMisses"]) == (0, 1) and "SavedUSD" not in miss
+    assert not {"CacheHits", "CacheMisses", "SavedUSD"} & set(figures(None))  # no cache for the client
 
 
 def test_the_dimension_sets_are_those_the_dashboard_and_alarms_read():

@@ -22,6 +22,13 @@ ANSWER_HEADERS = {
         "carry, such as a line break or a non-ASCII letter, as its backslash escape: `\\u2603`)",
         {"type": "string"},
     ),
+    # The answer cache (docs/cache.md): only for a client whose key store entry turns it on.
+    "x-aiproxy-cache": header(
+        "`hit`: answered from the answer cache, not charged; `miss`: asked of the provider (clients "
+        "with a cache only; a request may send `Cache-Control: no-cache`, `no-store` or `max-age=N`)",
+        {"type": "string", "enum": ["hit", "miss"]},
+    ),
+    "Age": header("On a hit: the seconds since the cached answer was kept", {"type": "integer"}),
     **{
         f"x-ratelimit-{what}": header(
             f"The client's own {what.replace('-', ' ')} (when a key store is configured)", {"type": "string"}

@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint
+from flask import request as flask_request
 
 from service.assessment.grader import assess
 from service.assessment.providers import Grading
 from service.assessment.request import AssessmentRequest, read_request
 from service.assessment.samples import sample
 from service.core.responses import ClientResponse
+from service.edge.caching import through_cache
 from service.edge.routes.fields import request_fields
 from service.runtime import Runtime
 
@@ -35,10 +37,24 @@ def blueprint(runtime: Runtime) -> Blueprint:
         grading = Grading(runtime.router, request.model, api_key=request.api_key)
         # An alias is graded, and reported in metadata.request, as the model it stands for.
         request = dataclasses.replace(request, model=grading.model)
-        body = assess(request, grading, agent=grading.agent)
-        if grading.answered_by is not None:
-            body["metadata"]["agent"] = grading.agent  # a fallback may have answered
-        return ClientResponse.json(body)
+
+        def ask() -> ClientResponse:
+            body = assess(request, grading, agent=grading.agent)
+            if grading.answered_by is not None:
+                body["metadata"]["agent"] = grading.agent  # a fallback may have answered
+            return ClientResponse.json(body)
+
+        # The same grading asked again is answered from the cache, for a client whose entry has one.
+        return through_cache(
+            runtime.answers,
+            kind=flask_request.path,
+            model=grading.model,
+            body=question(request),
+            is_sampled=request.temperature > 0 or request.num_responses > 1,
+            cache_control=flask_request.headers.get("Cache-Control"),
+            ask=ask,
+            variant=runtime.safety.fingerprint(),
+        )
 
     def sample_request(fields: Mapping[str, Any], code: str) -> AssessmentRequest:
         shipped = sample()
@@ -64,3 +80,11 @@ def blueprint(runtime: Runtime) -> Blueprint:
         return grade(sample_request(request_fields(uploads=True), ""))
 
     return routes
+
+
+def question(request: AssessmentRequest) -> dict[str, Any]:
+    """What a grading depends on, for the answer cache: every field but the caller's provider key."""
+    fields = {field.name: getattr(request, field.name) for field in dataclasses.fields(request)}
+    fields.pop("api_key")
+    fields["rubric"] = request.rubric.text
+    return fields

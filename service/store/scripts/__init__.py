@@ -15,3 +15,4 @@ def _read(name: str) -> str:
 ADMIT = _read("admit")  # before the provider call: request window, slot, tokens, budgets
 SETTLE = _read("settle")  # after it: free the slot, the tokens used, the cost
 USAGE = _read("usage")  # what a client has used, changing nothing
+GET = _read("get")  # one value (the answer cache's read)
