@@ -25,12 +25,26 @@ OPENAI_API_KEY = "openai_api_key"
 HONEYBADGER_API_KEY = "honeybadger_api_key"
 CLIENT_API_KEYS = "client_api_keys"
 REDIS_AUTH = "redis_auth"  # the shared limits store's password (AIPROXY_REDIS_URL)
+END_USER_HASH_KEY = "end_user_hash_key"  # keys the hash that names end users in records
+ANSWER_SIGNING_KEY = "answer_signing_key"  # signs answers (X-AIProxy-Signature)
 
 # Every secret the service reads; the CDK service stack creates exactly these.
-SECRET_NAMES: tuple[str, ...] = (HONEYBADGER_API_KEY, OPENAI_API_KEY, CLIENT_API_KEYS, REDIS_AUTH)
+SECRET_NAMES: tuple[str, ...] = (
+    HONEYBADGER_API_KEY,
+    OPENAI_API_KEY,
+    CLIENT_API_KEYS,
+    REDIS_AUTH,
+    END_USER_HASH_KEY,
+    ANSWER_SIGNING_KEY,
+)
 
 # Secrets whose environment override is not simply the upper-cased name.
-_ENV_OVERRIDES = {CLIENT_API_KEYS: "AIPROXY_CLIENT_KEYS", REDIS_AUTH: "AIPROXY_REDIS_PASSWORD"}
+_ENV_OVERRIDES = {
+    CLIENT_API_KEYS: "AIPROXY_CLIENT_KEYS",
+    REDIS_AUTH: "AIPROXY_REDIS_PASSWORD",
+    END_USER_HASH_KEY: "AIPROXY_END_USER_HASH_KEY",
+    ANSWER_SIGNING_KEY: "AIPROXY_ANSWER_SIGNING_KEY",
+}
 
 
 def secret_id(environment_type: str, environment: str, name: str) -> str:
