@@ -8,7 +8,9 @@ exactly once, however the call ends, and adds what it used to the request's tota
 Fields (top-level keys in JSON format): request_id, client, route, model, deployment, status,
 stream, upstream_ms, latency_ms, first_token_ms (streams), prompt_tokens, completion_tokens,
 total_tokens, cost_usd (when the model has a price), estimated (true when the tokens are an
-estimate: a stream cut before the provider reported usage), and error (what went wrong, if anything).
+estimate: a stream cut before the provider reported usage), error (what went wrong, if anything),
+and for a request that names an end user, end_user (their keyed hash, never their id:
+service.governance.end_users) and attributes (the token's configured claims: feature, lesson...).
 """
 
 from __future__ import annotations
@@ -156,6 +158,11 @@ class ProviderCall:
                 fields["cost_usd"] = cost
         if error:
             fields["error"] = error
+        end_user = state.end_user if state is not None else None
+        if end_user is not None:
+            fields["end_user"] = end_user.hashed
+            if end_user.attributes:
+                fields["attributes"] = dict(end_user.attributes)
         if state is not None:
             self._add_to(state.used, fields, prompt, completion, cost, error)
         log.info("usage %s %s %s", fields["route"], self.model or "-", status, extra=fields)

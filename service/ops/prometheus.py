@@ -74,6 +74,20 @@ BUDGET_USED_PERCENT = Gauge(
 )
 
 
+ATTRIBUTED_REQUESTS = Counter(
+    "aiproxy_attributed_requests",
+    "Requests of end users, by client and by each attribute their tokens carry",
+    ["client", "attribute", "value"],
+    registry=_registry,
+)
+ATTRIBUTED_COST_USD = Counter(
+    "aiproxy_attributed_cost_usd",
+    "Cost of end users' requests, by client and by each attribute their tokens carry",
+    ["client", "attribute", "value"],
+    registry=_registry,
+)
+
+
 def exposition() -> tuple[bytes, str]:
     """This server's metrics in Prometheus' text format, and its content type."""
     if MULTIPROCESS:
@@ -102,3 +116,7 @@ def count(figures: dict[str, Any]) -> None:
             COST_USD.labels(client, model).inc(figures["CostUSD"])
     if "BudgetUsedPercent" in figures:
         BUDGET_USED_PERCENT.labels(client).set(figures["BudgetUsedPercent"])
+    for name, value in figures.get("Attributes", {}).items():
+        ATTRIBUTED_REQUESTS.labels(client, name, value).inc()
+        if "CostUSD" in figures:
+            ATTRIBUTED_COST_USD.labels(client, name, value).inc(figures["CostUSD"])
