@@ -581,6 +581,16 @@ def build_document() -> dict[str, Any]:
                     "responses": _responses(_json("Limits, usage and what remains", _ref("Limits"))),
                 }
             },
+            "/v1/signing-keys": {
+                "get": {
+                    "summary": "The public keys signed answers verify with (JSON Web Key Set, Ed25519)",
+                    "tags": ["Client"],
+                    "security": [],
+                    "responses": {
+                        "200": _json("JSON Web Key Set: keys[] with kty OKP, crv Ed25519, kid, x"),
+                    },
+                }
+            },
             "/v1/models/{model_id}": {
                 "get": {
                     "summary": "One model",

@@ -148,10 +148,10 @@ class KeyStore:
                 client = named
         if client is None or client.access.tokens is None:
             raise InvalidToken("no client issues tokens with its kid or iss")
-        if issuer is not None and issuer != client.name:
-            raise InvalidToken("its iss is not the client of its key")
         policy = client.access.tokens
         claims = policy.verify(token, policy.candidates(kid, algorithm or "", token), now)
+        if claims.issuer is not None and claims.issuer != client.name:
+            raise InvalidToken("its iss is not the client of its key")
         return client, claims
 
 

@@ -76,6 +76,7 @@ class Claims:
     attributes: Mapping[str, str]
     blocked_models: frozenset[str]
     sign: bool
+    issuer: str | None = None  # `iss`, when the token has one
 
 
 def _key_algorithms(key: Any, algorithms: tuple[str, ...]) -> tuple[str, ...]:
@@ -200,6 +201,7 @@ class TokenPolicy:
             attributes=attributes,
             blocked_models=blocked,
             sign=payload.get(names["sign"]) is True,
+            issuer=payload.get("iss") if isinstance(payload.get("iss"), str) else None,
         )
 
 
