@@ -38,7 +38,12 @@ from service.core import request_state
 from service.core.errors import ProxyError, Unauthenticated, Unavailable
 from service.governance import limits
 from service.governance.end_user_tokens import Claims as EndUserClaims
-from service.governance.end_user_tokens import InvalidToken, looks_like_token, token_header
+from service.governance.end_user_tokens import (
+    InvalidToken,
+    looks_like_token,
+    token_header,
+    unverified_issuer,
+)
 from service.governance.end_users import (
     ACCESS_FIELDS,
     NO_ACCESS,
@@ -138,9 +143,10 @@ class KeyStore:
 
     def verify_token(self, token: str, now: float) -> tuple[Client, EndUserClaims]:
         """The client that issued `token` and what it says; InvalidToken when it is not valid."""
-        kid, algorithm, issuer = token_header(token)
+        kid, algorithm = token_header(token)
         client = self._kids.get(kid) if kid is not None else None
         if client is None:
+            issuer = unverified_issuer(token)
             named = self.clients.get(issuer) if issuer is not None else None
             # A kid no key of the store has: only an issuer whose keys are fetched (jwks_url) may know it.
             tokens = named.access.tokens if named is not None else None

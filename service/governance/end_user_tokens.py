@@ -224,31 +224,30 @@ def looks_like_token(value: str) -> bool:
     return value.count(".") == 2 and not value.startswith("aip_")
 
 
-def _unverified_header(token: str) -> dict:
-    """The token's header, decoded only (PyJWT's own reader decodes the whole token: 10 times the
-    time); nothing in it is trusted until PyJWT has verified the token."""
-    encoded = token.partition(".")[0]
+def _unverified_part(token: str, number: int) -> dict:
+    """One JSON part of the token (0: header, 1: claims), decoded only: PyJWT's own reader decodes
+    the whole token, ten times the time. Nothing read here is trusted before PyJWT verifies it."""
+    encoded = token.split(".", 2)[number]
     try:
-        header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+        value = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
     except (ValueError, RecursionError):
         raise InvalidToken("it is malformed") from None
-    if not isinstance(header, dict):
+    if not isinstance(value, dict):
         raise InvalidToken("it is malformed")
-    return header
+    return value
 
 
-def token_header(token: str) -> tuple[str | None, str | None, str | None]:
-    """The token's (kid, alg, iss), read before anything is verified, to find its issuer."""
-    header = _unverified_header(token)
+def token_header(token: str) -> tuple[str | None, str | None]:
+    """The token's (kid, alg), read before anything is verified, to find its issuer's key."""
+    header = _unverified_part(token, 0)
     kid, algorithm = header.get("kid"), header.get("alg")
-    issuer = None
-    if not isinstance(kid, str):
-        kid = None
-        try:
-            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
-        except jwt.InvalidTokenError:
-            raise InvalidToken("it is malformed") from None
-    return kid, algorithm if isinstance(algorithm, str) else None, issuer if isinstance(issuer, str) else None
+    return kid if isinstance(kid, str) else None, algorithm if isinstance(algorithm, str) else None
+
+
+def unverified_issuer(token: str) -> str | None:
+    """The token's `iss`, to find its client when no client has its kid."""
+    issuer = _unverified_part(token, 1).get("iss")
+    return issuer if isinstance(issuer, str) else None
 
 
 def parse_policy(value: Any, where: str) -> TokenPolicy:

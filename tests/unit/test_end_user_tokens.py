@@ -178,3 +178,39 @@ def test_the_end_user_hash_is_keyed_and_stable():
     one, same, other = EndUserHasher(Secrets("k")), EndUserHasher(Secrets("k")), EndUserHasher(Secrets("j"))
     assert one("student") == same("student") != other("student")
     assert "student" not in one("student") and len(one("student")) == 64
+
+
+def test_keys_are_fetched_from_a_jwks_url_and_cached():
+    import http.server
+    import threading
+
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key()))
+    served = []
+
+    class Keys(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            served.append(self.path)
+            body = json.dumps({"keys": [{**jwk, "kid": "remote-1", "alg": "RS256"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/jwks.json"
+        policy = {"jwks_url": url, "algorithms": ["RS256"]}
+        keys = parse_key_store(json.dumps({"app": {"keys": [], "end_user_tokens": policy}}), Limits(60, 10))
+        for _ in range(3):
+            signed = token(headers={"kid": "remote-1"}, iss="app")
+            assert keys.verify_token(signed, NOW)[0].name == "app"
+        assert served == ["/jwks.json"]  # fetched once, then cached
+        with pytest.raises(InvalidToken, match="kid"):
+            keys.verify_token(token(headers={"kid": "unknown"}, iss="app"), NOW)
+    finally:
+        server.shutdown()
