@@ -88,6 +88,7 @@ lock: $(VENV)/.dev-deps
 ## make bench ARGS="--all" runs every scenario, ARGS="--point-seconds 3" shorter points.
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench $(if $(BASELINE),--baseline $(BASELINE)) $(ARGS)
+	$(BIN)/python -m bench.end_users
 
 ## Measure AI grading accuracy on a labelled dataset (docs/accuracy-lab.md):
 ## make evaluate DATASET=path/to/dataset ARGS="--workers 8 --min-accuracy 0.75"

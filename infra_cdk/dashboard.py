@@ -2,9 +2,10 @@
 
 Rows, top to bottom: requests and errors; latency and time to first token; tokens and cost by
 client and by model; budgets and errors by kind; the answer cache's hit ratio and savings;
-healthy hosts, tasks, CPU and memory; the shared limits store; the state of every alarm. Usage
-panels break the service's metrics down with SEARCH, so a new client or model shows up without a
-deploy.
+requests by client, and requests and cost by client and the first attribute of end users'
+tokens; healthy hosts, tasks, CPU and memory; the shared limits store; the state of every alarm.
+Usage panels break the service's metrics down with SEARCH, so a new client or model shows up
+without a deploy.
 """
 
 from __future__ import annotations
@@ -146,6 +147,20 @@ class ServiceDashboard(Construct):
                     left_annotations=[cloudwatch.HorizontalAnnotation(value=80, label="alarm")],
                 ),
                 _graph("Errors by kind", [m.search(m.ERRORS, env, "Sum", m.ERROR_KIND)]),
+            ],
+            [
+                # End users' requests, by the first attribute their tokens carry (docs/end-users.md).
+                _graph("Requests by client", [m.search(m.REQUESTS, env, "Sum", m.CLIENT)], width=8),
+                _graph(
+                    "Requests by client and first attribute",
+                    [m.search(m.REQUESTS, env, "Sum", m.CLIENT, m.ATTRIBUTE)],
+                    width=8,
+                ),
+                _graph(
+                    "Cost by client and first attribute (USD)",
+                    [m.search(m.COST_USD, env, "Sum", m.CLIENT, m.ATTRIBUTE)],
+                    width=8,
+                ),
             ],
             [
                 _graph(

@@ -15,7 +15,14 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra_cdk.nag import acknowledge
-from service.config.secrets import REDIS_AUTH, SECRET_NAMES, secret_id, secret_prefix
+from service.config.secrets import (
+    ANSWER_SIGNING_KEY,
+    END_USER_HASH_KEY,
+    REDIS_AUTH,
+    SECRET_NAMES,
+    secret_id,
+    secret_prefix,
+)
 
 # Values a secret starts with. The client key store must exist for the service to start in test
 # and production (it fails closed); `{}` is a store with no clients, so the first deploy comes up
@@ -27,10 +34,12 @@ DESCRIPTIONS = {
     "openai_api_key": "Key of the OpenAI-compatible upstream; empty makes the LLM routes answer 503",
     "client_api_keys": "Client key store as JSON (docs/client-keys.md); required in test and production",
     REDIS_AUTH: "Password of the shared limits store (Valkey); generated, nobody needs to type it",
+    END_USER_HASH_KEY: "Key of the hash naming end users in records (docs/end-users.md); generated",
+    ANSWER_SIGNING_KEY: "Seed of the Ed25519 key signing answers (docs/end-users.md); generated",
 }
 # Secrets no person issues: the stack generates their values (letters and digits, which every
 # client and Valkey's password rules accept).
-GENERATED = (REDIS_AUTH,)
+GENERATED = (REDIS_AUTH, END_USER_HASH_KEY, ANSWER_SIGNING_KEY)
 METRICS_KEY = "metrics_key"
 
 

@@ -2,8 +2,9 @@
 
 The contract with the service: namespace `AIProxy`, dimension `Environment` (the task's
 ENVIRONMENT, the deployment's DNS name) in every dimension set: [Environment],
-[Environment, Client], [Environment, Model], [Environment, Route, StatusClass], and on failed
-requests [Environment, ErrorKind]. Alarms use [Environment] (an alarm cannot SEARCH); dashboard
+[Environment, Client], [Environment, Model], [Environment, Route, StatusClass],
+[Environment, Client, Attribute] (end users' requests), and on failed requests
+[Environment, ErrorKind]. Alarms use [Environment] (an alarm cannot SEARCH); dashboard
 widgets break a metric down with SEARCH expressions.
 """
 
@@ -19,6 +20,7 @@ MODEL = "Model"
 ROUTE = "Route"
 STATUS_CLASS = "StatusClass"
 ERROR_KIND = "ErrorKind"
+ATTRIBUTE = "Attribute"  # the first attribute of an end user's token (docs/end-users.md)
 
 REQUESTS = "Requests"
 ERRORS = "Errors"

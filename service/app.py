@@ -21,9 +21,11 @@ from service.core.responses import ClientResponse
 from service.edge import openapi
 from service.edge.caching import CachedRelay
 from service.edge.pipeline import RequestPipeline
-from service.edge.routes import assessment, limits, metrics, models, openai_api, safety, status
+from service.edge.routes import assessment, limits, metrics, models, openai_api, safety, signing_keys, status
+from service.edge.signing import AnswerSigner
 from service.gateway.routing import build_router
 from service.governance.auth import ClientGate, ClientKeys
+from service.governance.end_users import EndUserHasher
 from service.governance.limits import Limiter, LocalLimiter
 from service.ops.metrics import RequestMetrics
 from service.ops.observability import configure_logging, install_honeybadger
@@ -117,6 +119,8 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     app.register_blueprint(assessment.blueprint(runtime))
     app.register_blueprint(limits.blueprint(runtime))
     app.register_blueprint(metrics.blueprint(settings.metrics_key))
+    signer = AnswerSigner(secrets)
+    app.register_blueprint(signing_keys.blueprint(signer))
     relay_routes = {  # each through the answer cache, for the clients whose entry turns it on
         "/v1" + path: CachedRelay(
             openai_api.RelayRoute(path, runtime.router, runtime.safety), runtime.answers
@@ -126,7 +130,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     relay_routes[safety.PATH] = safety.SafetyCheckRoute(runtime.safety)
     app.wsgi_app = RequestPipeline(  # type: ignore[method-assign]
         app.wsgi_app,
-        gate=ClientGate(keys),
+        gate=ClientGate(keys, EndUserHasher(secrets)),
         limiter=runtime.limiter,
         routes=relay_routes,
         max_body=settings.max_body_bytes,
@@ -142,6 +146,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         prices=runtime.prices,
         generating_paths=frozenset({"/assessment", "/test/assessment", "/test/openai"}),
         unmetered_paths=frozenset({limits.PATH}),
+        signer=signer,
     )
     return app
 

@@ -27,15 +27,26 @@ CLIENT_API_KEYS = "client_api_keys"
 REDIS_AUTH = "redis_auth"  # the shared limits store's password (AIPROXY_REDIS_URL)
 # Not in SECRET_NAMES: a deployment that uses safety policies creates this secret itself.
 SAFETY_POLICIES = "safety_policies"  # named safety policies (service.safety.policy)
+END_USER_HASH_KEY = "end_user_hash_key"  # keys the hash that names end users in records
+ANSWER_SIGNING_KEY = "answer_signing_key"  # signs answers (X-AIProxy-Signature)
 
 # Every secret the service reads; the CDK service stack creates exactly these.
-SECRET_NAMES: tuple[str, ...] = (HONEYBADGER_API_KEY, OPENAI_API_KEY, CLIENT_API_KEYS, REDIS_AUTH)
+SECRET_NAMES: tuple[str, ...] = (
+    HONEYBADGER_API_KEY,
+    OPENAI_API_KEY,
+    CLIENT_API_KEYS,
+    REDIS_AUTH,
+    END_USER_HASH_KEY,
+    ANSWER_SIGNING_KEY,
+)
 
 # Secrets whose environment override is not simply the upper-cased name.
 _ENV_OVERRIDES = {
     CLIENT_API_KEYS: "AIPROXY_CLIENT_KEYS",
     REDIS_AUTH: "AIPROXY_REDIS_PASSWORD",
     SAFETY_POLICIES: "AIPROXY_SAFETY_POLICIES",
+    END_USER_HASH_KEY: "AIPROXY_END_USER_HASH_KEY",
+    ANSWER_SIGNING_KEY: "AIPROXY_ANSWER_SIGNING_KEY",
 }
 
 

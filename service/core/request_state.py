@@ -50,6 +50,9 @@ class RequestState:
     # The admitted client's limits and what admission reserved (service.governance.limits); None
     # when none apply.
     admission: Any = None
+    # The end user the request names (service.governance.end_users.EndUser), if any: usage records
+    # and metrics attribute it (by its keyed hash and its attributes, never its id).
+    end_user: Any = None
     route: str | None = None  # the route's URL rule when it has one (else the path)
     used: Usage = field(default_factory=Usage)
     status: int | None = None  # the answer's status, once it is known

@@ -5,7 +5,9 @@ the Flask app's `wsgi_app`). For each request it:
 
 1. starts the request's state (`service.core.request_state`): its id (`X-Request-Id` when the client
    sent a short, plain one, else a new one), method, path and start time;
-2. authenticates the client (`service.governance.auth.ClientGate`);
+2. answers a browser's CORS preflight for a listed origin (`service.edge.cors`), then authenticates
+   the client and, when the request names one, its end user (`service.governance.auth.ClientGate`:
+   a client key, or an end-user token), refusing a model the caller may not use (403);
 3. reads the body whole (except on the open routes, `GET /` and `/metrics`, whose bodies are never
    read), within AIPROXY_MAX_BODY_BYTES (413 beyond) and AIPROXY_BODY_TIMEOUT
    (408 when the client stops sending), and for the OpenAI-compatible routes parses it (400
@@ -17,7 +19,8 @@ the Flask app's `wsgi_app`). For each request it:
    plain WSGI, the hot path) or else Flask;
 6. answers any `ProxyError` through `service.core.errors.error_answer`; any other exception is logged
    (so reported to Honeybadger) and answered with a JSON 500;
-7. adds `X-Request-Id` (and the client's limit headers) to the answer, and sends its headers
+7. adds `X-Request-Id` (and the client's limit headers, and a listed origin's CORS headers) to the
+   answer, signs it when asked (`service.edge.signing`), and sends its headers
    through `service.core.escaping.sendable_headers` (a value no header can carry is escaped, never
    refused by the server; should the server refuse them all the same, the client gets the JSON
    500 instead, with its access line); settles the request with the limits (actual tokens and
@@ -40,7 +43,8 @@ from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejecte
 from service.core.escaping import sendable_headers
 from service.core.request_state import RequestState
 from service.core.responses import Closing, JsonRoute, WSGIApp
-from service.edge import bodies
+from service.edge import bodies, cors
+from service.edge.signing import SIGN_HEADER, AnswerSigner
 from service.governance.auth import ClientGate, is_open_route
 from service.governance.limits import Limiter
 from service.ops.metrics import RequestMetrics
@@ -66,6 +70,7 @@ class RequestPipeline:
         prices: PriceTable | None = None,
         generating_paths: frozenset[str] = frozenset(),
         unmetered_paths: frozenset[str] = frozenset(),
+        signer: AnswerSigner | None = None,
     ) -> None:
         self._flask = flask_app
         self._gate = gate
@@ -78,6 +83,7 @@ class RequestPipeline:
         self._prices = prices
         self._generating = generating_paths  # Flask routes that ask a model for output
         self._unmetered = unmetered_paths  # Flask routes not counted against the client's limits
+        self._signer = signer
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -153,7 +159,16 @@ class RequestPipeline:
     def _serve(
         self, environ: dict, state: RequestState, method: str, path: str, extra_headers: list
     ) -> WSGIApp:
-        client = self._gate.authenticate(method, path, environ.get("HTTP_AUTHORIZATION", ""))
+        origin = environ.get("HTTP_ORIGIN")
+        if origin:
+            listed = self._listed_origins()
+            if cors.is_preflight(method, path, environ):
+                return cors.preflight(origin, listed)
+            if cors.allowed_origin(origin, listed):  # so a browser can read even a refusal
+                extra_headers.extend(cors.answer_headers(origin))
+        client, end_user = self._gate.caller(method, path, environ)
+        if origin and client is not None and origin.lower() not in client.access.origins:
+            raise cors.origin_refused()  # a token whose client does not list this origin
         if is_open_route(method, path):
             # Its body is never read: anyone may send one without a key, and a connection reading
             # a trickled body is busy, so it could never be shed. The worker closes the connection
@@ -171,14 +186,27 @@ class RequestPipeline:
             state.limits = client.limits
             state.safety_policy = client.safety
             state.cache_settings = client.cache  # the answer cache, if its entry turns it on
+            state.end_user = end_user
+            if body is not None:
+                client.access.refuse_model(body.get("model"), end_user)
         if client is not None and path not in self._unmetered:
             generates = route.generates if route is not None else path in self._generating
             estimate = bodies.estimate_tokens(body, len(raw), self._output_estimate if generates else 0)
-            state.admission = self._limiter.admit(client.name, client.limits, estimate)
+            state.admission = self._limiter.admit(client.name, client.limits, estimate, end_user)
             extra_headers.extend(state.admission.headers())
         if route is None:
             return self._flask
-        return route(body, raw, environ)
+        answer = route(body, raw, environ)
+        if self._signer is not None and (
+            (end_user is not None and end_user.sign) or environ.get(SIGN_HEADER) == "1"
+        ):
+            signed_id = end_user.token_id if end_user is not None and end_user.token_id else state.id
+            answer = self._signer.signed(answer, signed_id)
+        return answer
+
+    def _listed_origins(self) -> frozenset[str]:
+        store = self._gate.keys.current()
+        return store.origins if store is not None else frozenset()
 
     def _settle(self, state: RequestState) -> None:
         admission = state.admission  # left on the state: the metrics record reads the budget in it

@@ -9,7 +9,9 @@ The key store is the JSON secret `client_api_keys` (or AIPROXY_CLIENT_KEYS):
 (every field but `keys` optional; `service.governance.limits` says what each limit does; `safety`
 names the client's safety policy, `service.safety`, which checks that the policy exists). An
 entry may also turn the answer cache on for its client: `"cache": {"ttl_s": 3600, ...}` and
-`"cache_nondeterministic"` (`service.cache.settings`).
+`"cache_nondeterministic"` (`service.cache.settings`); let its end users call (`end_user_tokens`,
+`end_user`, `trust_end_user_header`, `origins`) and restrict its models (`models`,
+`blocked_models`): `service.governance.end_users`.
 
 Only hashes are stored, so the store itself cannot be used to call the proxy. A client may have
 several keys at once, which is how a key is rotated without downtime. The store is read through
@@ -29,6 +31,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +41,24 @@ from service.config.secrets import CLIENT_API_KEYS, SecretStore, env_variable
 from service.config.setting import SettingsError
 from service.config.settings import Settings
 from service.core import request_state
-from service.core.errors import Unauthenticated, Unavailable
+from service.core.errors import ProxyError, Unauthenticated, Unavailable
 from service.governance import limits
+from service.governance.end_user_tokens import Claims as EndUserClaims
+from service.governance.end_user_tokens import (
+    InvalidToken,
+    looks_like_token,
+    token_header,
+    unverified_issuer,
+)
+from service.governance.end_users import (
+    ACCESS_FIELDS,
+    NO_ACCESS,
+    ClientAccess,
+    EndUser,
+    EndUserHasher,
+    header_end_user,
+    parse_access,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +78,7 @@ _ENTRY_FIELDS = (
     "safety",
     "cache",
     "cache_nondeterministic",
+    *ACCESS_FIELDS,
 )
 _MAX_LIMIT = 100000
 _MAX_TPM = 1_000_000_000
@@ -69,6 +89,10 @@ _MAX_KEY_LENGTH = 1024  # longer Authorization values are refused without hashin
 UNAUTHORIZED_MESSAGE = (
     "Missing or invalid client key. Send the key the proxy's operators gave you as "
     "'Authorization: Bearer <key>'."
+)
+FROM_A_BROWSER_MESSAGE = (
+    "A client key is never sent from a browser (this request has an Origin header); a browser "
+    "sends an end-user token its application issued (docs/end-users.md)."
 )
 
 
@@ -88,6 +112,7 @@ class Client:
     limits: limits.Limits
     safety: str | None = None  # the name of the client's safety policy (service.safety)
     cache: CacheSettings | None = None  # the answer cache, when the entry turns it on
+    access: ClientAccess = NO_ACCESS  # end users, origins and models (service.governance.end_users)
 
 
 class KeyStore:
@@ -101,6 +126,17 @@ class KeyStore:
             for client in self.clients.values()
             for digest in client.key_hashes
         ]
+        # Clients that issue end-user tokens, by the `kid`s of their keys (and by name: `iss`).
+        self._kids = {
+            key.kid: client
+            for client in self.clients.values()
+            if client.access.tokens is not None
+            for key in client.access.tokens.keys
+            if key.kid is not None
+        }
+        self.issues_tokens = any(client.access.tokens is not None for client in self.clients.values())
+        # Every origin some client allows: a CORS preflight names no client.
+        self.origins = frozenset(o for client in self.clients.values() for o in client.access.origins)
 
     def authenticate(self, key: str) -> Client | None:
         """The client that owns `key`, or None.
@@ -115,6 +151,25 @@ class KeyStore:
             if hmac.compare_digest(presented, digest):
                 found = client
         return found
+
+    def verify_token(self, token: str, now: float) -> tuple[Client, EndUserClaims]:
+        """The client that issued `token` and what it says; InvalidToken when it is not valid."""
+        kid, algorithm = token_header(token)
+        client = self._kids.get(kid) if kid is not None else None
+        if client is None:
+            issuer = unverified_issuer(token)
+            named = self.clients.get(issuer) if issuer is not None else None
+            # A kid no key of the store has: only an issuer whose keys are fetched (jwks_url) may know it.
+            tokens = named.access.tokens if named is not None else None
+            if tokens is not None and (kid is None or tokens.jwks_url):
+                client = named
+        if client is None or client.access.tokens is None:
+            raise InvalidToken("no client issues tokens with its kid or iss")
+        policy = client.access.tokens
+        claims = policy.verify(token, policy.candidates(kid, algorithm or "", token), now)
+        if claims.issuer is not None and claims.issuer != client.name:
+            raise InvalidToken("its iss is not the client of its key")
+        return client, claims
 
 
 def parse_key_store(raw: str, default_limits: limits.Limits) -> KeyStore:
@@ -172,6 +227,7 @@ def parse_key_store(raw: str, default_limits: limits.Limits) -> KeyStore:
             ),
             safety=_policy_name(entry, where),
             cache=parse_cache_settings(entry, where),
+            access=parse_access(entry, where),
         )
     return KeyStore(clients)
 
@@ -291,22 +347,77 @@ def presented_key(authorization: str) -> str:
     return value
 
 
+OPEN_PATHS = ("/", "/metrics", "/v1/signing-keys")
+
+
 def is_open_route(method: str, path: str) -> bool:
-    """Whether the route needs no client key: the health check and `/metrics` (which asks for its
-    own key, AIPROXY_METRICS_KEY: service.edge.routes.metrics). Their bodies are never read
-    (service.edge.pipeline, service.server.worker)."""
-    return path in ("/", "/metrics") and method in ("GET", "HEAD")
+    """Whether the route needs no client key: the health check, `/metrics` (which asks for its
+    own key, AIPROXY_METRICS_KEY: service.edge.routes.metrics) and the public keys answers are
+    signed with (`/v1/signing-keys`). Their bodies are never read (service.edge.pipeline,
+    service.server.worker)."""
+    return path in OPEN_PATHS and method in ("GET", "HEAD")
 
 
 class ClientGate:
     """Authenticates each request (`service.edge.pipeline` asks before anything else)."""
 
-    def __init__(self, keys: ClientKeys) -> None:
+    def __init__(self, keys: ClientKeys, hasher: EndUserHasher | None = None) -> None:
         self.keys = keys
+        self.hasher = hasher
+
+    def caller(self, method: str, path: str, environ: dict) -> tuple[Client | None, EndUser | None]:
+        """The client of the request and, when it names one, its end user: from an end-user token
+        (`Authorization: Bearer <JWT>`), or from `X-AIProxy-End-User` on a client-key request of a
+        client that trusts it. Raises as `authenticate` does; a token that is not valid is a 401
+        saying why, and a client key sent from a browser (an `Origin` header) is a 403."""
+        store = self._store_for(method, path)
+        if store is None:
+            return None, None
+        key = presented_key(environ.get("HTTP_AUTHORIZATION", ""))
+        if store.issues_tokens and self.hasher is not None and looks_like_token(key):
+            return self._token_caller(store, key)
+        client = self._client_of(store, key)
+        if environ.get("HTTP_ORIGIN"):
+            log.info("Refused client %s's key sent from a browser", client.name)
+            raise ProxyError(FROM_A_BROWSER_MESSAGE, status=403, code="client_key_from_browser")
+        named = environ.get("HTTP_X_AIPROXY_END_USER")
+        if named and client.access.trust_end_user_header and self.hasher is not None:
+            end_user_id = header_end_user(named)
+            if end_user_id is not None:
+                return client, EndUser(self.hasher(end_user_id), client.access.end_user_limits)
+        return client, None
+
+    def _token_caller(self, store: KeyStore, token: str) -> tuple[Client, EndUser]:
+        assert self.hasher is not None
+        try:
+            client, claims = store.verify_token(token, time.time())
+        except InvalidToken as error:
+            log.info("Refused an end-user token: %s", error)
+            raise Unauthenticated(
+                f"The end-user token is not valid: {error}.",
+                code="invalid_end_user_token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            ) from None
+        policy = client.access.tokens
+        return client, EndUser(
+            self.hasher(claims.end_user),
+            client.access.end_user_limits,
+            attributes=claims.attributes,
+            blocked_models=claims.blocked_models,
+            token_id=claims.token_id,
+            expires=claims.expires,
+            reject_replay=policy is not None and policy.reject_replays,
+            sign=claims.sign,
+        )
 
     def authenticate(self, method: str, path: str, authorization: str) -> Client | None:
         """The client whose key the request carries; None when none is needed (`GET /`, or the
         proxy running open). Raises Unauthenticated (401) or Unavailable (503, store lost)."""
+        store = self._store_for(method, path)
+        return None if store is None else self._client_of(store, presented_key(authorization))
+
+    def _store_for(self, method: str, path: str) -> KeyStore | None:
+        """The key store the request is checked against; None when none is needed."""
         if is_open_route(method, path):
             return None
         store = self.keys.current()
@@ -314,7 +425,10 @@ class ClientGate:
             return None  # running open (start-up said so)
         if self.keys.lost:
             raise Unavailable("Client authentication is unavailable; try again later.")
-        key = presented_key(authorization)
+        return store
+
+    @staticmethod
+    def _client_of(store: KeyStore, key: str) -> Client:
         client = store.authenticate(key) if 0 < len(key) <= _MAX_KEY_LENGTH else None
         if client is None:
             # The reason is for operators only; the client gets one answer for every case.

@@ -14,13 +14,16 @@ Every limit is an optional field of the client's key store entry (docs/client-ke
   request that crosses it is the last one admitted, so a budget is overshot by at most one
   request's cost.
 
+A request may also name an end user of the client (`service.governance.end_users`): their own
+limits (`service.governance.end_user_limits`) are checked in the same admission, and a token that
+may be used once is remembered until it expires (a second use is a 401).
+
 `LocalLimiter` counts in this process (the embedded default for one process);
 `service.governance.shared_limits.SharedLimiter` counts in Redis/Valkey for every process and task.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 import time
@@ -28,15 +31,36 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
-from service.core.errors import LimitExceeded
+from service.core.errors import LimitExceeded, Unauthenticated
 from service.core.request_state import Usage
+from service.governance import end_user_limits
+from service.governance.end_user_limits import EndUserAdmission
+from service.governance.end_users import EndUser
+from service.governance.windows import (
+    WINDOW_SECONDS,
+    Counts,
+    dollars,
+    duration_text,
+    window_resets,
+    windows,
+)
 
-WINDOW_SECONDS = 60.0
-
-__all__ = ["Admission", "LimitExceeded", "Limiter", "Limits", "LocalLimiter"]
+__all__ = [
+    "WINDOW_SECONDS",
+    "Admission",
+    "LimitExceeded",
+    "Limiter",
+    "Limits",
+    "LocalLimiter",
+    "dollars",
+    "duration_text",
+    "window_resets",
+    "windows",
+]
+REPLAYED = "it was used before (its issuer lets each token be used once)"
 
 
 @dataclass(frozen=True)
@@ -70,6 +94,7 @@ class Admission:
     in_flight: int = 0  # the client's requests in flight, this one included
     local: bool = True  # counted in this process (no store, or the store failed)
     settled: bool = False
+    end_user: EndUserAdmission | None = None  # the end user's own limits, when they have some
 
     @property
     def token_second(self) -> int:
@@ -86,6 +111,7 @@ class Admission:
             self.limits.has_budget
             or self.in_flight >= self.limits.max_concurrent
             or (self.remaining_tokens is not None and self.remaining_tokens < self.reserved_tokens)
+            or (self.end_user is not None and self.end_user.settles_first)
         )
 
     def headers(self) -> list[tuple[str, str]]:
@@ -105,8 +131,9 @@ class Admission:
 
 
 class Limiter(Protocol):
-    def admit(self, client: str, limits: Limits, estimate: int) -> Admission:
-        """Admit one request of `client` or raise LimitExceeded (a refused request counts nowhere)."""
+    def admit(self, client: str, limits: Limits, estimate: int, end_user: EndUser | None = None) -> Admission:
+        """Admit one request of `client` (and of its `end_user`) or raise LimitExceeded (a refused
+        request counts nowhere), or Unauthenticated for a token used before."""
         ...
 
     def settle(self, admission: Admission, used: Usage) -> None:
@@ -117,50 +144,14 @@ class Limiter(Protocol):
         """The client's current usage against its limits (GET /v1/limits)."""
         ...
 
+    def end_user_usage(self, client: str, end_user: EndUser) -> dict:
+        """The end user's current usage against their limits (GET /v1/limits with a token)."""
+        ...
+
     @property
     def shared(self) -> bool:
         """Whether counts are those of every process (a reachable shared store) or of this one."""
         ...
-
-
-def duration_text(seconds: float) -> str:
-    """A duration as OpenAI writes it in x-ratelimit-reset-*: `1s`, `6m0s`, `250ms`."""
-    if seconds <= 0:
-        return "0s"
-    if seconds < 1:
-        return f"{max(1, round(seconds * 1000))}ms"
-    whole = math.ceil(seconds)
-    minutes, secs = divmod(whole, 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
-
-
-def dollars(amount: float) -> str:
-    """`$12.50`, and small amounts to the tenth of a cent or finer: `$0.0012`."""
-    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"
-
-
-@functools.lru_cache(maxsize=4)
-def _day_windows(day: int) -> tuple[str, str]:
-    moment = datetime.fromtimestamp(day * 86400, UTC)
-    return moment.strftime("%Y-%m-%d"), moment.strftime("%Y-%m")
-
-
-def windows(now: float) -> tuple[str, str]:
-    """The UTC day and month `now` falls in, as budget window names (`2026-11-30`, `2026-11`)."""
-    return _day_windows(int(now // 86400))  # worked out once a day, not once a request
-
-
-def window_resets(now: float) -> tuple[datetime, datetime]:
-    """When the current UTC day and month end."""
-    moment = datetime.fromtimestamp(now, UTC)
-    day_end = (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    month_end = (moment.replace(day=28) + timedelta(days=4)).replace(
-        day=1, hour=0, minute=0, second=0, microsecond=0
-    )
-    return day_end, month_end
 
 
 def budget_refusal(client: str, limits: Limits, spent_day: float, spent_month: float, now: float) -> None:
@@ -210,14 +201,16 @@ def refusal_over_tpm(client: str, limits: Limits, estimate: int, wait: float) ->
     )
 
 
-@dataclass
-class _Client:
-    admitted: deque[float] = field(default_factory=deque)  # times of requests in the window
-    # Tokens reserved or used, by the second they were reserved in (as the shared store counts
-    # them): a limit check adds up at most 61 numbers, however many requests the minute held.
-    tokens: dict[int, float] = field(default_factory=dict)
-    in_flight: set[str] = field(default_factory=set)
-    spent: dict[str, float] = field(default_factory=dict)  # budget window -> USD
+def replayed() -> Unauthenticated:
+    return Unauthenticated(
+        f"The end-user token is not valid: {REPLAYED}.",
+        code="invalid_end_user_token",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def end_user_key(client: str, end_user: EndUser) -> str:
+    return f"{client}/{end_user.hashed}"
 
 
 class PerMinute:
@@ -248,17 +241,22 @@ class LocalLimiter:
     """Counts in this process. Safe to share between threads and greenlets."""
 
     shared = False
+    PRUNE_EVERY = 10000  # admissions between two sweeps of end users with nothing left to count
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self._clients: dict[str, _Client] = {}
+        self._clients: dict[str, Counts] = {}
+        self._end_users: dict[str, Counts] = {}
+        self._seen: dict[str, float] = {}  # token ids used once already -> their expiry
+        self._admissions = 0
         self._lock = threading.Lock()
 
-    def admit(self, client: str, limits: Limits, estimate: int) -> Admission:
+    def admit(self, client: str, limits: Limits, estimate: int, end_user: EndUser | None = None) -> Admission:
         with self._lock:
-            counts = self._clients.setdefault(client, _Client())
             now = self.clock()
-            self._expire(counts, now)
+            if end_user is not None and self._seen.get(f"{client}/{end_user.token_id}", 0) > now:
+                raise replayed()  # only ids that may be used once are remembered
+            counts = self._counts(self._clients, client, now)
             day, month = windows(now)
             spent_day, spent_month = counts.spent.get(day, 0.0), counts.spent.get(month, 0.0)
             if len(counts.admitted) >= limits.rpm:
@@ -268,10 +266,13 @@ class LocalLimiter:
                 raise refusal_over_concurrency(client, limits)
             used_tokens = sum(counts.tokens.values())
             if limits.tpm is not None and used_tokens + estimate > limits.tpm:
-                raise refusal_over_tpm(
-                    client, limits, estimate, self._tokens_free_in(counts, limits, estimate, now)
-                )
+                wait = counts.tokens_free_in(limits.tpm, estimate, now)
+                raise refusal_over_tpm(client, limits, estimate, wait)
             budget_refusal(client, limits, spent_day, spent_month, now)
+            user_counts = None
+            if end_user is not None and end_user.limits is not None:
+                user_counts = self._counts(self._end_users, end_user_key(client, end_user), now)
+                end_user_limits.check_locally(user_counts, client, end_user.limits, estimate, now)
             admission = Admission(client, limits, estimate if limits.tpm is not None else 0, now)
             counts.admitted.append(now)
             counts.in_flight.add(admission.lease)
@@ -285,14 +286,45 @@ class LocalLimiter:
                 admission.remaining_tokens = int(limits.tpm - used_tokens - estimate)
                 admission.reset_tokens = min(counts.tokens) + WINDOW_SECONDS - now
             admission.spent_day, admission.spent_month = spent_day, spent_month
+            if end_user is not None:
+                self._admit_end_user(admission, client, end_user, user_counts, estimate, now)
             return admission
+
+    def _admit_end_user(
+        self,
+        admission: Admission,
+        client: str,
+        end_user: EndUser,
+        counts: Counts | None,
+        estimate: int,
+        now: float,
+    ) -> None:
+        if end_user.reject_replay and end_user.token_id is not None:
+            self._seen[f"{client}/{end_user.token_id}"] = end_user.expires or now + WINDOW_SECONDS
+        if counts is not None and end_user.limits is not None:
+            reserved = estimate if end_user.limits.tpm is not None else 0
+            admission.end_user = EndUserAdmission(end_user.hashed, end_user.limits, reserved)
+            end_user_limits.record_locally(counts, admission.end_user, admission.lease, now)
+        self._admissions += 1
+        if self._admissions % self.PRUNE_EVERY == 0:
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Forget end users with nothing left to count, and token ids past their expiry."""
+        for key, counts in list(self._end_users.items()):
+            counts.expire(now)
+            if counts.empty:
+                del self._end_users[key]
+        for token, expires in list(self._seen.items()):
+            if expires <= now:
+                del self._seen[token]
 
     def settle(self, admission: Admission, used: Usage) -> None:
         with self._lock:
             if admission.settled:
                 return
             admission.settled = True
-            counts = self._clients.setdefault(admission.client, _Client())
+            counts = self._clients.setdefault(admission.client, Counts())
             counts.in_flight.discard(admission.lease)
             second = admission.token_second
             if admission.limits.tpm is not None and second in counts.tokens:
@@ -302,13 +334,22 @@ class LocalLimiter:
                 day, month = windows(admission.admitted_at)
                 for window in (day, month):
                     counts.spent[window] = counts.spent.get(window, 0.0) + used.cost_usd
+            if admission.end_user is not None:
+                key = f"{admission.client}/{admission.end_user.hashed}"
+                end_user_limits.settle_locally(
+                    self._end_users.setdefault(key, Counts()),
+                    admission.end_user,
+                    admission.lease,
+                    second,
+                    used.tokens,
+                    used.cost_usd or 0.0,
+                    admission.admitted_at,
+                )
 
     def usage(self, client: str, limits: Limits) -> dict:
         with self._lock:
-            counts = self._clients.setdefault(client, _Client())
-            now = self.clock()
-            self._expire(counts, now)
-            day, month = windows(now)
+            counts = self._counts(self._clients, client, self.clock())
+            day, month = windows(self.clock())
             return {
                 "requests_last_minute": len(counts.admitted),
                 "tokens_last_minute": int(sum(counts.tokens.values())),
@@ -317,28 +358,25 @@ class LocalLimiter:
                 "spent_usd_this_month": round(counts.spent.get(month, 0.0), 6),
             }
 
+    def end_user_usage(self, client: str, end_user: EndUser) -> dict:
+        with self._lock:
+            now = self.clock()
+            counts = self._end_users.get(end_user_key(client, end_user))
+            if counts is None:
+                return end_user_limits.usage_of(Counts(), now)
+            counts.expire(now)
+            return end_user_limits.usage_of(counts, now)
+
     def in_flight(self, client: str) -> int:
         with self._lock:
             counts = self._clients.get(client)
             return len(counts.in_flight) if counts else 0
 
     @staticmethod
-    def _expire(counts: _Client, now: float) -> None:
-        while counts.admitted and counts.admitted[0] <= now - WINDOW_SECONDS:
-            counts.admitted.popleft()
-        horizon = math.floor(now - WINDOW_SECONDS)
-        for second in [second for second in counts.tokens if second <= horizon]:
-            del counts.tokens[second]
-        day, month = windows(now)
-        for window in [w for w in counts.spent if w not in (day, month)]:
-            del counts.spent[window]
-
-    @staticmethod
-    def _tokens_free_in(counts: _Client, limits: Limits, estimate: int, now: float) -> float:
-        """Seconds until enough reserved tokens leave the window for `estimate` to fit."""
-        needed = sum(counts.tokens.values()) + estimate - (limits.tpm or 0)
-        for second, tokens in sorted(counts.tokens.items()):
-            needed -= tokens
-            if needed <= 0:
-                return second + WINDOW_SECONDS - now
-        return WINDOW_SECONDS
+    def _counts(table: dict[str, Counts], key: str, now: float) -> Counts:
+        counts = table.get(key)
+        if counts is None:
+            counts = table[key] = Counts()
+        else:
+            counts.expire(now)
+        return counts

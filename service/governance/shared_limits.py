@@ -13,7 +13,9 @@ not as they were sent). The calls on a request's path use connections held open
 (`service.store.connections.OpenConnections`), not the client's pool: it halves their cost.
 The request window is exact; the token window counts in whole seconds (a reservation
 leaves it up to a second early). All keys of a client share one hash tag (`aiproxy:{<client>}:...`),
-so a script's keys sit in one slot of a clustered Valkey; nothing scans keys.
+its end users' keys (`aiproxy:{<client>}:user:<hash>:...`) and the ids of its tokens used once
+(`aiproxy:{<client>}:seen:<hash>`) too, so a script's keys sit in one slot of a clustered Valkey
+and a request with an end user is still one round trip before the provider call; nothing scans keys.
 
 An in-flight slot is a lease that expires AIPROXY_LIMITS_LEASE_SECONDS after it was last renewed;
 every process renews its leases in the background (one pipelined call a third of that period,
@@ -27,6 +29,7 @@ store is tried again after a second; when it answers, sharing resumes without a 
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import threading
 import time
@@ -36,6 +39,9 @@ import redis
 
 from service.core.errors import Unavailable
 from service.core.request_state import Usage
+from service.governance import end_user_limits
+from service.governance.end_user_limits import EndUserAdmission, EndUserLimits
+from service.governance.end_users import EndUser
 from service.governance.limits import (
     WINDOW_SECONDS,
     Admission,
@@ -45,6 +51,7 @@ from service.governance.limits import (
     refusal_over_concurrency,
     refusal_over_rpm,
     refusal_over_tpm,
+    replayed,
     windows,
 )
 from service.store.client import STORE_ERRORS
@@ -57,16 +64,40 @@ RETRY_AFTER_OUTAGE = 1.0  # seconds before a store that failed is tried again
 _DAY_SECONDS, _MONTH_SECONDS = 2 * 86400, 32 * 86400  # how long a budget window's spending is kept
 
 
-def keys(client: str, now: float) -> list[str]:
-    """The store's keys of `client`: one hash tag, so one slot in a cluster."""
+def keys(client: str, now: float, end_user: str | None = None) -> list[str]:
+    """The store's keys of `client`, or of its end user of hash `end_user`: the client's hash tag,
+    so one slot in a cluster."""
     day, month = windows(now)
-    tag = f"aiproxy:{{{client}}}"
+    tag = f"aiproxy:{{{client}}}" if end_user is None else f"aiproxy:{{{client}}}:user:{end_user}"
     return [
         f"{tag}:requests",
         f"{tag}:tokens",
         f"{tag}:in_flight",
         f"{tag}:spent:{day}",
         f"{tag}:spent:{month}",
+        f"{tag}:tokens:{day}",
+    ]
+
+
+def seen_key(client: str, token_id: str) -> str:
+    """Where a token id used once is remembered (hashed: an issuer's ids may be long)."""
+    return f"aiproxy:{{{client}}}:seen:{hashlib.sha256(token_id.encode()).hexdigest()[:32]}"
+
+
+def _none(value: float | None) -> float:
+    return -1 if value is None else value
+
+
+def _subject(limits: Limits | EndUserLimits, estimate: int) -> list[float]:
+    """A subject's ARGV of the admit script."""
+    return [
+        _none(limits.rpm),
+        _none(limits.max_concurrent),
+        _none(limits.tpm),
+        estimate if limits.tpm is not None else 0,
+        _none(limits.budget_usd_per_day),
+        _none(limits.budget_usd_per_month),
+        _none(getattr(limits, "tokens_per_day", None)),
     ]
 
 
@@ -96,7 +127,7 @@ class SharedLimiter:
         self._usage = store.register_script(USAGE)
         self._down_until = 0.0  # monotonic time before which the store is not tried
         self._outage = False
-        self._leases: dict[str, str] = {}  # this process's live leases -> their in_flight key
+        self._leases: dict[str, list[str]] = {}  # this process's live leases -> their in_flight keys
         self._lock = threading.Lock()
         self._renewer: threading.Thread | None = None
         self.background_settles = background_settles
@@ -106,32 +137,47 @@ class SharedLimiter:
 
     # --- the limiter interface -------------------------------------------------------------
 
-    def admit(self, client: str, limits: Limits, estimate: int) -> Admission:
+    def admit(self, client: str, limits: Limits, estimate: int, end_user: EndUser | None = None) -> Admission:
         if not self._store_usable():
-            return self._without_store(client, limits, estimate)
+            return self._without_store(client, limits, estimate, end_user)
         now = self.clock()
         admission = Admission(client, limits, estimate if limits.tpm is not None else 0, now, local=False)
         names = keys(client, now)
+        seen_until = -1
+        subjects = [_subject(limits, estimate)]
+        user_limits = end_user.limits if end_user is not None else None
+        if end_user is not None and user_limits is not None:
+            names += keys(client, now, end_user.hashed)
+            subjects.append(_subject(user_limits, estimate))
+            reserved = estimate if user_limits.tpm is not None else 0
+            admission.end_user = EndUserAdmission(end_user.hashed, user_limits, reserved)
+        if end_user is not None and end_user.reject_replay and end_user.token_id is not None:
+            names.append(seen_key(client, end_user.token_id))
+            seen_until = int((end_user.expires or now + WINDOW_SECONDS) * 1000)
         arguments = [
             int(now * 1000),
             int(WINDOW_SECONDS * 1000),
-            limits.rpm,
-            limits.max_concurrent,
-            -1 if limits.tpm is None else limits.tpm,
-            admission.reserved_tokens,
             admission.lease,
             int((now + self.lease_seconds) * 1000),
-            -1 if limits.budget_usd_per_day is None else limits.budget_usd_per_day,
-            -1 if limits.budget_usd_per_month is None else limits.budget_usd_per_month,
-            admission.lease,  # the request's member of the request window: unique
+            admission.lease,  # the request's member of the request windows: unique
+            seen_until,
+            len(subjects),
+            *[value for subject in subjects for value in subject],
         ]
         try:
             answer = self._calls.run(self._admit, names, arguments)
         except STORE_ERRORS as error:
             self._failed(error)
-            return self._without_store(client, limits, estimate)
+            return self._without_store(client, limits, estimate, end_user)
         self._recovered()
         reason = int(answer[0])
+        if reason == 6:
+            raise replayed()
+        if reason and int(answer[4]) == 2 and user_limits is not None:
+            wait = int(answer[1]) / 1000
+            if reason == 4:
+                end_user_limits.budget_refusal(client, user_limits, float(answer[2]), float(answer[3]), now)
+            raise end_user_limits.refusal(reason, client, user_limits, wait, estimate)
         if reason == 1:
             raise refusal_over_rpm(client, limits, int(answer[1]) / 1000)
         if reason == 2:
@@ -141,7 +187,11 @@ class SharedLimiter:
         if reason == 4:
             budget_refusal(client, limits, float(answer[2]), float(answer[3]), now)
             raise AssertionError("a budget refusal without a spent budget")  # the script and Python agree
-        _, requests, first_request_ms, tokens, first_second, spent_day, spent_month, in_flight = answer
+        requests, first_request_ms, tokens, first_second, spent_day, spent_month, in_flight = answer[1:8]
+        if admission.end_user is not None:
+            admission.end_user.in_flight = int(answer[14])
+            if admission.end_user.limits.tpm is not None:
+                admission.end_user.remaining_tokens = admission.end_user.limits.tpm - int(answer[10])
         admission.remaining_requests = limits.rpm - int(requests)
         admission.reset_requests = int(first_request_ms) / 1000 + WINDOW_SECONDS - now
         if limits.tpm is not None:
@@ -149,7 +199,7 @@ class SharedLimiter:
             admission.reset_tokens = int(first_second) + WINDOW_SECONDS - now
         admission.spent_day, admission.spent_month = float(spent_day), float(spent_month)
         admission.in_flight = int(in_flight)
-        self._hold(admission.lease, names[2])
+        self._hold(admission.lease, [names[2], names[8]] if admission.end_user is not None else [names[2]])
         return admission
 
     def settle(self, admission: Admission, used: Usage) -> None:
@@ -160,17 +210,25 @@ class SharedLimiter:
             return
         admission.settled = True
         self._release(admission.lease)
-        names = keys(admission.client, admission.admitted_at)
-        correction = used.tokens - admission.reserved_tokens if admission.limits.tpm is not None else 0
+        names = keys(admission.client, admission.admitted_at)[1:]  # tokens, in_flight, day, month, today
+        subjects = [used.tokens - admission.reserved_tokens if admission.limits.tpm is not None else 0, 0]
+        end_user = admission.end_user
+        if end_user is not None:
+            names += keys(admission.client, admission.admitted_at, end_user.hashed)[1:]
+            subjects += [
+                used.tokens - end_user.reserved_tokens if end_user.limits.tpm is not None else 0,
+                used.tokens if end_user.limits.tokens_per_day is not None else 0,
+            ]
         arguments = [
             admission.lease,
-            admission.token_second if admission.limits.tpm is not None else -1,
-            correction,
+            admission.token_second,
             repr(used.cost_usd or 0.0),
             _DAY_SECONDS,
             _MONTH_SECONDS,
+            len(subjects) // 2,
+            *subjects,
         ]
-        settle_keys = [names[1], names[2], names[3], names[4]]  # tokens, in_flight, day, month
+        settle_keys = names
         try:
             if admission.settles_first or not self.background_settles:
                 # The store orders calls from different connections as it reads them, not as they
@@ -213,7 +271,7 @@ class SharedLimiter:
         if self._store_usable():
             now = self.clock()
             try:
-                requests, tokens, in_flight, day, month = self._usage(
+                requests, tokens, in_flight, day, month, _ = self._usage(
                     keys=keys(client, now), args=[int(now * 1000), int(WINDOW_SECONDS * 1000)]
                 )
             except STORE_ERRORS as error:
@@ -229,6 +287,28 @@ class SharedLimiter:
                 }
         return self.local.usage(client, limits)
 
+    def end_user_usage(self, client: str, end_user: EndUser) -> dict:
+        if self._store_usable():
+            now = self.clock()
+            try:
+                requests, tokens, in_flight, day, month, today = self._usage(
+                    keys=keys(client, now, end_user.hashed),
+                    args=[int(now * 1000), int(WINDOW_SECONDS * 1000)],
+                )
+            except STORE_ERRORS as error:
+                self._failed(error)
+            else:
+                self._recovered()
+                return {
+                    "requests_last_minute": int(requests),
+                    "tokens_last_minute": int(tokens),
+                    "tokens_today": int(today),
+                    "in_flight": int(in_flight),
+                    "spent_usd_today": round(float(day), 6),
+                    "spent_usd_this_month": round(float(month), 6),
+                }
+        return self.local.end_user_usage(client, end_user)
+
     @property
     def shared(self) -> bool:
         return self._store_usable()
@@ -238,14 +318,16 @@ class SharedLimiter:
     def _store_usable(self) -> bool:
         return time.monotonic() >= self._down_until
 
-    def _without_store(self, client: str, limits: Limits, estimate: int) -> Admission:
+    def _without_store(
+        self, client: str, limits: Limits, estimate: int, end_user: EndUser | None = None
+    ) -> Admission:
         if self.on_store_error == "closed":
             raise Unavailable(
                 "Client limits cannot be checked right now (their store is unreachable); try again shortly.",
                 code="limits_unavailable",
                 headers={"Retry-After": str(int(RETRY_AFTER_OUTAGE) or 1)},
             )
-        return self.local.admit(client, limits, estimate)
+        return self.local.admit(client, limits, estimate, end_user)
 
     def _failed(self, error: Exception) -> None:
         self._down_until = time.monotonic() + RETRY_AFTER_OUTAGE
@@ -261,9 +343,9 @@ class SharedLimiter:
 
     # --- leases ----------------------------------------------------------------------------------
 
-    def _hold(self, lease: str, in_flight_key: str) -> None:
+    def _hold(self, lease: str, in_flight_keys: list[str]) -> None:
         with self._lock:
-            self._leases[lease] = in_flight_key
+            self._leases[lease] = in_flight_keys
             if self._renewer is None:
                 # A daemon thread (a greenlet in the server): renewals never sit on a request's path.
                 self._renewer = threading.Thread(
@@ -288,9 +370,10 @@ class SharedLimiter:
             return
         expiry = int((self.clock() + self.lease_seconds) * 1000)
         pipeline = self.store.pipeline(transaction=False)
-        for lease, key in leases:
-            pipeline.zadd(key, {lease: expiry}, xx=True)
-            pipeline.pexpire(key, int(self.lease_seconds * 1000) + 1000)
+        for lease, in_flight_keys in leases:
+            for key in in_flight_keys:
+                pipeline.zadd(key, {lease: expiry}, xx=True)
+                pipeline.pexpire(key, int(self.lease_seconds * 1000) + 1000)
         try:
             pipeline.execute()
         except STORE_ERRORS as error:

@@ -14,6 +14,8 @@ call's tokens and cost count against the client, but the request's model stays t
 and cache ("miss" when the answer cache was looked at). An answer from the cache
 (`service.edge.caching`) has a record of its own, with cache "hit", cost_usd 0 and saved_usd, what
 the answer cost when it was asked first (`cached_answer`).
+A request that names an end user adds end_user (their keyed hash, never their id:
+service.governance.end_users) and attributes (the token's configured claims: feature, lesson...).
 """
 
 from __future__ import annotations
@@ -179,6 +181,11 @@ class ProviderCall:
             fields["purpose"] = self.purpose
         if state is not None and state.cache:
             fields["cache"] = state.cache
+        end_user = state.end_user if state is not None else None
+        if end_user is not None:
+            fields["end_user"] = end_user.hashed
+            if end_user.attributes:
+                fields["attributes"] = dict(end_user.attributes)
         if state is not None:
             self._add_to(state.used, fields, prompt, completion, cost, error)
         log.info("usage %s %s %s", fields["route"], self.model or "-", status, extra=fields)

@@ -18,9 +18,16 @@ directive has the `Environment` dimension:
     [Environment]                      SafetyChecks.<phase>.<check>.<result> (Count) and
                                        SafetyLatency.<phase>.<check> (Milliseconds), per safety
                                        check the request ran (service.safety)
+    [Environment, Client]              Requests
+    [Environment, Client, Attribute]   Requests, CostUSD (requests of an end user whose token
+                                       carries attributes: the value of the first one)
 
 A request's safety checks are also listed, without text, in its `Safety` member (phase, check,
 result, ms): one EMF document has one value per dimension, so the check is in the metric's name.
+
+A request that names an end user (service.governance.end_users) also has `end_user` (their keyed
+hash) and `attributes` (its token's configured claims) on its access line; Prometheus counts its
+requests and cost by client and each attribute (`aiproxy_attributed_*`).
 
 A figure a request does not have (no provider call, not a stream, no price) is left out rather
 than written as 0, so it does not drag averages and percentiles down. The health check (`GET /`)
@@ -68,6 +75,7 @@ _PLAIN_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 # New values each process accepts before folding the rest into `other`.
 MAX_MODELS = 50
 MAX_ERROR_KINDS = 50
+MAX_ATTRIBUTE_VALUES = 200  # values of end users' attributes (features, lessons...), all names together
 
 
 def plain_value(value: Any) -> str | None:
@@ -146,6 +154,7 @@ class RequestMetrics:
         self._route_of = route_of
         self._models = BoundedValues(MAX_MODELS, known_models)
         self._error_kinds = BoundedValues(MAX_ERROR_KINDS)
+        self._attribute_values = BoundedValues(MAX_ATTRIBUTE_VALUES)
         self._count = count
 
     def record(self, state: RequestState) -> None:
@@ -155,6 +164,11 @@ class RequestMetrics:
             "client": state.client,
             "duration_ms": state.elapsed_ms(),
         }
+        end_user = state.end_user
+        if end_user is not None:
+            fields["end_user"] = end_user.hashed  # the keyed hash, never the id
+            if end_user.attributes:
+                fields["attributes"] = dict(end_user.attributes)
         route = self.route(state)
         if route not in UNRECORDED_ROUTES:
             figures = self.figures(state, route, status, fields["duration_ms"])
@@ -164,7 +178,7 @@ class RequestMetrics:
                 except Exception:  # a fault in the counting must not cost the request its access line
                     log.exception("Could not count request %s in the Prometheus metrics", state.id)
             if self.emf:
-                fields.update(emf_document(figures))
+                fields.update(emf_document({k: v for k, v in figures.items() if k != ATTRIBUTES}))
         access_log.info("%s %s %s", state.method, state.path, status, extra=fields)
 
     def route(self, state: RequestState) -> str:
@@ -216,6 +230,12 @@ class RequestMetrics:
             figures["CacheMisses"] = 0 if hit else 1
             if hit and _number(state.saved_usd) and state.saved_usd >= 0:
                 figures["SavedUSD"] = state.saved_usd
+        attributes = state.end_user.attributes if state.end_user is not None else None
+        if attributes:
+            # Bounded: a lesson id is a dimension value, and every value a metric series.
+            bounded = {name: self._attribute_values(value) for name, value in attributes.items()}
+            figures["Attribute"] = next(iter(bounded.values()))
+            figures[ATTRIBUTES] = bounded  # for Prometheus; not an EMF member
         if state.admission is not None:
             percent = budget_used_percent(state.admission, figures.get("CostUSD", 0.0))
             if percent is not None:
@@ -239,6 +259,7 @@ _UNITS = {
     "SavedUSD": "None",
 }
 _USAGE = ("PromptTokens", "CompletionTokens", "CostUSD")
+ATTRIBUTES = "Attributes"  # the figure holding every attribute of the request (bounded values)
 
 
 def emf_document(figures: dict[str, Any]) -> dict[str, Any]:
@@ -267,5 +288,8 @@ def emf_document(figures: dict[str, Any]) -> dict[str, Any]:
             if name.startswith(("SafetyChecks.", "SafetyLatency."))
         ]
         directives.append({"Namespace": NAMESPACE, "Dimensions": [[env]], "Metrics": safety})
+    directives.append(directive([[env, "Client"]], ["Requests"]))
+    if "Attribute" in figures:
+        directives.append(directive([[env, "Client", "Attribute"]], ["Requests", "CostUSD"]))
     # Timestamp: when the request ended, in milliseconds since the epoch (the spec's unit).
     return {"_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": directives}, **figures}

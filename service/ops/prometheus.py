@@ -99,6 +99,20 @@ SAFETY_LATENCY = Histogram(
 )
 
 
+ATTRIBUTED_REQUESTS = Counter(
+    "aiproxy_attributed_requests",
+    "Requests of end users, by client and by each attribute their tokens carry",
+    ["client", "attribute", "value"],
+    registry=_registry,
+)
+ATTRIBUTED_COST_USD = Counter(
+    "aiproxy_attributed_cost_usd",
+    "Cost of end users' requests, by client and by each attribute their tokens carry",
+    ["client", "attribute", "value"],
+    registry=_registry,
+)
+
+
 def exposition() -> tuple[bytes, str]:
     """This server's metrics in Prometheus' text format, and its content type."""
     if MULTIPROCESS:
@@ -134,3 +148,7 @@ def count(figures: dict[str, Any]) -> None:
     for check in figures.get("Safety", ()):
         SAFETY_CHECKS.labels(check["phase"], check["check"], check["result"]).inc()
         SAFETY_LATENCY.labels(check["phase"], check["check"]).observe(check["ms"] / 1000)
+    for name, value in figures.get("Attributes", {}).items():
+        ATTRIBUTED_REQUESTS.labels(client, name, value).inc()
+        if "CostUSD" in figures:
+            ATTRIBUTED_COST_USD.labels(client, name, value).inc(figures["CostUSD"])

@@ -35,6 +35,12 @@ def test_bench_latency_scenario_prints_its_table_and_verdict():
     assert re.search(verdict, out, re.M)
 
 
+def test_bench_end_users_measures_what_a_token_adds():
+    out = run("bench.end_users", "--rounds", "1", "--requests", "20")
+    verdict = r"^(met   |MISSED)  a token request adds under 0.3 ms at the median: -?\d+\.\d{3} ms$"
+    assert re.search(verdict, out, re.M), out
+
+
 def test_bench_layers_measures_every_layer_of_the_stack():
     out = run("bench.layers", "--rounds", "1", "--requests", "20", "--delay", "0")
     rows = re.findall(

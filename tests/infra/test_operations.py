@@ -246,6 +246,14 @@ def test_dashboard_shows_traffic_latency_usage_capacity_and_the_store(templates,
         "'Sum', 300)"
     )
     assert "{AIProxy,Environment,Model}" in json.dumps(metrics("Tokens by model"))
+    # End users' spend and requests by client and the first attribute of their tokens.
+    for title, name in (
+        ("Requests by client and first attribute", "Requests"),
+        ("Cost by client and first attribute (USD)", "CostUSD"),
+    ):
+        expression = metrics(title)[0][0]["expression"]
+        assert "{AIProxy,Environment,Client,Attribute}" in expression and f'MetricName="{name}"' in expression
+    assert "{AIProxy,Environment,Client}" in json.dumps(metrics("Requests by client"))
     assert {"HealthyHostCount", "RunningTaskCount"} <= names("Healthy hosts and running tasks")
     assert {"CPUUtilization", "MemoryUtilization"} <= names("CPU and memory (% of the task size)")
     _, cache = only(template, "AWS::ElastiCache::ServerlessCache")

@@ -355,9 +355,13 @@ def test_secrets_are_created_empty_with_the_names_the_service_reads(templates, s
         "openai_api_key": None,
         "client_api_keys": "{}",
         "redis_auth": None,
+        "end_user_hash_key": None,
+        "answer_signing_key": None,
     }
     for secret in secrets.values():
-        generated = secret["Properties"]["Name"].endswith("/redis_auth")  # nobody types that one
+        # Nobody types these: the store's password, the end-user hash key, the signing seed.
+        name = secret["Properties"]["Name"].rsplit("/", 1)[1]
+        generated = name in ("redis_auth", "end_user_hash_key", "answer_signing_key")
         assert ("GenerateSecretString" in secret["Properties"]) is generated
 
 

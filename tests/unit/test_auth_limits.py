@@ -156,3 +156,49 @@ def test_a_count_per_minute_refuses_past_its_most_until_the_oldest_leaves(clock)
     clock.now += 30
     assert reads.take("web") == 0
     assert reads.take("web") == 10
+
+
+def student(name: str, limits, **more):
+    from service.governance.end_users import EndUser
+
+    return EndUser(hashed=f"hash-of-{name}", limits=limits, **more)
+
+
+def test_an_end_user_over_their_rpm_is_refused_while_another_goes_on(limiter, clock):
+    from service.governance.end_user_limits import EndUserLimits
+
+    client, per_student = Limits(rpm=100, max_concurrent=100), EndUserLimits(rpm=2)
+    for _ in range(2):
+        limiter.settle(limiter.admit("web", client, 0, student("a", per_student)), Usage())
+    with pytest.raises(LimitExceeded) as refused:
+        limiter.admit("web", client, 0, student("a", per_student))
+    assert refused.value.code == "end_user_rate_limited" and refused.value.retry_after == 60
+    limiter.admit("web", client, 0, student("b", per_student))
+    assert limiter.usage("web", client)["requests_last_minute"] == 3  # the refused one counts nowhere
+
+
+def test_an_end_users_tokens_and_budget_for_the_day(limiter, clock):
+    from service.governance.end_user_limits import EndUserLimits
+
+    client = Limits(rpm=100, max_concurrent=100)
+    per_day = EndUserLimits(tokens_per_day=100, budget_usd_per_day=1.0)
+    limiter.settle(limiter.admit("web", client, 0, student("a", per_day)), Usage(prompt_tokens=120))
+    with pytest.raises(LimitExceeded) as refused:
+        limiter.admit("web", client, 0, student("a", per_day))
+    assert refused.value.code == "end_user_rate_limited" and "tokens for today" in refused.value.message
+    limiter.settle(limiter.admit("web", client, 0, student("b", per_day)), Usage(cost_usd=1.0))
+    with pytest.raises(LimitExceeded) as refused:
+        limiter.admit("web", client, 0, student("b", per_day))
+    assert refused.value.code == "end_user_budget_exceeded"
+    assert limiter.end_user_usage("web", student("b", per_day))["spent_usd_today"] == 1.0
+
+
+def test_a_token_that_may_be_used_once_is_refused_the_second_time_until_it_expires(limiter, clock):
+    from service.core.errors import Unauthenticated
+
+    client = Limits(rpm=100, max_concurrent=100)
+    once = student("a", None, token_id="t-1", expires=clock.now + 60, reject_replay=True)
+    limiter.admit("web", client, 0, once)
+    with pytest.raises(Unauthenticated):
+        limiter.admit("web", client, 0, once)
+    limiter.admit("other-client", client, 0, once)  # another client's token ids are its own

@@ -54,6 +54,7 @@ def test_every_name_written_is_the_contracts():
     state = finished_request(prompt_tokens=10, completion_tokens=5, cost_usd=0.002, first_token_ms=40.0)
     state.status, state.error_kind, state.admission = 502, "timeout", budgeted(day=10)
     state.cache, state.saved_usd = "hit", 0.01  # the answer cache's figures too
+    state.end_user = SimpleNamespace(hashed="h", attributes={"aichat_client_type": "ai-tutor"})
     document = metrics.emf_document(
         metrics.RequestMetrics(environment="e.example.org").figures(state, "/r", 502, 9.5)
     )
@@ -92,6 +93,7 @@ def test_the_dimension_sets_are_those_the_dashboard_and_alarms_read():
         | {("Requests", (*env, "Route", "StatusClass"))}
         | {(name, (*env, by)) for name in usage for by in ("Client", "Model")}
         | {("BudgetUsedPercent", (*env, "Client")), ("Errors", (*env, "ErrorKind"))}
+        | {("Requests", (*env, "Client"))}
     )
     assert (document["CostUSD"], document["BudgetUsedPercent"], document["ErrorKind"]) == (
         0.002,
@@ -103,6 +105,38 @@ def test_the_dimension_sets_are_those_the_dashboard_and_alarms_read():
         "5xx",
         1,
     )
+
+
+def test_an_end_users_request_is_counted_by_client_and_first_attribute_never_by_end_user(caplog):
+    state = finished_request(prompt_tokens=10, completion_tokens=5, cost_usd=0.002)
+    state.end_user = SimpleNamespace(
+        hashed="ab" * 32, attributes={"aichat_client_type": "ai-tutor", "level_id": "7"}
+    )
+    recorder = metrics.RequestMetrics(environment="e.example.org", emf=True)
+    counted = []
+    recorder._count = counted.append
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        recorder.record(state)
+    line = json.loads(JsonFormatter().format(caplog.records[-1]))
+    assert_valid_emf(line)
+    env = ("Environment",)
+    assert {("Requests", (*env, "Client", "Attribute")), ("CostUSD", (*env, "Client", "Attribute"))} <= (
+        series(line)
+    )
+    assert (line["Attribute"], line["end_user"]) == ("ai-tutor", "ab" * 32)
+    assert line["attributes"] == {"aichat_client_type": "ai-tutor", "level_id": "7"}
+    assert "Attributes" not in line  # Prometheus' figure only
+    assert counted[0]["Attributes"] == {"aichat_client_type": "ai-tutor", "level_id": "7"}
+
+
+def test_attribute_values_beyond_the_first_few_hundred_are_other():
+    recorder = metrics.RequestMetrics()
+    values = []
+    for number in range(metrics.MAX_ATTRIBUTE_VALUES + 5):
+        state = finished_request()
+        state.end_user = SimpleNamespace(hashed="h", attributes={"lesson_id": f"lesson-{number}"})
+        values.append(recorder.figures(state, "/r", 200, 1.0)["Attribute"])
+    assert values[0] == "lesson-0" and values[-1] == metrics.OTHER
 
 
 def test_a_request_without_a_provider_call_or_budget_publishes_no_usage():

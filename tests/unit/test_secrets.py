@@ -23,7 +23,14 @@ def store(source=None, clock=None, **kwargs) -> SecretStore:
 
 def test_id_follows_the_naming_convention():
     assert secret_id(ENV_TYPE, ENV, OPENAI_API_KEY) == "production/aiproxy.example.org/openai_api_key"
-    assert SECRET_NAMES == ("honeybadger_api_key", "openai_api_key", "client_api_keys", "redis_auth")
+    assert SECRET_NAMES == (
+        "honeybadger_api_key",
+        "openai_api_key",
+        "client_api_keys",
+        "redis_auth",
+        "end_user_hash_key",
+        "answer_signing_key",
+    )
     assert env_variable(OPENAI_API_KEY) == "OPENAI_API_KEY"
     assert env_variable(HONEYBADGER_API_KEY) == "HONEYBADGER_API_KEY"
     assert env_variable(CLIENT_API_KEYS) == "AIPROXY_CLIENT_KEYS"

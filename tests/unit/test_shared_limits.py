@@ -296,3 +296,72 @@ def test_every_script_runs_on_a_clustered_store(clock):
         for school in ("school-c", "school-d"):
             wait_until(lambda school=school: first.usage(school, no_budget)["in_flight"] == 0, timeout=5)
             assert first.usage(school, no_budget)["tokens_last_minute"] == 7
+
+
+def student(name: str, limits=None, **more):
+    from service.governance.end_users import EndUser
+
+    return EndUser(hashed=f"hash-of-{name}", limits=limits, **more)
+
+
+def test_an_end_users_limits_are_shared_and_admitted_with_the_clients(two, clock):
+    from service.governance.end_user_limits import EndUserLimits
+
+    first, second, client = two
+    limits, per_student = Limits(rpm=100, max_concurrent=100, tpm=10_000), EndUserLimits(rpm=2, tpm=500)
+    admitted = first.admit(client, limits, 100, student("a", per_student))
+    assert admitted.end_user is not None and admitted.end_user.remaining_tokens == 400
+    first.settle(admitted, used(tokens=50))
+    second.settle(second.admit(client, limits, 100, student("a", per_student)), used(tokens=50))
+    with pytest.raises(LimitExceeded) as refused:
+        first.admit(client, limits, 100, student("a", per_student))
+    assert refused.value.code == "end_user_rate_limited"
+    first.admit(client, limits, 100, student("b", per_student))
+    assert second.end_user_usage(client, student("a", per_student))["tokens_last_minute"] == 100
+    assert second.usage(client, limits)["requests_last_minute"] == 3
+
+
+def test_an_end_users_tokens_of_the_day_and_budget_are_shared(two, clock):
+    from service.governance.end_user_limits import EndUserLimits
+
+    first, second, client = two
+    limits = Limits(rpm=100, max_concurrent=100)
+    per_day = EndUserLimits(tokens_per_day=100, budget_usd_per_month=0.5, max_concurrent=1)
+    held = first.admit(client, limits, 0, student("a", per_day))
+    with pytest.raises(LimitExceeded, match="in flight"):
+        second.admit(client, limits, 0, student("a", per_day))
+    first.settle(held, used(tokens=150, cost=0.1))
+    with pytest.raises(LimitExceeded, match="tokens for today"):
+        second.admit(client, limits, 0, student("a", per_day))
+    second.settle(second.admit(client, limits, 0, student("b", per_day)), used(cost=0.5))
+    with pytest.raises(LimitExceeded) as refused:
+        first.admit(client, limits, 0, student("b", per_day))
+    assert refused.value.code == "end_user_budget_exceeded"
+
+
+def test_a_token_id_used_once_is_remembered_in_the_store_until_it_expires(two, clock, store):
+    from service.core.errors import Unauthenticated
+    from service.governance.shared_limits import seen_key
+
+    first, second, client = two
+    limits = Limits(rpm=100, max_concurrent=100)
+    once = student("a", token_id="token-7", expires=clock.now + 60, reject_replay=True)
+    first.admit(client, limits, 0, once)
+    with pytest.raises(Unauthenticated):
+        second.admit(client, limits, 0, once)
+    ttl = store_client(store.url, lambda: store.password).pttl(seen_key(client, "token-7"))
+    assert 50_000 < ttl <= 60_000
+
+
+def test_end_user_scripts_run_on_a_clustered_store(clock):
+    from service.governance.end_user_limits import EndUserLimits
+
+    with RedisServer(password="cluster-password", cluster=True) as store:
+        first = limiter_for(store, clock)
+        limits = Limits(rpm=3, max_concurrent=2, tpm=1000)
+        once = student("a", EndUserLimits(rpm=1), token_id="t", expires=clock.now + 60, reject_replay=True)
+        held = first.admit("school-a", limits, 100, once)
+        assert not held.local
+        first.renew()
+        first.settle(held, used(tokens=40))
+        assert first.end_user_usage("school-a", once)["requests_last_minute"] == 1

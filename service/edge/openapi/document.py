@@ -65,6 +65,16 @@ def status_paths() -> dict:
             "Answers 429 with Retry-After",
             {"429": error("Rate limited", **{"Retry-After": retry_after(required=True)})},
         ),
+        "/v1/signing-keys": {
+            "get": {
+                "summary": "The public keys signed answers verify with (JSON Web Key Set, Ed25519)",
+                "tags": ["Client"],
+                "security": [],
+                "responses": {
+                    "200": json_answer("JSON Web Key Set: keys[] with kty OKP, crv Ed25519, kid, x")
+                },
+            }
+        },
         "/v1/limits": {
             "get": {
                 "summary": "The calling client's own limits, what it has used of them, and what is left",

@@ -1,4 +1,5 @@
-"""`GET /v1/limits`: a client's own limits, what it has used of them, and what is left.
+"""`GET /v1/limits`: a client's own limits, what it has used of them, and what is left; with an
+end-user token (or `X-AIProxy-End-User`), the end user's too, under `end_user`.
 
 Reading them is not counted against them (the pipeline does not admit this route: a client
 polling its limits keeps its requests for real work), but it is bounded on its own: each client
@@ -16,6 +17,7 @@ from flask import Blueprint
 from service.core import request_state
 from service.core.errors import LimitExceeded
 from service.core.responses import ClientResponse
+from service.governance import end_user_limits
 from service.governance.limits import PerMinute, window_resets
 from service.runtime import Runtime
 
@@ -47,9 +49,19 @@ def blueprint(runtime: Runtime) -> Blueprint:
         def left(limit: float | None, spent: float) -> float | None:
             return None if limit is None else round(max(0.0, limit - spent), 6)
 
+        end_user = state.end_user
+        mine = None
+        if end_user is not None and end_user.limits is not None:
+            used_by_user = runtime.limiter.end_user_usage(client, end_user)
+            mine = {
+                "limits": end_user.limits.as_dict(),
+                "usage": used_by_user,
+                "remaining": end_user_limits.remaining(end_user.limits, used_by_user),
+            }
         return ClientResponse.json(
             {
                 "client": client,
+                "end_user": mine,
                 "limits": {
                     "rpm": limits.rpm,
                     "tpm": limits.tpm,
