@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         prices=runtime.prices,
         generating_paths=frozenset({"/assessment", "/test/assessment", "/test/openai"}),
         unmetered_paths=frozenset({limits.PATH}),
+        region_header=settings.region_header,
     )
     return app
 

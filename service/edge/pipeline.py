@@ -40,7 +40,7 @@ from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejecte
 from service.core.escaping import sendable_headers
 from service.core.request_state import RequestState
 from service.core.responses import Closing, JsonRoute, WSGIApp
-from service.edge import bodies
+from service.edge import bodies, region
 from service.governance.auth import ClientGate, is_open_route
 from service.governance.limits import Limiter
 from service.ops.metrics import RequestMetrics
@@ -66,6 +66,7 @@ class RequestPipeline:
         prices: PriceTable | None = None,
         generating_paths: frozenset[str] = frozenset(),
         unmetered_paths: frozenset[str] = frozenset(),
+        region_header: str | None = None,
     ) -> None:
         self._flask = flask_app
         self._gate = gate
@@ -78,6 +79,7 @@ class RequestPipeline:
         self._prices = prices
         self._generating = generating_paths  # Flask routes that ask a model for output
         self._unmetered = unmetered_paths  # Flask routes not counted against the client's limits
+        self._region_key = region.environ_key(region_header)  # AIPROXY_REGION_HEADER, if set
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -86,6 +88,8 @@ class RequestPipeline:
         state = RequestState(request_id_from(environ.get("HTTP_X_REQUEST_ID", "")), method, path)
         state.client_socket = environ.get("gunicorn.socket")  # streams watch it (service.gateway.sse)
         state.prices = self._prices
+        if self._region_key is not None:
+            state.region = region.region_of(environ.get(self._region_key))
         token = request_state.begin(state)
         extra_headers: list[tuple[str, str]] = [(REQUEST_ID_HEADER, state.id)]
 
@@ -169,6 +173,7 @@ class RequestPipeline:
         if client is not None:
             state.client = client.name  # from here on, log lines name the client
             state.limits = client.limits
+            state.upstream_credentials = client.upstream_credentials
         if client is not None and path not in self._unmetered:
             generates = route.generates if route is not None else path in self._generating
             estimate = bodies.estimate_tokens(body, len(raw), self._output_estimate if generates else 0)

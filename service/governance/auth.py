@@ -6,6 +6,10 @@ The key store is the JSON secret `client_api_keys` (or AIPROXY_CLIENT_KEYS):
                   "tpm": 200000, "budget_usd_per_day": 20, "budget_usd_per_month": 300}}
 
 (every field but `keys` optional; `service.governance.limits` says what each limit does).
+`"upstream_credentials": {"vertex": "vertex_sa_tutor", "openai": "openai_key_chat_lab"}` names,
+per upstream (`openai` is the default one), the secret holding the credential the client's
+requests use there instead of the upstream's own: a product that brings its own provider account
+pays with it, and usage records say so (service.gateway.credentials).
 
 Only hashes are stored, so the store itself cannot be used to call the proxy. A client may have
 several keys at once, which is how a key is rotated without downtime. The store is read through
@@ -25,8 +29,8 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from service.config.secrets import CLIENT_API_KEYS, SecretStore, env_variable
@@ -44,7 +48,17 @@ AUTH_REQUIRED_IN = ("test", "production")
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RESERVED_NAMES = (request_state.ANONYMOUS,)  # what logs show for requests without a client
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-_ENTRY_FIELDS = ("keys", "rpm", "max_concurrent", "tpm", "budget_usd_per_day", "budget_usd_per_month")
+_ENTRY_FIELDS = (
+    "keys",
+    "rpm",
+    "max_concurrent",
+    "tpm",
+    "budget_usd_per_day",
+    "budget_usd_per_month",
+    "upstream_credentials",
+)
+# A credential is a secret's name: its environment variable is the name upper-cased.
+CREDENTIAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
 _MAX_LIMIT = 100000
 _MAX_TPM = 1_000_000_000
 _MAX_BUDGET = 10_000_000.0
@@ -71,6 +85,8 @@ class Client:
     name: str
     key_hashes: tuple[str, ...]
     limits: limits.Limits
+    # Per upstream, the secret whose credential this client's requests use there.
+    upstream_credentials: Mapping[str, str] = field(default_factory=dict)
 
 
 class KeyStore:
@@ -100,8 +116,11 @@ class KeyStore:
         return found
 
 
-def parse_key_store(raw: str, default_limits: limits.Limits) -> KeyStore:
-    """Parse and validate the store's JSON; raise ValueError naming the problem, never the content."""
+def parse_key_store(
+    raw: str, default_limits: limits.Limits, upstreams: Collection[str] | None = None
+) -> KeyStore:
+    """Parse and validate the store's JSON; raise ValueError naming the problem, never the content.
+    `upstreams`, when given, are the names `upstream_credentials` may use."""
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as error:
@@ -153,8 +172,28 @@ def parse_key_store(raw: str, default_limits: limits.Limits) -> KeyStore:
                 budget_usd_per_day=_budget(entry, "budget_usd_per_day", where),
                 budget_usd_per_month=_budget(entry, "budget_usd_per_month", where),
             ),
+            upstream_credentials=_credentials(entry.get("upstream_credentials"), where, upstreams),
         )
     return KeyStore(clients)
+
+
+def _credentials(value: Any, where: str, upstreams: Collection[str] | None) -> Mapping[str, str]:
+    if value is None:
+        return request_state.NO_CREDENTIALS
+    example = '{"vertex": "vertex_sa_tutor"}'
+    names = value.values() if isinstance(value, dict) else [None]
+    if not all(isinstance(name, str) and CREDENTIAL_NAME.match(name) for name in names):
+        raise ValueError(
+            f'{where}: "upstream_credentials" must map upstream names to secret names (lower-case '
+            f"letters, digits and _), e.g. {example}"
+        )
+    unknown = sorted(name for name in value if upstreams is not None and name not in upstreams)
+    if unknown:
+        raise ValueError(
+            f'{where}: "upstream_credentials" names upstreams that are not configured: '
+            f"{', '.join(map(repr, unknown))} (configured: {', '.join(sorted(upstreams or ()))})"
+        )
+    return dict(value)
 
 
 def _limit(entry: dict[str, Any], field: str, default: int | None, where: str, high: int = _MAX_LIMIT) -> int:
@@ -187,6 +226,8 @@ class ClientKeys:
     def __init__(self, secrets: SecretStore, settings: Settings) -> None:
         self._secrets = secrets
         self._default_limits = default_limits(settings)
+        # The upstreams a client may name its own credential for (`openai`: the default upstream).
+        self._upstreams = {"openai", *settings.upstreams}
         self._lock = threading.Lock()
         self._raw: str | None = None
         self._store: KeyStore | None = None
@@ -212,7 +253,7 @@ class ClientKeys:
             )
             return None
         try:
-            store = parse_key_store(raw, self._default_limits)
+            store = parse_key_store(raw, self._default_limits, self._upstreams)
         except ValueError as error:
             raise KeyStoreError(f"the client key store in {source} is not valid: {error}") from None
         self._raw, self._store = raw, store
@@ -238,7 +279,7 @@ class ClientKeys:
             if raw == self._rejected_raw:
                 return self._store  # still the value already refused: do not parse it per request
             try:
-                store = parse_key_store(raw, self._default_limits)
+                store = parse_key_store(raw, self._default_limits, self._upstreams)
             except ValueError as error:
                 self._rejected_raw = raw
                 log.error(

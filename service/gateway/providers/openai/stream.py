@@ -18,7 +18,7 @@ from service.gateway.providers import RelayRequest
 from service.gateway.providers.http_pool import ReadTimeout, TransportError, UpstreamResponse
 from service.gateway.providers.openai.decoding import FLUSH_MARK, Decoder, plain
 from service.gateway.redaction import redactor
-from service.governance.usage import ProviderCall, event_usage
+from service.governance.usage import ProviderCall, event_usage, model_in
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class UpstreamStream:
             lines.append(line)
             frame = b"".join(lines)
             lines.clear()
+            if call.served_model is None:
+                call.saw_model(model_in(frame))  # the first event naming it: the usage record's served_model
             if b'"usage"' in frame:
                 frame = self._usage_event(frame, call, strip_usage)
                 if frame is None:
