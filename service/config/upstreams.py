@@ -98,12 +98,12 @@ def _upstream(name: str, upstream: str, entry: Any) -> Upstream:
     unknown = sorted(set(entry) - set(_FIELDS))
     if unknown:
         raise SettingsError(f"{where} has unknown fields {unknown}; allowed: {', '.join(_FIELDS)}")
-    kind = entry.get("type", "openai")
-    if kind not in TYPES:
+    upstream_type = entry.get("type", "openai")
+    if upstream_type not in TYPES:
         raise SettingsError(f"{where}: type must be one of {', '.join(TYPES)}")
-    misplaced = sorted(set(entry) & set(_ONLY[kind]))
+    misplaced = sorted(set(entry) & set(_ONLY[upstream_type]))
     if misplaced:
-        raise SettingsError(f"{where}: an upstream of type {kind} has no {', '.join(misplaced)}")
+        raise SettingsError(f"{where}: an upstream of type {upstream_type} has no {', '.join(misplaced)}")
     for field_name, kind in _FIELDS.items():
         value = entry.get(field_name)
         if value is None:
@@ -120,7 +120,7 @@ def _upstream(name: str, upstream: str, entry: Any) -> Upstream:
     timeout = entry.get("timeout")
     if timeout is not None and not 0.1 <= timeout <= 3600:
         raise SettingsError(f"{where}: timeout must be from 0.1 to 3600 seconds")
-    if kind == "vertex":
+    if upstream_type == "vertex":
         for field_name in ("project", "location"):
             if not _GOOGLE_NAME.fullmatch(entry.get(field_name) or ""):
                 raise SettingsError(
@@ -141,7 +141,7 @@ def _upstream(name: str, upstream: str, entry: Any) -> Upstream:
         query=query,
         timeout=None if timeout is None else float(timeout),
         stream_usage=entry.get("stream_usage", True),
-        type=kind,
+        type=upstream_type,
         project=entry.get("project"),
         location=entry.get("location"),
         credentials_secret=entry.get("credentials_secret"),
