@@ -340,8 +340,10 @@ def test_secrets_are_created_empty_with_the_names_the_service_reads(templates, s
     # The one shared naming: the ids the service's own loader reads in this environment (with
     # the container's ENVIRONMENT_TYPE and ENVIRONMENT) are exactly the secrets the stack makes.
     store = SecretStore({}, environment_type, dns_name)
+    # Provider credentials (cdk.json's provider_credentials) are read by name, like the service's own.
+    credentials = ("vertex_service_account", "vertex_sa_tutor", "openai_key_chat_lab")
     assert sorted(s["Properties"]["Name"] for s in secrets.values()) == sorted(
-        store.source_of(name) for name in SECRET_NAMES
+        store.source_of(name) for name in (*SECRET_NAMES, *credentials)
     )
     assert store.source_of("openai_api_key") == secret_id(environment_type, dns_name, "openai_api_key")
     values = {
@@ -355,6 +357,7 @@ def test_secrets_are_created_empty_with_the_names_the_service_reads(templates, s
         "openai_api_key": None,
         "client_api_keys": "{}",
         "redis_auth": None,
+        **dict.fromkeys(credentials),  # nothing Google-specific at synth time: empty until set
     }
     for secret in secrets.values():
         generated = secret["Properties"]["Name"].endswith("/redis_auth")  # nobody types that one
