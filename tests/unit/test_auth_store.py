@@ -72,6 +72,8 @@ def test_an_empty_store_accepts_no_key():
         ('{"web": {"keys": [], "rpm": null}}', "client 'web': \"rpm\" must be a whole number"),
         ('{"web": {"keys": [], "max_concurrent": null}}', '"max_concurrent" must be a whole number'),
         ('{"web": {"keys": [], "tpm": 0}}', "client 'web': \"tpm\" must be a whole number"),
+        ('{"web": {"keys": [], "upstream_credentials": ["x"]}}', '"upstream_credentials" must map'),
+        ('{"web": {"keys": [], "upstream_credentials": {"vertex": "Has Space"}}}', "secret names"),
     ],
 )
 def test_an_invalid_store_is_refused_with_a_message_naming_the_problem(raw, message):
@@ -124,3 +126,11 @@ def test_one_hash_cannot_belong_to_two_clients():
 )
 def test_the_key_is_read_from_bearer_or_bare_authorization(header, key):
     assert presented_key(header) == key
+
+
+def test_credentials_per_client_name_only_configured_upstreams():
+    raw = '{"tutor": {"keys": [], "upstream_credentials": {"vertex": "vertex_sa_tutor", "azure": "k"}}}'
+    with pytest.raises(ValueError, match="not configured: 'azure'"):
+        parse_key_store(raw, DEFAULTS, {"openai", "vertex"})
+    store = parse_key_store(raw.replace(', "azure": "k"', ""), DEFAULTS, {"openai", "vertex"})
+    assert store.clients["tutor"].upstream_credentials == {"vertex": "vertex_sa_tutor"}
