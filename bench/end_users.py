@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bench.processes import fake_upstream, proxy_server
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.redis_server import RedisServer
 from testbed.server import free_port
 

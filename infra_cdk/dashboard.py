@@ -145,8 +145,11 @@ class ServiceDashboard(Construct):
                     "Budget used by client (%)",
                     [m.search(m.BUDGET_USED_PERCENT, env, "Maximum", m.CLIENT)],
                     left_annotations=[cloudwatch.HorizontalAnnotation(value=80, label="alarm")],
+                    width=8,
                 ),
-                _graph("Errors by kind", [m.search(m.ERRORS, env, "Sum", m.ERROR_KIND)]),
+                # Which provider credential paid: an upstream's own, or one a client brought.
+                _graph("Cost by credential (USD)", [m.search(m.COST_USD, env, "Sum", m.CREDENTIAL)], width=8),
+                _graph("Errors by kind", [m.search(m.ERRORS, env, "Sum", m.ERROR_KIND)], width=8),
             ],
             [
                 # End users' requests, by the first attribute their tokens carry (docs/end-users.md).

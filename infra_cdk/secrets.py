@@ -2,6 +2,8 @@
 
 The names come from `service.config.secrets`, the module the running service reads them with, so the
 two sides cannot drift apart. An administrator sets the values after the first deploy.
+`provider_credentials` adds empty secrets for provider credentials (a Vertex AI service account's
+JSON key, a client's own provider key) that the service reads by name, like its own.
 With `metrics_key`, one more: the key `GET /metrics` asks for, generated, which the task gets as
 AIPROXY_METRICS_KEY when it starts and a Prometheus scraper reads from the secret.
 """
@@ -40,6 +42,10 @@ DESCRIPTIONS = {
 # Secrets no person issues: the stack generates their values (letters and digits, which every
 # client and Valkey's password rules accept).
 GENERATED = (REDIS_AUTH, END_USER_HASH_KEY, ANSWER_SIGNING_KEY)
+PROVIDER_CREDENTIAL = (
+    "Provider credential (an upstream's key or a Google service account's JSON key) the service reads "
+    "by name: AIPROXY_UPSTREAMS or the key store's upstream_credentials names it"
+)
 METRICS_KEY = "metrics_key"
 
 
@@ -57,15 +63,16 @@ class ServiceSecrets(Construct):
         removal_policy: RemovalPolicy,
         encryption_key: kms.IKey | None = None,
         metrics_key: bool = False,
+        provider_credentials: tuple[str, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self.prefix = secret_prefix(environment_type, environment)
         self.encryption_key = encryption_key
         self.secrets: dict[str, secretsmanager.Secret] = {}
-        for name in SECRET_NAMES:
+        for name in (*SECRET_NAMES, *provider_credentials):
             options = {
                 "secret_name": secret_id(environment_type, environment, name),
-                "description": DESCRIPTIONS.get(name, f"AI Proxy secret {name}"),
+                "description": DESCRIPTIONS.get(name, PROVIDER_CREDENTIAL),
                 "removal_policy": removal_policy,
                 "encryption_key": encryption_key,
             }

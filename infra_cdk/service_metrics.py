@@ -2,9 +2,10 @@
 
 The contract with the service: namespace `AIProxy`, dimension `Environment` (the task's
 ENVIRONMENT, the deployment's DNS name) in every dimension set: [Environment],
-[Environment, Client], [Environment, Model], [Environment, Route, StatusClass],
-[Environment, Client, Attribute] (end users' requests), and on failed requests
-[Environment, ErrorKind]. Alarms use [Environment] (an alarm cannot SEARCH); dashboard
+[Environment, Client], [Environment, Model], [Environment, Credential] (the name of the secret
+that paid for a provider call), [Environment, Route, StatusClass], [Environment, Client,
+Attribute] (end users' requests), and on failed requests [Environment, ErrorKind]. Alarms use
+[Environment] (an alarm cannot SEARCH); dashboard
 widgets break a metric down with SEARCH expressions.
 """
 
@@ -17,6 +18,7 @@ NAMESPACE = "AIProxy"
 ENVIRONMENT = "Environment"
 CLIENT = "Client"
 MODEL = "Model"
+CREDENTIAL = "Credential"
 ROUTE = "Route"
 STATUS_CLASS = "StatusClass"
 ERROR_KIND = "ErrorKind"

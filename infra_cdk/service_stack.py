@@ -15,7 +15,7 @@ from constructs import Construct
 from infra_cdk.bedrock import bedrock_settings, grant_invoke
 from infra_cdk.compute import CONTAINER_PORT, Compute
 from infra_cdk.dashboard import ServiceDashboard
-from infra_cdk.edge import WebFirewall
+from infra_cdk.edge import REGION_HEADER_SETTING, WebFirewall
 from infra_cdk.encryption import ALARM_PUBLISHER, StackKey
 from infra_cdk.environments import AppConfig, ServiceEnvironment
 from infra_cdk.ingress import Ingress
@@ -127,6 +127,7 @@ class ServiceStack(Stack):
             load_balancer=self.ingress.load_balancer,
             rate_limit=environment.waf_rate_limit,
             metric_prefix=environment.stack_name,
+            region_countries=config.region_countries,
         )
         self.monitoring = Monitoring(
             self,
@@ -144,6 +145,7 @@ class ServiceStack(Stack):
             removal_policy=removal_policy,
             encryption_key=self.key,
             metrics_key=environment.prometheus_metrics,
+            provider_credentials=config.provider_credentials,
         )
         self.compute = Compute(
             self,
@@ -154,6 +156,8 @@ class ServiceStack(Stack):
                 "ENVIRONMENT": environment.dns_name,
                 "ENVIRONMENT_TYPE": environment.environment_type,
                 "LOG_FORMAT": "json",
+                # The caller's country, as the WAF inserts it (infra_cdk/edge.py).
+                "AIPROXY_REGION_HEADER": REGION_HEADER_SETTING,
                 **bedrock_settings(config.bedrock_models),
             },
             log_group=self.monitoring.log_group,

@@ -147,6 +147,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         generating_paths=frozenset({"/assessment", "/test/assessment", "/test/openai"}),
         unmetered_paths=frozenset({limits.PATH}),
         signer=signer,
+        region_header=settings.region_header,
     )
     return app
 

@@ -17,14 +17,8 @@ import sys
 from collections.abc import Sequence
 
 from service.config.settings import load_settings
-from service.governance.auth import (
-    CLIENT_NAME,
-    KEY_PREFIX,
-    RESERVED_NAMES,
-    default_limits,
-    hash_key,
-    parse_key_store,
-)
+from service.governance.auth import default_limits
+from service.governance.key_store import CLIENT_NAME, KEY_PREFIX, RESERVED_NAMES, hash_key, parse_key_store
 from service.governance.limits import Limits
 
 KEY_BYTES = 32  # 256 bits of randomness

@@ -27,7 +27,10 @@ chunk has `"usage": null` but the final usage chunk. Embeddings come as base64 (
 float32) when the request says `encoding_format: base64`, as the Node SDK's does by default.
 `delay` pauses before every answer, `stream_pause` between streamed chunks, `stream_chunks` sets
 how many content chunks a default stream has. `api_key` (when set) must arrive as
-`Authorization: Bearer <key>`, else 401 quoting the key sent, masked, as OpenAI does.
+`Authorization: Bearer <key>`, else 401 quoting the key sent, masked, as OpenAI does; `bearer`
+(when set) must accept the token sent as `Authorization: Bearer <token>`, else 401 as Vertex AI
+answers a bad access token (with `testbed.google_token.FakeGoogleToken.accepts`, the fake is Vertex AI's
+OpenAI-compatible endpoint).
 `gzip="asked"` compresses answers (streams included) for a request whose Accept-Encoding allows
 gzip; `gzip="always"` compresses whatever the request asked, as a misbehaving upstream (or a
 proxy in front of one) does.
@@ -143,6 +146,7 @@ class FakeOpenAI(FakeServer[Recorded]):
         record: bool = True,
         tls: ssl.SSLContext | None = None,
         gzip: str | None = None,
+        bearer: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(port=port, record=record, tls=tls)
         if gzip not in (None, "asked", "always"):
@@ -152,6 +156,7 @@ class FakeOpenAI(FakeServer[Recorded]):
         self.stream_pause = stream_pause
         self.stream_chunks = stream_chunks
         self.api_key = api_key
+        self.bearer = bearer
         self.responder: Callable[[Recorded], Behaviour | None] | None = None
         self._queue: collections.deque[tuple[str | None, Behaviour]] = collections.deque()
 
@@ -216,6 +221,12 @@ class FakeOpenAI(FakeServer[Recorded]):
     async def _answer_plain(self, request: web.Request, recorded: Recorded) -> web.StreamResponse:
         if self.api_key and recorded.headers.get("authorization") != f"Bearer {self.api_key}":
             return _error(401, _refusal(recorded.headers.get("authorization", "")), code="invalid_api_key")
+        if self.bearer and not self.bearer(recorded.headers.get("authorization", "").removeprefix("Bearer ")):
+            return _error(
+                401,
+                "Request had invalid authentication credentials. Expected OAuth 2 access token.",
+                code="UNAUTHENTICATED",
+            )
         behaviour = self._next_behaviour(recorded)
         if self.delay:
             await asyncio.sleep(self.delay)

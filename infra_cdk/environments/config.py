@@ -80,6 +80,13 @@ class AppConfig:
     size_overrides: Mapping[str, int] = field(default_factory=dict)
     # Amazon Bedrock model ids / inference profile ids the service may invoke (none yet).
     bedrock_models: tuple[str, ...] = ()
+    # Provider credentials beyond the service's own secrets, created empty under each deployment's
+    # prefix for an administrator to fill in: a Vertex AI upstream's service account key
+    # (`credentials_secret`), the credentials clients name in the key store (`upstream_credentials`).
+    provider_credentials: tuple[str, ...] = ()
+    # Countries the WAF names in the region header (x-amzn-waf-aiproxy-region) from the caller's
+    # address, for model group deployments with `regions`; a caller elsewhere gets no header.
+    region_countries: tuple[str, ...] = ("US",)
     # Who gets each environment's alarms by e-mail (each address confirms its subscription once).
     alarm_emails: tuple[str, ...] = ()
     # A customer-managed KMS key per stack for its secrets, log groups and SNS topics (about

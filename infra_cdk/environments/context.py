@@ -25,6 +25,26 @@ def cdk_json_context() -> dict[str, Any]:
     return context
 
 
+def _credential_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Secret names as the service reads them (lower-case letters, digits, _), none of its own."""
+    from service.config.secrets import SECRET_NAMES
+
+    for name in names:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_]{0,63}", name) or name in SECRET_NAMES:
+            raise ConfigurationError(
+                f"provider_credentials: {name!r} is not a secret name the service reads (lower-case "
+                "letters, digits and _, not one of its own secrets)"
+            )
+    return names
+
+
+def _countries(codes: tuple[str, ...]) -> tuple[str, ...]:
+    for code in codes:
+        if not re.fullmatch(r"[A-Z]{2}", code):
+            raise ConfigurationError(f"region_countries: {code!r} is not an ISO 3166-1 alpha-2 code (US, DE)")
+    return codes
+
+
 def _split(value: Any) -> tuple[str, ...]:
     """A list from context: a JSON list (cdk.json) or a comma-separated string (-c)."""
     if isinstance(value, (list, tuple)):
@@ -117,6 +137,10 @@ def config_from_context(get: Callable[[str], Any]) -> AppConfig:
         values["bedrock_models"] = _split(get("bedrock_models"))
     if get("alarm_emails"):
         values["alarm_emails"] = _emails("alarm_emails", get("alarm_emails"))
+    if get("provider_credentials"):
+        values["provider_credentials"] = _credential_names(_split(get("provider_credentials")))
+    if get("region_countries"):
+        values["region_countries"] = _countries(_split(get("region_countries")))
     for key in _FLAG_KEYS:
         if get(key) is not None and str(get(key)).strip():
             values[key] = _bool(key, get(key))
@@ -157,7 +181,7 @@ def context_values(config: AppConfig) -> dict[str, str]:
             values[key] = getattr(config, key)
     if config.availability_zones:
         values["availability_zones"] = ",".join(config.availability_zones)
-    for key in ("bedrock_models", "alarm_emails"):
+    for key in ("bedrock_models", "alarm_emails", "provider_credentials", "region_countries"):
         if getattr(config, key):
             values[key] = ",".join(getattr(config, key))
     for key in _FLAG_KEYS:

@@ -3,18 +3,24 @@ at start-up into `ModelAlias` values (docs/routing.md, "Model groups and fallbac
 
 A group is an ordered list of ranks, tried in turn when one fails; a rank is a model, or a list of
 models of equal rank, optionally weighted (`{"model": "azure/gpt-4o", "weight": 3}`), among which
-the load is spread by weight. Which provider serves each model is `service.gateway.routing`'s.
+the load is spread by weight. A target may also be limited by where the request comes from:
+`{"model": "vertex/gemini-2.5-flash", "regions": ["US"]}` serves only requests from those countries
+(ISO 3166-1 alpha-2 codes), `"exclude_regions": [...]` all but those. Which provider serves each
+model is `service.gateway.routing`'s; the request's region is the edge's (docs/routing.md).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from service.config.setting import SettingsError
 
 _EXAMPLE = '{"claude": "bedrock/<model id>", "grader": ["azure/gpt-4o", "gpt-4o"]}'
+_TARGET_FIELDS = {"model", "weight", "regions", "exclude_regions"}
+REGION = re.compile(r"[A-Z]{2}")  # an ISO 3166-1 alpha-2 country code, upper case
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,14 @@ class ModelTarget:
 
     model: str
     weight: float = 1.0
+    regions: frozenset[str] | None = None  # serves only requests from these countries (None: any)
+    exclude_regions: frozenset[str] = frozenset()  # serves no request from these
+
+    def serves(self, region: str | None) -> bool:
+        """Whether a request from `region` (None: unknown) may use this target."""
+        if self.regions is not None:
+            return region is not None and region in self.regions
+        return region not in self.exclude_regions
 
 
 @dataclass(frozen=True)
@@ -84,14 +98,30 @@ def _alias(value: Any) -> ModelAlias | None:
 
 
 def _target(item: Any) -> ModelTarget | None:
-    """A model name, or a model with a weight: `{"model": "<name>", "weight": 3}`."""
+    """A model name, or a model with a weight and regions:
+    `{"model": "<name>", "weight": 3, "regions": ["US"]}`."""
     if isinstance(item, str):
         return ModelTarget(item.strip()) if item.strip() else None
-    if not isinstance(item, dict) or not set(item) <= {"model", "weight"}:
+    if not isinstance(item, dict) or not set(item) <= _TARGET_FIELDS:
         return None
+    regions, excluded = _regions(item.get("regions")), _regions(item.get("exclude_regions"))
+    if item.get("regions") is not None and not regions:
+        return None
+    if item.get("exclude_regions") is not None and excluded is None:
+        return None
+    if regions and excluded:
+        return None  # one or the other: "only these" already excludes the rest
     model, weight = item.get("model"), item.get("weight", 1)
     if not isinstance(model, str) or not model.strip():
         return None
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
         return None
-    return ModelTarget(model.strip(), float(weight))
+    return ModelTarget(model.strip(), float(weight), regions, excluded or frozenset())
+
+
+def _regions(value: Any) -> frozenset[str] | None:
+    """A list of country codes as a set (upper-cased), or None when absent or not such a list."""
+    if not isinstance(value, list) or not all(isinstance(code, str) for code in value):
+        return None
+    codes = frozenset(code.strip().upper() for code in value)
+    return codes if all(REGION.fullmatch(code) for code in codes) else None

@@ -63,6 +63,16 @@ def url(name: str, raw: str) -> str:
     return raw.rstrip("/")
 
 
+def optional_header_name(name: str, raw: str) -> str | None:
+    """An HTTP header's name (letters, digits, -), lower-cased; None when empty."""
+    value = raw.strip().lower()
+    if not value:
+        return None
+    if not all(c.isascii() and (c.isalnum() or c == "-") for c in value):
+        raise SettingsError(f"{name}={raw!r} is not valid; use a header name (letters, digits and -)")
+    return value
+
+
 def text(name: str, raw: str) -> str:
     return raw
 

@@ -104,6 +104,13 @@ class Settings:
         "JSON object of short model names, each for a model or an ordered list tried in turn (a model "
         'group), e.g. {"nova": "bedrock/us.amazon.nova-lite-v1:0", "grader": ["azure/gpt-4o", "gpt-4o"]}',
     )
+    region_header: str | None = setting(
+        "AIPROXY_REGION_HEADER",
+        "",
+        parse.optional_header_name,
+        "request header holding the caller's country (ISO code), for model group deployments with "
+        "regions; set it only behind something that overwrites it (the stack's WAF); empty: none read",
+    )
     bedrock_models: tuple[str, ...] = setting(
         "AIPROXY_BEDROCK_MODELS",
         "",

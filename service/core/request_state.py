@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 ANONYMOUS = "anonymous"  # what logs show for requests without a client
+NO_CREDENTIALS: Mapping[str, str] = MappingProxyType({})  # a client naming none: the upstreams' own
 
 
 @dataclass
@@ -24,6 +27,7 @@ class Usage:
     calls: int = 0
     model: str | None = None  # the last call's
     deployment: str | None = None  # the last call's: which upstream (or Bedrock) served it
+    credential: str | None = None  # the last call's: the name of the secret that paid for it
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None  # None until a call with a known price
@@ -66,6 +70,13 @@ class RequestState:
     cache_settings: Any = None
     cache: str | None = None
     saved_usd: float | None = None
+    # Where the request comes from: an ISO 3166-1 alpha-2 country code, or None when unknown. The
+    # edge sets it from the AIPROXY_REGION_HEADER header; an end-user token's region claim may set
+    # it instead. Model groups serve it only from deployments for that region (service.gateway.routing).
+    region: str | None = None
+    # The client's own credential (a secret's name) per upstream, from its key store entry.
+    upstream_credentials: Mapping[str, str] = field(default_factory=lambda: NO_CREDENTIALS)
+    model_asked: str | None = None  # the request's `model`, before aliases and routing
 
     @property
     def route_name(self) -> str:

@@ -43,7 +43,7 @@ from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejecte
 from service.core.escaping import sendable_headers
 from service.core.request_state import RequestState
 from service.core.responses import Closing, JsonRoute, WSGIApp
-from service.edge import bodies, cors
+from service.edge import bodies, cors, region
 from service.edge.signing import SIGN_HEADER, AnswerSigner
 from service.governance.auth import ClientGate, is_open_route
 from service.governance.limits import Limiter
@@ -71,6 +71,7 @@ class RequestPipeline:
         generating_paths: frozenset[str] = frozenset(),
         unmetered_paths: frozenset[str] = frozenset(),
         signer: AnswerSigner | None = None,
+        region_header: str | None = None,
     ) -> None:
         self._flask = flask_app
         self._gate = gate
@@ -84,6 +85,7 @@ class RequestPipeline:
         self._generating = generating_paths  # Flask routes that ask a model for output
         self._unmetered = unmetered_paths  # Flask routes not counted against the client's limits
         self._signer = signer
+        self._region_key = region.environ_key(region_header)  # AIPROXY_REGION_HEADER, if set
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -92,6 +94,8 @@ class RequestPipeline:
         state = RequestState(request_id_from(environ.get("HTTP_X_REQUEST_ID", "")), method, path)
         state.client_socket = environ.get("gunicorn.socket")  # streams watch it (service.gateway.sse)
         state.prices = self._prices
+        if self._region_key is not None:
+            state.region = region.region_of(environ.get(self._region_key))
         token = request_state.begin(state)
         extra_headers: list[tuple[str, str]] = [(REQUEST_ID_HEADER, state.id)]
 
@@ -187,8 +191,11 @@ class RequestPipeline:
             state.safety_policy = client.safety
             state.cache_settings = client.cache  # the answer cache, if its entry turns it on
             state.end_user = end_user
+            if end_user is not None and end_user.region is not None:
+                state.region = end_user.region  # the token's region claim decides over the header
             if body is not None:
                 client.access.refuse_model(body.get("model"), end_user)
+            state.upstream_credentials = client.upstream_credentials
         if client is not None and path not in self._unmetered:
             generates = route.generates if route is not None else path in self._generating
             estimate = bodies.estimate_tokens(body, len(raw), self._output_estimate if generates else 0)

@@ -15,31 +15,42 @@ A model name resolves to one or more deployments (a provider and the model id it
   slash, so while the default upstream is OpenAI's API, `<name>/...` with an unknown `<name>` is a
   400 naming it rather than a request sent where it does not belong.
 
-Alias targets are resolved once (an alias never names another alias).
+Alias targets are resolved once (an alias never names another alias). A target limited to some
+regions (`"regions": ["US"]`, `"exclude_regions"`) is left out of a request from elsewhere: its
+region is on the request's state (`RequestState.region`, set at the edge), and a request whose
+region is unknown is served only by targets without `regions`.
+
+A Vertex AI upstream (`"type": "vertex"`) names Google's models with their publisher
+(`google/gemini-2.5-flash`); `vertex/gemini-2.5-flash` is sent as that.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from service.config.model_aliases import ModelAlias
+from service.config.model_aliases import ModelAlias, ModelTarget
 from service.config.secrets import OPENAI_API_KEY, SecretStore, env_variable
 from service.config.setting import SettingsError
 from service.config.settings import Settings
 from service.config.upstreams import Upstream
-from service.core.errors import RequestRejected
+from service.core import request_state
+from service.core.errors import ProviderKeyMissing, RequestRejected
 from service.gateway.cooldowns import Cooldowns
+from service.gateway.credentials import chosen
 from service.gateway.providers import Provider
 from service.gateway.providers.bedrock import BedrockProvider
 from service.gateway.providers.openai import OpenAICompatible
+from service.gateway.providers.vertex import AccessToken, AccessTokens
 
 BEDROCK_PREFIXES = ("bedrock/", "bedrock.")
 DEFAULT_UPSTREAM = "openai"  # the name of the upstream at OPENAI_BASE_URL
 OPENAI_HOST = "api.openai.com"
+VERTEX_PUBLISHER = "google/"  # the publisher of a Vertex model named without one
+ANY_REGION = ModelTarget("")  # what a deployment outside a model group serves: every region
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class Deployment:
     provider: Provider
     model: str  # the id the provider knows (routing prefix removed)
     weight: float = 1.0
+    target: ModelTarget = ANY_REGION  # the model group's entry: which regions it serves
 
     @property
     def name(self) -> str:
@@ -82,10 +94,13 @@ class Router:
         aliases: Mapping[str, ModelAlias] | None = None,
         overall_timeout: float = 300.0,
         strict_prefixes: bool = False,
+        publishers: Mapping[str, str] | None = None,
     ) -> None:
         self.default = default
         self.bedrock = bedrock
         self.upstreams = dict(upstreams or {})
+        # Upstreams whose model ids name a publisher, and the one a bare id gets (Vertex: google/).
+        self.publishers = dict(publishers or {})
         self.aliases = dict(aliases or {})
         self.cooldowns = Cooldowns(0)  # build_router sets the configured ones
         self.overall_timeout = overall_timeout  # a model group tries deployments within this
@@ -94,30 +109,45 @@ class Router:
         # somewhere); a request only orders them.
         self.groups = {
             name: [
-                [self.deployment(target.model, target.weight, where=f"alias {name!r}") for target in rank]
+                [self.deployment(target.model, target, where=f"alias {name!r}") for target in rank]
                 for rank in alias.ranks
             ]
             for name, alias in self.aliases.items()
         }
 
     def deployments(self, model: str) -> list[Deployment]:
-        """The deployments that may serve `model`, in the order to try them."""
+        """The deployments that may serve `model` for the current request (its region), in the
+        order to try them."""
         group = self.groups.get(model)
         if group is None:
             return [self.deployment(model)]
+        state = request_state.current()
+        region = state.region if state is not None else None
         ordered: list[Deployment] = []
         for rank in group:
-            ordered += _by_weight(rank)
+            ordered += _by_weight([d for d in rank if d.target.serves(region)])
+        if not ordered:
+            where = f"region {region!r}" if region else "requests whose region is unknown"
+            raise RequestRejected(
+                f"Model {model!r} has no deployment that serves {where}.",
+                status=403,
+                param="model",
+                code="model_not_available_in_region",
+            )
         return ordered
 
-    def deployment(self, model: str, weight: float = 1.0, *, where: str | None = None) -> Deployment:
+    def deployment(
+        self, model: str, target: ModelTarget = ANY_REGION, *, where: str | None = None
+    ) -> Deployment:
         """The one deployment a plain model name (not an alias) stands for."""
         model_id = bedrock_model_id(model)
         if model_id is not None:
-            return Deployment(self.bedrock, model_id, weight)
+            return Deployment(self.bedrock, model_id, target.weight, target)
         name, slash, rest = model.partition("/")
         if slash and rest and name in self.upstreams:
-            return Deployment(self.upstreams[name], rest, weight)
+            if name in self.publishers and "/" not in rest:
+                rest = self.publishers[name] + rest
+            return Deployment(self.upstreams[name], rest, target.weight, target)
         if slash and self.strict_prefixes:
             configured = ", ".join(sorted(self.upstreams)) or "none"
             message = (
@@ -127,7 +157,7 @@ class Router:
             if where is not None:
                 raise SettingsError(f"AIPROXY_MODEL_ALIASES: {where}: {message}")
             raise RequestRejected(message, param="model", code="model_not_found")
-        return Deployment(self.default, model, weight)
+        return Deployment(self.default, model, target.weight, target)
 
     def grouped(self) -> set[str]:
         """The names of every deployment that belongs to a model group of more than one."""
@@ -166,9 +196,11 @@ def _by_weight(rank: Sequence[Deployment]) -> list[Deployment]:
 def build_router(settings: Settings, secrets: SecretStore, store: Any = None) -> Router:
     """The providers the settings configure, and how model names route to them; `store` (a Redis
     client) shares model groups' cooldowns between processes."""
-    where = env_variable(OPENAI_API_KEY)
-    if secrets.uses_aws:
-        where += f" or the secret {secrets.source_of(OPENAI_API_KEY)}"
+
+    def secret_where(name: str) -> str:
+        return env_variable(name) + (f" or the secret {secrets.source_of(name)}" if secrets.uses_aws else "")
+
+    where = secret_where(OPENAI_API_KEY)
     common = {
         "connect_timeout": settings.upstream_connect_timeout,
         "retries": settings.upstream_retries,
@@ -179,7 +211,7 @@ def build_router(settings: Settings, secrets: SecretStore, store: Any = None) ->
     default = OpenAICompatible(
         name=DEFAULT_UPSTREAM,
         base_url=settings.openai_base_url,
-        key_provider=lambda: secrets.get(OPENAI_API_KEY),
+        key_provider=_key_of(DEFAULT_UPSTREAM, OPENAI_API_KEY, secrets.get, secret_where),
         missing_key_message=f"No provider key is configured; set {where}.",
         timeout=settings.upstream_timeout,
         **common,
@@ -194,6 +226,7 @@ def build_router(settings: Settings, secrets: SecretStore, store: Any = None) ->
         aliases=settings.model_aliases,
         overall_timeout=settings.group_timeout,
         strict_prefixes=urlsplit(settings.openai_base_url).hostname == OPENAI_HOST,
+        publishers={name: VERTEX_PUBLISHER for name, u in settings.upstreams.items() if u.type == "vertex"},
     )
     if store is not None:
         from service.gateway.shared_cooldowns import SharedCooldowns  # redis-py: only with a store (see app)
@@ -205,31 +238,66 @@ def build_router(settings: Settings, secrets: SecretStore, store: Any = None) ->
 
 
 def _upstream(upstream: Upstream, settings: Settings, secrets: SecretStore, common: dict) -> OpenAICompatible:
-    if upstream.key_env:
+    """The provider of one named upstream; its key is the credential the request's client names
+    for it (`upstream_credentials`), else the upstream's own (`Upstream.default_credential`)."""
+    default = upstream.default_credential
 
-        def key() -> str | None:
-            return settings.source.get(upstream.key_env)
-
-        where = upstream.key_env
-    else:
-        secret = upstream.key_secret or f"{upstream.name}_api_key"
-
-        def key() -> str | None:
-            return secrets.get(secret)
-
-        where = env_variable(secret) + (
-            f" or the secret {secrets.source_of(secret)}" if secrets.uses_aws else ""
+    def where(credential: str) -> str:
+        if credential == upstream.key_env:
+            return credential
+        return env_variable(credential) + (
+            f" or the secret {secrets.source_of(credential)}" if secrets.uses_aws else ""
         )
+
+    def read(credential: str) -> str | None:
+        if credential == upstream.key_env:
+            return settings.source.get(credential)
+        return secrets.get(credential)
+
+    if upstream.type == "vertex":
+        tokens = AccessTokens(
+            lambda credential: AccessToken(
+                lambda: read(credential), provider=upstream.name, where=where(credential)
+            )
+        )
+
+        def key() -> str | None:
+            return tokens.token(chosen(upstream.name, default))
+
+        key_header = "Authorization"
+    else:
+        key = _key_of(upstream.name, default, read, where)
+        key_header = upstream.key_header
     return OpenAICompatible(
         name=upstream.name,
         prefix=f"{upstream.name}/",
         base_url=upstream.base_url,
         key_provider=key,
-        missing_key_message=f"No key is configured for the upstream {upstream.name!r}; set {where}.",
-        key_header=upstream.key_header,
+        missing_key_message=f"No key is configured for the upstream {upstream.name!r}; set {where(default)}.",
+        key_header=key_header,
         headers=dict(upstream.headers),
         query=dict(upstream.query),
         stream_usage=upstream.stream_usage,
         timeout=upstream.timeout or settings.upstream_timeout,
         **common,
     )
+
+
+def _key_of(
+    upstream: str, default: str, read: Callable[[str], str | None], where: Callable[[str], str]
+) -> Callable[[], str | None]:
+    """The key provider of an upstream with keys: the chosen credential's value. A client's own
+    credential that is unset is named (never its value); the upstream's own keeps its message."""
+
+    def key() -> str | None:
+        credential = chosen(upstream, default)
+        value = read(credential)
+        if value is None and credential != default:
+            raise ProviderKeyMissing(
+                f"The credential {credential!r} your client key names for the upstream {upstream!r} "
+                f"is not set; the proxy's operators set it as {where(credential)}.",
+                provider=upstream,
+            )
+        return value
+
+    return key

@@ -28,6 +28,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from service.config.model_aliases import REGION
+
 log = logging.getLogger(__name__)
 
 LEEWAY_SECONDS = 30  # clock skew allowed between the issuer and the proxy
@@ -44,6 +46,7 @@ STANDARD_CLAIMS = {
     "issued": "iat",
     "token_id": "jti",
     "blocked_models": None,  # optional: no claim unless the issuer names one
+    "region": None,  # optional: the end user's country (ISO 3166-1 alpha-2), for routing by region
     "sign": "sign",
 }
 _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -79,6 +82,7 @@ class Claims:
     blocked_models: frozenset[str]
     sign: bool
     issuer: str | None = None  # `iss`, when the token has one
+    region: str | None = None  # the country the issuer says the end user is in (`claims.region`)
 
 
 def _key_algorithms(key: Any, algorithms: tuple[str, ...]) -> tuple[str, ...]:
@@ -196,7 +200,9 @@ class TokenPolicy:
             listed = payload.get(names["blocked_models"])
             if isinstance(listed, list):
                 blocked = frozenset(model for model in listed if isinstance(model, str))
+        region = _text(payload.get(names["region"])) if names["region"] else None
         return Claims(
+            region=_region(region),
             end_user=end_user,
             expires=expires,
             token_id=token_id,
@@ -205,6 +211,12 @@ class TokenPolicy:
             sign=payload.get(names["sign"]) is True,
             issuer=payload.get("iss") if isinstance(payload.get("iss"), str) else None,
         )
+
+
+def _region(value: str | None) -> str | None:
+    """A country code (upper-cased), or None: a claim that is not one counts as no region."""
+    code = value.strip().upper() if value else ""
+    return code if REGION.fullmatch(code) else None
 
 
 def _number(value: Any) -> float | None:

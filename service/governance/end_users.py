@@ -60,6 +60,7 @@ class EndUser:
     expires: float | None = None  # the token's expiry (its id is remembered until then)
     reject_replay: bool = False  # the token's id may be used once only
     sign: bool = False  # the token asks for signed answers
+    region: str | None = None  # the token's region claim: it decides over AIPROXY_REGION_HEADER
 
 
 @dataclass(frozen=True)

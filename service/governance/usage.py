@@ -16,6 +16,11 @@ and cache ("miss" when the answer cache was looked at). An answer from the cache
 the answer cost when it was asked first (`cached_answer`).
 A request that names an end user adds end_user (their keyed hash, never their id:
 service.governance.end_users) and attributes (the token's configured claims: feature, lesson...).
+
+Which model served, in full: `model_asked` (the request's `model`: an alias, a prefixed name),
+`deployment` (`<provider>/<model id>`, what was sent) and `served_model` (the model the provider's
+answer names, when it names one). `credential` is the name of the secret that paid for the call
+(a client's own, or the upstream's; never its value), and `region` the request's, when known.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from service.core import request_state, shutdown
 log = logging.getLogger("service.usage")
 
 _USAGE_KEY = b'"usage"'
+_MODEL_KEY = b'"model"'
 _decoder = json.JSONDecoder()
 # Why the proxy itself makes the calls in progress (None: the client asked for them).
 _purpose: ContextVar[str | None] = ContextVar("aiproxy_usage_purpose", default=None)
@@ -86,6 +92,22 @@ def usage_in(data: bytes) -> dict[str, int] | None:
         end = at
 
 
+def model_in(data: bytes) -> str | None:
+    """The model an answer names (its first `"model"` key: OpenAI answers name it before their
+    content), found without parsing the whole body."""
+    at = data.find(_MODEL_KEY)
+    while at >= 0:
+        rest = data[at + len(_MODEL_KEY) : at + len(_MODEL_KEY) + 300].lstrip()
+        if rest.startswith(b":"):
+            try:
+                value, _ = _decoder.raw_decode(rest[1:].lstrip().decode("utf-8", "replace"))
+            except ValueError:
+                value = None
+            return value if isinstance(value, str) else None
+        at = data.find(_MODEL_KEY, at + 1)
+    return None
+
+
 def event_usage(event: dict) -> dict[str, int] | None:
     """The token counts a streamed event carries: a chat or completion chunk's `usage`, or the
     `response.usage` of a Responses API event."""
@@ -121,6 +143,8 @@ class ProviderCall:
         self.content_events = 0  # streamed events seen, the estimate of a cut stream's output
         self.finished = False
         self.purpose = _purpose.get()
+        self.credential: str | None = None  # the secret that paid (note_credential)
+        self.served_model: str | None = None  # the model the answer names
 
     def sent_bytes(self) -> None:
         """Some of the answer has gone to the client (the first time: time to first token)."""
@@ -131,9 +155,22 @@ class ProviderCall:
         if usage:
             self.usage = usage
 
-    def finish(self, status: int, *, usage: dict[str, int] | None = None, error: str | None = None) -> None:
+    def saw_model(self, model: Any) -> None:
+        """The model the provider says served (a stream names it in every chunk: the first counts)."""
+        if self.served_model is None and isinstance(model, str):
+            self.served_model = model[:200]
+
+    def finish(
+        self,
+        status: int,
+        *,
+        usage: dict[str, int] | None = None,
+        error: str | None = None,
+        served_model: str | None = None,
+    ) -> None:
         if self.finished:
             return
+        self.saw_model(served_model)
         self.finished = True
         now = time.perf_counter()
         usage = usage or self.usage
@@ -149,7 +186,9 @@ class ProviderCall:
             "client": state.client if state else request_state.ANONYMOUS,
             "route": state.route_name if state else "-",
             "model": self.model,
+            "model_asked": state.model_asked if state else None,
             "deployment": self.deployment,
+            "served_model": self.served_model,
             "status": status,
             "stream": self.stream,
             "upstream_ms": round((now - self.started) * 1000, 1),
@@ -186,6 +225,10 @@ class ProviderCall:
             fields["end_user"] = end_user.hashed
             if end_user.attributes:
                 fields["attributes"] = dict(end_user.attributes)
+        if self.credential is not None:
+            fields["credential"] = self.credential
+        if state is not None and state.region is not None:
+            fields["region"] = state.region
         if state is not None:
             self._add_to(state.used, fields, prompt, completion, cost, error)
         log.info("usage %s %s %s", fields["route"], self.model or "-", status, extra=fields)
@@ -200,6 +243,9 @@ class ProviderCall:
         error: str | None,
     ) -> None:
         used.calls += 1
+        used.model = self.model or used.model
+        used.deployment = self.deployment or used.deployment
+        used.credential = self.credential or used.credential
         used.prompt_tokens += prompt
         used.completion_tokens += completion
         if cost is not None:
@@ -253,12 +299,24 @@ def cached_answer(
     log.info("usage %s %s 200 cache hit", fields["route"], model or "-", extra=fields)
 
 
+# The provider call being measured in this greenlet (`measured`), for `note_credential`.
+_measuring: ContextVar[ProviderCall | None] = ContextVar("aiproxy_provider_call", default=None)
+
+
+def note_credential(name: str) -> None:
+    """Name the credential (a secret's name) that pays for the provider call being measured."""
+    call = _measuring.get()
+    if call is not None:
+        call.credential = name
+
+
 @contextmanager
 def measured(call: ProviderCall):
     """Run a provider call; a ProviderError (or anything else) finishes its record as failed. A
     call cut by the server's shutdown (`service.core.shutdown`) raises ServerStopping, a 503."""
     from service.core.errors import ProxyError, ServerStopping
 
+    token = _measuring.set(call)
     try:
         try:
             with shutdown.provider_wait():
@@ -271,3 +329,5 @@ def measured(call: ProviderCall):
     except BaseException:
         call.finish(500, error="exception")
         raise
+    finally:
+        _measuring.reset(token)

@@ -12,7 +12,8 @@ directive has the `Environment` dimension:
                                        PromptTokens, CompletionTokens, CostUSD, BudgetUsedPercent,
                                        CacheHits, CacheMisses, SavedUSD (the answer cache)
     [Environment, Route, StatusClass]  Requests
-    [Environment, Client], [Environment, Model]   PromptTokens, CompletionTokens, CostUSD
+    [Environment, Client], [Environment, Model], [Environment, Credential]
+                                       PromptTokens, CompletionTokens, CostUSD
     [Environment, Client]              BudgetUsedPercent (clients with a budget)
     [Environment, ErrorKind]           Errors (failed requests)
     [Environment]                      SafetyChecks.<phase>.<check>.<result> (Count) and
@@ -37,7 +38,8 @@ traffic would otherwise outnumber the clients' on a quiet service.
 Every dimension value (and Prometheus label) comes from a bounded set, so no client can create
 metric series without end (each series is billed in CloudWatch and held in Prometheus' memory):
 the route is the route's template, never the path, and `unmatched` when no route matched; the
-client is a name from the key store (or `anonymous`); the status class is one of five; a model
+client is a name from the key store (or `anonymous`); the credential the name of a secret the
+configuration or the key store names (never its value); the status class is one of five; a model
 name or error kind that is too long or has unusual characters becomes `other`, and so does any
 new one beyond the first few dozen each process has seen (models: only once a provider served
 them).
@@ -76,6 +78,7 @@ _PLAIN_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 MAX_MODELS = 50
 MAX_ERROR_KINDS = 50
 MAX_ATTRIBUTE_VALUES = 200  # values of end users' attributes (features, lessons...), all names together
+MAX_CREDENTIALS = 50
 
 
 def plain_value(value: Any) -> str | None:
@@ -155,6 +158,7 @@ class RequestMetrics:
         self._models = BoundedValues(MAX_MODELS, known_models)
         self._error_kinds = BoundedValues(MAX_ERROR_KINDS)
         self._attribute_values = BoundedValues(MAX_ATTRIBUTE_VALUES)
+        self._credentials = BoundedValues(MAX_CREDENTIALS)
         self._count = count
 
     def record(self, state: RequestState) -> None:
@@ -169,6 +173,8 @@ class RequestMetrics:
             fields["end_user"] = end_user.hashed  # the keyed hash, never the id
             if end_user.attributes:
                 fields["attributes"] = dict(end_user.attributes)
+        if state.region is not None:
+            fields["region"] = state.region  # an attribute of the record, not a dimension
         route = self.route(state)
         if route not in UNRECORDED_ROUTES:
             figures = self.figures(state, route, status, fields["duration_ms"])
@@ -214,6 +220,8 @@ class RequestMetrics:
             if used.model is not None:
                 # A name the provider served may be kept; one it refused (a typo, junk) may not.
                 figures["Model"] = self._models(used.model, admit=not failed)
+            if used.credential is not None:
+                figures["Credential"] = self._credentials(used.credential)
             if _number(used.cost_usd) and used.cost_usd >= 0:
                 figures["CostUSD"] = used.cost_usd
         if used.first_token_ms is not None:
@@ -275,7 +283,7 @@ def emf_document(figures: dict[str, Any]) -> dict[str, Any]:
         directive([[env, "Route", "StatusClass"]], ["Requests"]),
     ]
     if "PromptTokens" in figures:
-        by = [[env, "Client"], [env, "Model"]] if "Model" in figures else [[env, "Client"]]
+        by = [[env, "Client"], *([env, name] for name in ("Model", "Credential") if name in figures)]
         directives.append(directive(by, _USAGE))
     if "BudgetUsedPercent" in figures:
         directives.append(directive([[env, "Client"]], ["BudgetUsedPercent"]))

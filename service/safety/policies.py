@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from service.config.secrets import SAFETY_POLICIES, SecretStore
 from service.config.setting import SettingsError
-from service.governance.auth import KeyStore
+from service.governance.key_store import KeyStore
 from service.safety.answers import unavailable
 from service.safety.policy import Policy, parse_policies
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.openai_upstream import Fail, FakeOpenAI, Recorded, Reply
 from testbed.redis_server import RedisServer
 from testbed.server import running_server

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.openai_upstream import Stream
 from tests.support.http import fetch
 from tests.support.waiting import wait_until

@@ -6,7 +6,7 @@ wrong and malformed keys every way they can; then everything it wrote is searche
 
 import json
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.honeybadger import HoneybadgerCatcher
 from testbed.proxy import proxy_with_fake_openai
 from tests.support.http import fetch

@@ -5,7 +5,7 @@ import json
 import openai
 import pytest
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 
 PROVIDER_KEY = "sk-provider-openai-client-test"
 CLIENT_KEY = "aip_openai-client-key-0000000000000000000000001"

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.server import GUNICORN, ROOT, SERVER_ARGS, free_port, running_server, server_env
 
 KEY = "aip_startup-test-key-0000000000000000000000001"

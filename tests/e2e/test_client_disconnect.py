@@ -10,7 +10,7 @@ import time
 import openai
 import pytest
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.openai_upstream import Stream
 from tests.support.waiting import wait_until
 

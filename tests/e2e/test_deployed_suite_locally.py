@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.openai_upstream import Reply
 from testbed.proxy import proxy_with_fake_openai
 from tests.support.assessment import tsv_answer

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.openai_upstream import FakeOpenAI, Reply, Stream
 from testbed.redis_server import RedisServer
 from testbed.server import running_server

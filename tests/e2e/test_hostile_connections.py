@@ -17,7 +17,7 @@ from datetime import datetime
 
 import pytest
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.server import running_server
 from tests.support.http import fetch
 

@@ -65,3 +65,40 @@ def test_a_cooldown_is_shared_by_every_process_through_the_store():
             assert answer.status == 200
             assert answer.headers["x-aiproxy-deployment"] == "backup/gpt-4o-mini"
         assert len(primary.requests) == 1  # the second process never tried the cooling deployment
+
+
+def test_a_group_serves_each_region_from_its_deployment_for_it():
+    region_header = "x-amzn-waf-aiproxy-region"
+    group = [{"model": "gpt-4o-mini", "regions": ["US"]}, "backup/gpt-4o-mini"]
+    with FakeOpenAI() as primary, FakeOpenAI() as backup:
+        settings = group_settings(
+            primary,
+            backup,
+            AIPROXY_MODEL_ALIASES=json.dumps({"tutor": group}),
+            AIPROXY_REGION_HEADER=region_header,
+            LOG_FORMAT="json",
+        )
+        with running_server(settings) as server:
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+            def served(region: str | None) -> str:
+                headers = {region_header: region} if region else {}
+                raw = client.chat.completions.with_raw_response.create(
+                    model="tutor", messages=[{"role": "user", "content": "Hi"}], extra_headers=headers
+                )
+                return raw.headers["x-aiproxy-deployment"]
+
+            assert served("DE") == "backup/gpt-4o-mini"
+            assert served("US") == "openai/gpt-4o-mini"
+            assert served(None) == "backup/gpt-4o-mini"  # no region known: no deployment with regions
+            usage = [r for r in server.log_records() if r.get("message", "").startswith("usage")]
+            assert [(r.get("region"), r["model_asked"], r["deployment"]) for r in usage] == [
+                ("DE", "tutor", "backup/gpt-4o-mini"),
+                ("US", "tutor", "openai/gpt-4o-mini"),
+                (None, "tutor", "backup/gpt-4o-mini"),
+            ]
+        # Without AIPROXY_REGION_HEADER the same header is read by nobody.
+        del settings["AIPROXY_REGION_HEADER"]
+        with running_server(settings) as server:
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+            assert served("US") == "backup/gpt-4o-mini"

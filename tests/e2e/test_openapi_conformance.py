@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from service.assessment.messages import JSON_INSTRUCTION
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.openai_upstream import Fail, FakeOpenAI, Recorded, Reply, Stream
 from testbed.server import ROOT, running_server
 

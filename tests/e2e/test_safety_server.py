@@ -15,7 +15,7 @@ import openai
 import pytest
 import requests
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.openai_upstream import Fail, Recorded, Reply, Stream
 from testbed.server import GUNICORN, ROOT, SERVER_ARGS, free_port, server_env
 

@@ -14,7 +14,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.openai_upstream import FakeOpenAI, Reply, Stream
 from testbed.redis_server import RedisServer
 from testbed.server import running_server

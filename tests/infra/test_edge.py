@@ -36,12 +36,16 @@ def test_web_acl_guards_the_load_balancer_with_managed_rules_and_a_rate_limit(te
     assert acl["Properties"]["Scope"] == "REGIONAL"
     assert acl["Properties"]["DefaultAction"] == {"Allow": {}}
     found = rules(template)
-    # In evaluation order: bad IPs first, then the rate limit, then the request inspections.
+    # In evaluation order: forged WAF headers and bad IPs first, then the rate limit, then the
+    # request inspections, then the region (which only counts, and names it).
     assert sorted(found, key=lambda name: found[name]["Priority"]) == [
+        "BlockClientSentWafHeaders",
         "AWSManagedRulesAmazonIpReputationList",
         "RateLimitPerSourceIp",
         "AWSManagedRulesCommonRuleSet",
         "AWSManagedRulesKnownBadInputsRuleSet",
+        "RegionUS",
+        "RegionCA",
     ]
     for name in ("AWSManagedRulesAmazonIpReputationList", "AWSManagedRulesKnownBadInputsRuleSet"):
         statement = found[name]["Statement"]["ManagedRuleGroupStatement"]
@@ -131,3 +135,29 @@ def test_only_production_load_balancer_is_deletion_protected(templates):
         attributes = {a["Key"]: a["Value"] for a in balancer["Properties"]["LoadBalancerAttributes"]}
         protected[stack] = attributes["deletion_protection.enabled"]
     assert protected == {"aiproxy-test": "false", "aiproxy": "true", DEV: "false"}
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_the_waf_names_the_callers_country_in_the_header_the_service_reads(templates, stack):
+    template = templates[stack]
+    found = rules(template)
+    for country in ("US", "CA"):  # cdk.json's region_countries
+        rule = found[f"Region{country}"]
+        assert rule["Statement"] == {"GeoMatchStatement": {"CountryCodes": [country]}}
+        # Counted, so every other rule still applies; the header WAF inserts is prefixed x-amzn-waf-.
+        assert rule["Action"] == {
+            "Count": {
+                "CustomRequestHandling": {"InsertHeaders": [{"Name": "aiproxy-region", "Value": country}]}
+            }
+        }
+    # A client cannot bring its own: any header named like WAF's is blocked before the rest.
+    forged = found["BlockClientSentWafHeaders"]
+    assert forged["Priority"] == 0 and forged["Action"] == {"Block": {}}
+    match = forged["Statement"]["ByteMatchStatement"]
+    assert (match["SearchString"], match["PositionalConstraint"]) == ("x-amzn-waf-", "STARTS_WITH")
+    assert match["FieldToMatch"]["Headers"]["MatchScope"] == "KEY"
+    assert match["TextTransformations"] == [{"Priority": 0, "Type": "LOWERCASE"}]
+    _, task = only(template, "AWS::ECS::TaskDefinition")
+    [container] = task["Properties"]["ContainerDefinitions"]
+    settings = {item["Name"]: item["Value"] for item in container["Environment"]}
+    assert settings["AIPROXY_REGION_HEADER"] == "x-amzn-waf-aiproxy-region"

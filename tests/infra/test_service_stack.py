@@ -272,6 +272,8 @@ def test_container_settings_image_and_unprivileged_port(templates, stack):
         "ENVIRONMENT": dns_name,
         "ENVIRONMENT_TYPE": environment_type,
         "LOG_FORMAT": "json",
+        # The caller's country, from the header the stack's WAF inserts (tests/infra/test_edge.py).
+        "AIPROXY_REGION_HEADER": "x-amzn-waf-aiproxy-region",
     }
     # The image's non-root user binds port 80 thanks to this namespaced sysctl.
     assert container["SystemControls"] == [{"Namespace": "net.ipv4.ip_unprivileged_port_start", "Value": "0"}]
@@ -340,8 +342,10 @@ def test_secrets_are_created_empty_with_the_names_the_service_reads(templates, s
     # The one shared naming: the ids the service's own loader reads in this environment (with
     # the container's ENVIRONMENT_TYPE and ENVIRONMENT) are exactly the secrets the stack makes.
     store = SecretStore({}, environment_type, dns_name)
+    # Provider credentials (cdk.json's provider_credentials) are read by name, like the service's own.
+    credentials = ("vertex_service_account", "vertex_sa_tutor", "openai_key_chat_lab")
     assert sorted(s["Properties"]["Name"] for s in secrets.values()) == sorted(
-        store.source_of(name) for name in SECRET_NAMES
+        store.source_of(name) for name in (*SECRET_NAMES, *credentials)
     )
     assert store.source_of("openai_api_key") == secret_id(environment_type, dns_name, "openai_api_key")
     values = {
@@ -357,6 +361,7 @@ def test_secrets_are_created_empty_with_the_names_the_service_reads(templates, s
         "redis_auth": None,
         "end_user_hash_key": None,
         "answer_signing_key": None,
+        **dict.fromkeys(credentials),  # nothing Google-specific at synth time: empty until set
     }
     for secret in secrets.values():
         # Nobody types these: the store's password, the end-user hash key, the signing seed.

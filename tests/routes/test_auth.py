@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from service.governance.auth import KeyStoreError, hash_key
+from service.governance.key_store import KeyStoreError, hash_key
 from service.ops.observability import configure_logging
 from tests.support.app import make_app
 

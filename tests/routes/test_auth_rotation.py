@@ -7,7 +7,7 @@ import boto3
 import pytest
 
 from service.config.secrets import CLIENT_API_KEYS, SecretStore, secret_id
-from service.governance.auth import KeyStoreError, hash_key
+from service.governance.key_store import KeyStoreError, hash_key
 from service.ops.observability import configure_logging
 from tests.support.app import make_app
 from tests.support.clock import Clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.openai_upstream import Reply
 from tests.support.app import make_app
 

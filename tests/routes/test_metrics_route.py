@@ -9,7 +9,7 @@ import sys
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.governance.auth import hash_key
+from service.governance.key_store import hash_key
 from testbed.server import ROOT
 from tests.support.app import make_app
 

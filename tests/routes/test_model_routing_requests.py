@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from service.config.setting import SettingsError
 from testbed.bedrock_runtime import Answer, FakeBedrock
 from testbed.openai_upstream import Fail, FakeOpenAI, Hang, Reply, Stream
 from testbed.server import free_port
@@ -243,6 +244,112 @@ def test_weights_spread_requests_over_deployments_of_equal_rank(fake_openai, azu
     ]
     share = served.count("azure/gpt-4o") / len(served)
     assert 0.55 < share < 0.92, share  # 3 to 1: about three quarters
+
+
+# --- routing by region ----------------------------------------------------------------------------
+
+REGION_HEADER = "x-amzn-waf-aiproxy-region"
+US_FIRST = [{"model": "azure/gpt-4o", "regions": ["US"]}, "gpt-4o-mini"]
+
+
+def served_from(client, headers=None, model="grader"):
+    answer = client.post("/v1/chat/completions", json={**CHAT, "model": model}, headers=headers or {})
+    answer.close()  # the usage record is written once the answer is closed
+    return answer.status_code, answer.headers.get("x-aiproxy-deployment"), answer.get_json()
+
+
+def test_a_deployment_for_some_regions_serves_only_requests_from_them(fake_openai, azure, caplog):
+    caplog.set_level(logging.INFO, logger="service.usage")
+    client = grouped(fake_openai, azure, group=US_FIRST, AIPROXY_REGION_HEADER=REGION_HEADER)
+    assert served_from(client, {REGION_HEADER: "DE"})[:2] == (200, "openai/gpt-4o-mini")
+    assert served_from(client, {REGION_HEADER: "US"})[:2] == (200, "azure/gpt-4o")
+    assert served_from(client, {REGION_HEADER: "us"})[:2] == (200, "azure/gpt-4o")
+    # No region known (no header, or not a country code): only deployments without regions.
+    assert served_from(client)[:2] == (200, "openai/gpt-4o-mini")
+    assert served_from(client, {REGION_HEADER: "United States"})[:2] == (200, "openai/gpt-4o-mini")
+    usage = [r for r in caplog.records if r.name == "service.usage"]
+    records = [(getattr(r, "region", None), r.deployment) for r in usage]
+    assert records[:2] == [("DE", "openai/gpt-4o-mini"), ("US", "azure/gpt-4o")]
+    assert records[3][0] is None
+
+
+def test_without_a_region_header_setting_the_header_is_ignored(fake_openai, azure):
+    client = grouped(fake_openai, azure, group=US_FIRST)
+    assert served_from(client, {REGION_HEADER: "US"})[:2] == (200, "openai/gpt-4o-mini")
+    assert len(azure.requests) == 0
+
+
+def test_an_end_user_tokens_region_claim_decides_over_the_header(fake_openai, azure):
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from service.governance.key_store import hash_key
+
+    signing = ed25519.Ed25519PrivateKey.generate()
+    public = signing.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    tokens = {"public_keys": [public.decode()], "algorithms": ["EdDSA"], "audience": "aiproxy"}
+    tokens["claims"] = {"region": "country"}
+    store = {
+        "dashboard": {"keys": [hash_key("aip_region-claim-key-0000000000000001")], "end_user_tokens": tokens}
+    }
+    client = grouped(
+        fake_openai,
+        azure,
+        group=US_FIRST,
+        AIPROXY_REGION_HEADER=REGION_HEADER,
+        AIPROXY_CLIENT_KEYS=json.dumps(store),
+        AIPROXY_END_USER_HASH_KEY="region-claim-hash-key",
+    )
+
+    def token(**claims):
+        now = int(time.time())
+        payload = {"iss": "dashboard", "sub": "student-1", "aud": "aiproxy", "iat": now, "exp": now + 60}
+        return jwt.encode({**payload, **claims}, signing, algorithm="EdDSA")
+
+    def asked(bearer, region_header):
+        return served_from(client, {"Authorization": f"Bearer {bearer}", REGION_HEADER: region_header})[:2]
+
+    # The issuer says where its student is: a header saying otherwise does not move them.
+    assert asked(token(country="de"), "US") == (200, "openai/gpt-4o-mini")
+    assert asked(token(country="US"), "DE") == (200, "azure/gpt-4o")
+    # No (usable) claim: the header decides, as for any request.
+    assert asked(token(), "US") == (200, "azure/gpt-4o")
+    assert asked(token(country="Germany"), "DE") == (200, "openai/gpt-4o-mini")
+
+
+def test_excluded_regions_are_served_by_the_next_deployment(fake_openai, azure):
+    group = [{"model": "azure/gpt-4o", "exclude_regions": ["de", "FR"]}, "gpt-4o-mini"]
+    client = grouped(fake_openai, azure, group=group, AIPROXY_REGION_HEADER=REGION_HEADER)
+    assert served_from(client, {REGION_HEADER: "FR"})[1] == "openai/gpt-4o-mini"
+    assert served_from(client, {REGION_HEADER: "BR"})[1] == "azure/gpt-4o"
+    assert served_from(client)[1] == "azure/gpt-4o"  # unknown is not excluded
+
+
+def test_a_group_with_no_deployment_for_the_region_is_a_403_naming_it(fake_openai, azure):
+    group = [{"model": "azure/gpt-4o", "regions": ["US", "CA"]}]
+    client = grouped(fake_openai, azure, group=group, AIPROXY_REGION_HEADER=REGION_HEADER)
+    status, _, body = served_from(client, {REGION_HEADER: "DE"})
+    assert status == 403
+    assert body["error"]["code"] == "model_not_available_in_region"
+    assert "'DE'" in body["error"]["message"]
+    assert len(azure.requests) == 0
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"model": "gpt-4o", "regions": []},
+        {"model": "gpt-4o", "regions": ["USA"]},
+        {"model": "gpt-4o", "regions": "US"},
+        {"model": "gpt-4o", "regions": ["US"], "exclude_regions": ["DE"]},
+    ],
+)
+def test_regions_that_are_not_country_codes_stop_start_up(fake_openai, azure, target):
+    with pytest.raises(SettingsError, match="AIPROXY_MODEL_ALIASES"):
+        grouped(fake_openai, azure, group=[target, "gpt-4o-mini"])
 
 
 def test_assessment_uses_model_groups(fake_openai, azure):

@@ -14,7 +14,8 @@ from werkzeug.test import Client
 
 from service.edge.pipeline import RequestPipeline
 from service.edge.routes.openai_api import PATHS
-from service.governance.auth import ClientGate, hash_key
+from service.governance.auth import ClientGate
+from service.governance.key_store import hash_key
 from service.ops.metrics import RequestMetrics
 from service.ops.observability import configure_logging
 from testbed.honeybadger import HoneybadgerCatcher

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from service.governance.auth import KeyStore, hash_key, parse_key_store, presented_key
+from service.governance.auth import presented_key
+from service.governance.key_store import KeyStore, hash_key, parse_key_store
 from service.governance.limits import Limits
 
 DEFAULTS = Limits(rpm=600, max_concurrent=50)
@@ -77,6 +78,8 @@ def test_an_empty_store_accepts_no_key():
         ('{"web": {"keys": [], "cache": {"ttl": 60}}}', '"cache" has 1 unknown field(s)'),
         ('{"web": {"keys": [], "cache": {"namespace": "a b"}}}', '"cache.namespace" must be 1 to 64'),
         ('{"web": {"keys": [], "cache": {}, "cache_nondeterministic": 1}}', "must be true or false"),
+        ('{"web": {"keys": [], "upstream_credentials": ["x"]}}', '"upstream_credentials" must map'),
+        ('{"web": {"keys": [], "upstream_credentials": {"vertex": "Has Space"}}}', "secret names"),
     ],
 )
 def test_an_invalid_store_is_refused_with_a_message_naming_the_problem(raw, message):
@@ -151,3 +154,11 @@ def test_one_hash_cannot_belong_to_two_clients():
 )
 def test_the_key_is_read_from_bearer_or_bare_authorization(header, key):
     assert presented_key(header) == key
+
+
+def test_credentials_per_client_name_only_configured_upstreams():
+    raw = '{"tutor": {"keys": [], "upstream_credentials": {"vertex": "vertex_sa_tutor", "azure": "k"}}}'
+    with pytest.raises(ValueError, match="not configured: 'azure'"):
+        parse_key_store(raw, DEFAULTS, {"openai", "vertex"})
+    store = parse_key_store(raw.replace(', "azure": "k"', ""), DEFAULTS, {"openai", "vertex"})
+    assert store.clients["tutor"].upstream_credentials == {"vertex": "vertex_sa_tutor"}

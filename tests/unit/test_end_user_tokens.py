@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from service.governance.auth import hash_key, parse_key_store
 from service.governance.end_user_tokens import InvalidToken, looks_like_token
 from service.governance.end_users import EndUserHasher
+from service.governance.key_store import hash_key, parse_key_store
 from service.governance.limits import Limits
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

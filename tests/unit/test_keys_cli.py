@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.governance.auth import KEY_PREFIX, hash_key, parse_key_store
+from service.governance.key_store import KEY_PREFIX, hash_key, parse_key_store
 from service.governance.limits import Limits
 from service.keys import main
 

@@ -36,7 +36,8 @@ def contract() -> dict[str, str]:
 def finished_request(**used) -> RequestState:
     state = RequestState("req-1", "POST", "/v1/chat/completions", client="web", status=200)
     state.route = "/v1/chat/completions"
-    for name, value in {"calls": 1, "model": "gpt-4o-mini", "upstream_ms": 80.0, **used}.items():
+    defaults = {"calls": 1, "model": "gpt-4o-mini", "upstream_ms": 80.0, "credential": "openai_api_key"}
+    for name, value in {**defaults, **used}.items():
         setattr(state.used, name, value)
     return state
 
@@ -91,10 +92,11 @@ def test_the_dimension_sets_are_those_the_dashboard_and_alarms_read():
     assert series(document) == (
         {(name, env) for name in whole | usage | {"BudgetUsedPercent"}}
         | {("Requests", (*env, "Route", "StatusClass"))}
-        | {(name, (*env, by)) for name in usage for by in ("Client", "Model")}
+        | {(name, (*env, by)) for name in usage for by in ("Client", "Model", "Credential")}
         | {("BudgetUsedPercent", (*env, "Client")), ("Errors", (*env, "ErrorKind"))}
         | {("Requests", (*env, "Client"))}
     )
+    assert document["Credential"] == "openai_api_key"  # the name of the secret that paid, never its value
     assert (document["CostUSD"], document["BudgetUsedPercent"], document["ErrorKind"]) == (
         0.002,
         0.02,

@@ -115,9 +115,36 @@ def test_malformed_model_groups_stop_start_up_with_one_line(raw):
         ('{"a": {"base_url": "http://x", "colour": "red"}}', "unknown fields"),
         ('{"a": {"base_url": "http://x", "key_secret": "s", "key_env": "E"}}', "not both"),
         ('{"a": {"base_url": "http://x", "timeout": 0}}', "timeout"),
+        ('{"a": {"type": "azure", "base_url": "http://x"}}', "type must be one of openai, vertex"),
+        ('{"v": {"type": "vertex", "location": "us-central1"}}', "needs project"),
+        ('{"v": {"type": "vertex", "project": "p", "location": "US Central"}}', "needs location"),
+        (
+            '{"v": {"type": "vertex", "project": "p", "location": "l", "key_secret": "k"}}',
+            "has no key_secret",
+        ),
+        ('{"a": {"base_url": "http://x", "credentials_secret": "s"}}', "has no credentials_secret"),
     ],
 )
 def test_malformed_upstreams_stop_start_up_naming_the_problem(raw, says):
     with pytest.raises(SettingsError) as caught:
         make_settings(AIPROXY_UPSTREAMS=raw)
     assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_vertex_upstream_reaches_the_endpoint_its_project_and_location_name():
+    vertex = {"type": "vertex", "project": "my-project", "location": "us-central1"}
+    upstreams = make_settings(
+        AIPROXY_UPSTREAMS=json.dumps({"vertex": vertex, "g": {**vertex, "location": "global"}})
+    )
+    parsed = upstreams.upstreams
+    assert parsed["vertex"].base_url == (
+        "https://us-central1-aiplatform.googleapis.com/v1/projects/my-project/locations/us-central1/endpoints/openapi"
+    )
+    assert parsed["g"].base_url.startswith(
+        "https://aiplatform.googleapis.com/v1/projects/my-project/locations/global/"
+    )
+    assert parsed["vertex"].default_credential == "vertex_service_account"
+    moved = make_settings(
+        AIPROXY_UPSTREAMS=json.dumps({"vertex": {**vertex, "base_url": "http://127.0.0.1:9/v1"}})
+    )
+    assert moved.upstreams["vertex"].base_url == "http://127.0.0.1:9/v1"  # base_url overrides

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from service.core import request_state
 from service.core.responses import ClientResponse, JsonRoute, json_bytes
 from service.edge.bodies import BYTES_PER_TOKEN
 from service.edge.forwarding import forwarded_headers
@@ -42,6 +43,9 @@ class RelayRoute(JsonRoute):
 
     def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
         model = body.get("model")
+        state = request_state.current()
+        if state is not None and isinstance(model, str):
+            state.model_asked = model  # usage records: the model asked for, beside the one that served
         if isinstance(model, str) and model:
             deployments = self.router.deployments(model)
         else:

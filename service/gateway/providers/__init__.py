@@ -3,7 +3,9 @@
 - `openai.OpenAICompatible`: any OpenAI-compatible HTTP upstream (OpenAI, Azure OpenAI, vLLM,
   Ollama, ...), relayed byte for byte, over `http_pool`'s pooled connections;
 - `bedrock.BedrockProvider`: Amazon Bedrock's Converse API, translated to and from the OpenAI
-  chat shapes.
+  chat shapes;
+- `vertex`: Google Vertex AI's OpenAI-compatible endpoint is an `OpenAICompatible` whose key is
+  an OAuth access token, made from a service account's key and renewed before it expires.
 
 Every provider relays an OpenAI-shaped request to an `ClientResponse` (`relay`), answers a chat the proxy
 composed itself (`complete`, used for grading) and raises the `service.core.errors.ProviderError`

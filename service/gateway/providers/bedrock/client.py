@@ -282,7 +282,8 @@ class BedrockProvider:
         if not request.stream:
             with measured(call):
                 answer = self.chat(body)
-            call.finish(200, usage=answer["usage"])
+            # Bedrock's answers name no model: the one invoked is the one that served.
+            call.finish(200, usage=answer["usage"], served_model=request.model)
             return ClientResponse.json(answer)
         with measured(call):
             stream = self.open_stream(body)
@@ -291,6 +292,7 @@ class BedrockProvider:
         def close() -> None:
             stream.close()
             call.saw_usage(stream.usage)  # known once the stream ended (Bedrock's metadata events)
+            call.saw_model(request.model)
 
         events = sse.relay_events(_then_done(frames), call, close)
         return ClientResponse(
@@ -303,7 +305,7 @@ class BedrockProvider:
         call = ProviderCall(PREFIX + str(body.get("model")), deployment=f"{NAME}/{body.get('model')}")
         with measured(call):
             answer = self.chat(body, relayed=False)
-        call.finish(200, usage=answer["usage"])
+        call.finish(200, usage=answer["usage"], served_model=_model_id(str(body.get("model"))))
         return answer
 
     def models(self) -> list[dict]:

@@ -28,7 +28,7 @@ from service.gateway.providers.openai.errors import connection_error, status_err
 from service.gateway.providers.openai.headers import relayed_headers, request_headers, usable_key
 from service.gateway.providers.openai.stream import UpstreamStream, asking_for_usage
 from service.gateway.redaction import redactor
-from service.governance.usage import ProviderCall, measured, normalise_usage, usage_in
+from service.governance.usage import ProviderCall, measured, model_in, normalise_usage, usage_in
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class OpenAICompatible:
 
         def record() -> None:
             # Once the answer has gone out: reading the usage and logging it is not the client's wait.
-            call.finish(response.status, usage=usage())
+            call.finish(response.status, usage=usage(), served_model=model_in(response.body))
 
         content_type = response.headers.get("content-type", JSON)
         return ClientResponse.of_bytes(
@@ -148,7 +148,7 @@ class OpenAICompatible:
                     param="api-key",
                 ) from None
             data = self._json_object(response)
-        call.finish(response.status, usage=normalise_usage(data.get("usage")))
+        call.finish(response.status, usage=normalise_usage(data.get("usage")), served_model=data.get("model"))
         return data
 
     def models(self) -> list[dict]:

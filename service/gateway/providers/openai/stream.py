@@ -21,7 +21,7 @@ from service.gateway.providers import RelayRequest
 from service.gateway.providers.http_pool import ReadTimeout, TransportError, UpstreamResponse
 from service.gateway.providers.openai.decoding import Decoder, plain
 from service.gateway.redaction import redactor
-from service.governance.usage import ProviderCall, event_usage
+from service.governance.usage import ProviderCall, event_usage, model_in
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,8 @@ class UpstreamStream:
                     continue
             else:
                 pending = b""
+            if call.served_model is None:
+                call.saw_model(model_in(data))  # the first event naming it: the usage record's served_model
             if b'"usage"' in data:
                 data = self._relayable(data, call, strip_usage)
             if events is not None:
