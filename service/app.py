@@ -19,10 +19,23 @@ from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejecte
 from service.core.responses import ClientResponse
 from service.edge import openapi
 from service.edge.pipeline import RequestPipeline
-from service.edge.routes import assessment, limits, metrics, models, openai_api, status
+from service.edge.routes import (
+    assessment,
+    audio,
+    batches,
+    files,
+    images,
+    limits,
+    metrics,
+    models,
+    openai_api,
+    status,
+)
+from service.edge.screening import NoScreen
 from service.gateway.routing import build_router
 from service.governance.auth import ClientGate, ClientKeys
 from service.governance.limits import Limiter, LocalLimiter
+from service.governance.ownership import build_ownership
 from service.ops.metrics import RequestMetrics
 from service.ops.observability import configure_logging, install_honeybadger
 from service.runtime import Runtime
@@ -107,13 +120,25 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     app.register_blueprint(assessment.blueprint(runtime))
     app.register_blueprint(limits.blueprint(runtime))
     app.register_blueprint(metrics.blueprint(settings.metrics_key))
-    relay_routes = openai_api.relay_routes(runtime.router)
+    ownership = build_ownership(store)  # who owns which file and batch
+    # A client's safety policy on the image and audio routes: none until the safety package's
+    # screen is handed over here (service.edge.screening).
+    screen = NoScreen()
+    app.register_blueprint(files.blueprint(runtime.router, ownership))
+    app.register_blueprint(batches.blueprint(runtime.router, ownership, runtime.prices))
+    relay_routes = {
+        **openai_api.relay_routes(runtime.router),
+        **images.routes(runtime.router, runtime.prices, screen),
+        **audio.routes(runtime.router, runtime.prices, screen),
+        files.PATH: files.FileUpload(runtime.router, ownership),
+    }
     app.wsgi_app = RequestPipeline(  # type: ignore[method-assign]
         app.wsgi_app,
         gate=ClientGate(keys),
         limiter=runtime.limiter,
         routes=relay_routes,
         max_body=settings.max_body_bytes,
+        max_upload=settings.max_upload_bytes,
         body_timeout=settings.body_timeout,
         output_estimate=settings.output_tokens_estimate,
         metrics=RequestMetrics(

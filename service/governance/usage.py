@@ -8,7 +8,9 @@ exactly once, however the call ends, and adds what it used to the request's tota
 Fields (top-level keys in JSON format): request_id, client, route, model, deployment, status,
 stream, upstream_ms, latency_ms, first_token_ms (streams), prompt_tokens, completion_tokens,
 total_tokens, cost_usd (when the model has a price), estimated (true when the tokens are an
-estimate: a stream cut before the provider reported usage), and error (what went wrong, if anything).
+estimate: a stream cut before the provider reported usage, or audio timed from its size), error
+(what went wrong, if anything), and for the media routes images, audio_seconds, characters or
+batch_id (what the cost was counted from).
 """
 
 from __future__ import annotations
@@ -110,7 +112,17 @@ class ProviderCall:
         if usage:
             self.usage = usage
 
-    def finish(self, status: int, *, usage: dict[str, int] | None = None, error: str | None = None) -> None:
+    def finish(
+        self,
+        status: int,
+        *,
+        usage: dict[str, int] | None = None,
+        error: str | None = None,
+        cost: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the record. `cost` is the call's price when it is not counted in tokens (images,
+        audio, a batch); `details` are fields the record adds (images, audio_seconds, batch_id...)."""
         if self.finished:
             return
         self.finished = True
@@ -147,13 +159,16 @@ class ProviderCall:
             fields["total_tokens"] = usage.get("total_tokens", prompt + completion)
             if estimated:
                 fields["estimated"] = True
-        cost = None
         prices = state.prices if state is not None else None  # the app's price table (service.config.prices)
-        if prices is not None and usage:
+        if cost is not None:
+            fields["cost_usd"] = cost
+        elif prices is not None and usage:
             names = [self.deployment, self.model]
             cost = prices.cost(names, prompt, completion, usage.get("cached_tokens", 0))
             if cost is not None:
                 fields["cost_usd"] = cost
+        if details:
+            fields.update(details)
         if error:
             fields["error"] = error
         if state is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import gevent
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
@@ -90,6 +90,15 @@ class UpstreamResponse:
         except (OSError, HTTPParseError) as error:
             raise _transport_error(error) from None
 
+    def read_block(self, size: int) -> bytes:
+        """The next `size` bytes of the body once they have arrived (fewer at its end); b"" once
+        everything was read. How a binary answer (speech, a file) is relayed as it arrives."""
+        try:
+            return self._response.read(size)
+        except (OSError, HTTPParseError) as error:
+            self.close()
+            raise _transport_error(error) from None
+
     def read_line(self) -> bytes:
         """The next line of the body, newline included, once it has all arrived; b"" at the end.
 
@@ -154,19 +163,31 @@ class OriginPool:
         return pool
 
     def request(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes | Iterable[bytes] | None,
+        *,
+        length: int | None = None,
     ) -> UpstreamResponse:
         """Send `method target` with `headers` (and `body`); return once the answer's head arrived.
 
-        Raises TransportError. Header values must not contain CR or LF (the caller checks).
+        `body` may be an iterable of chunks (an upload relayed as it arrives: `send_chunks`), sent
+        with `length` as its Content-Length when known, else chunked. Raises TransportError; what
+        the chunks raise (the client's upload failing) is raised as it is, the connection closed.
+        Header values must not contain CR or LF (the caller checks).
         """
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
         lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-        if body is not None:
+        chunks = None if body is None or isinstance(body, bytes) else body
+        if chunks is not None:
+            lines.append(_body_framing(length))
+        elif body is not None:
             lines.append(f"Content-Length: {len(body)}\r\n")
         lines.append("\r\n")
         # One write for head and body: one packet for a small request, and no wait on Nagle.
-        data = "".join(lines).encode("latin-1") + (body or b"")
+        data = "".join(lines).encode("latin-1") + (body if isinstance(body, bytes) else b"")
         pool = self._pool()
         try:
             sock = pool.get_socket()  # a pooled connection, or a new one (all it can fail on)
@@ -176,6 +197,8 @@ class OriginPool:
             raise ConnectFailed(_reason(error)) from None
         try:
             sock.sendall(data)
+            if chunks is not None:
+                send_chunks(sock, chunks, chunked=length is None)
         except OSError as error:
             pool.release_socket(sock)
             raise _transport_error(error) from None
@@ -188,3 +211,24 @@ class OriginPool:
         except (OSError, HTTPParseError) as error:
             raise _transport_error(error) from None
         return UpstreamResponse(response)
+
+
+# --- request bodies sent as they arrive (uploads) ---------------------------------------------------
+
+
+def _body_framing(length: int | None) -> str:
+    return f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
+
+
+def send_chunks(sock: socket.socket, chunks: Iterable[bytes], *, chunked: bool) -> None:
+    """Write `chunks` to `sock` one by one (nothing more than a chunk held at once), in HTTP/1.1
+    chunked framing when `chunked` (the length is not known up front)."""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if chunked:
+            sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            sock.sendall(chunk)
+    if chunked:
+        sock.sendall(b"0\r\n\r\n")
