@@ -27,6 +27,7 @@ from service.gateway.routing import Router
 TRANSCRIPTIONS = "/audio/transcriptions"
 TRANSLATIONS = "/audio/translations"
 SPEECH = "/audio/speech"
+PATHS = (TRANSCRIPTIONS, TRANSLATIONS, SPEECH)
 # A recording whose answer tells no duration is timed from its size: 1 MB a minute is 128 kbit/s
 # MP3, the common upload; compressed speech is smaller (the estimate errs high, the safe side).
 ESTIMATED_BYTES_PER_MINUTE = 1_000_000

@@ -124,8 +124,12 @@ def blueprint(router: Router, ownership: Ownership) -> Blueprint:
         if not ownership.owns(media.client_name(), FILE, file_id):
             raise not_found("File", file_id)
 
-    @routes.get(PATH)
+    # POST is the upload, which the pipeline serves before Flask (FileUpload); named here so an
+    # OPTIONS answer's and a 405's `Allow` list it.
+    @routes.route(PATH, methods=["GET", "POST"])
     def list_files() -> ClientResponse:
+        if request.method != "GET":
+            raise RequestRejected("Uploads are served by the request pipeline.", status=405)
         response = relay_json(router, "GET", "/files")
         if response.status < 300:
             owned = ownership.owned(media.client_name(), FILE)

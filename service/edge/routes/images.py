@@ -25,6 +25,7 @@ from service.governance.usage import ProviderCall
 
 GENERATIONS = "/images/generations"
 EDITS = "/images/edits"
+PATHS = (GENERATIONS, EDITS)
 DEFAULT_SIZE = "1024x1024"
 DEFAULT_QUALITY = "auto"  # not in a price entry: priced as the entry's `<size>` (its dearest)
 
