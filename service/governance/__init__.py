@@ -2,7 +2,8 @@
 
 Owns `auth` (the key store and the check of a client key), `limits` (rpm, tpm, in-flight slots
 and budgets in one process), `shared_limits` (the same, counted in the shared store for every
-process) and `usage` (one usage record per provider call, with its tokens and cost). The
+process), `usage` (one usage record per provider call, with its tokens and cost) and `ownership`
+(which client created which file and batch). The
 operators' key tool is `service.keys`, above this package. Imports `service.core`,
 `service.config`, `service.ops` and `service.store`, never the gateway or the edge above it.
 """
