@@ -21,12 +21,27 @@ from service.core.responses import ClientResponse
 from service.edge import openapi
 from service.edge.caching import CachedRelay
 from service.edge.pipeline import RequestPipeline
-from service.edge.routes import assessment, limits, metrics, models, openai_api, safety, signing_keys, status
+from service.edge.routes import (
+    assessment,
+    audio,
+    batches,
+    files,
+    images,
+    limits,
+    metrics,
+    models,
+    openai_api,
+    safety,
+    signing_keys,
+    status,
+)
+from service.edge.screening import NoScreen
 from service.edge.signing import AnswerSigner
 from service.gateway.routing import build_router
 from service.governance.auth import ClientGate, ClientKeys
 from service.governance.end_users import EndUserHasher
 from service.governance.limits import Limiter, LocalLimiter
+from service.governance.ownership import build_ownership
 from service.ops.metrics import RequestMetrics
 from service.ops.observability import configure_logging, install_honeybadger
 from service.runtime import Runtime
@@ -121,6 +136,12 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     app.register_blueprint(metrics.blueprint(settings.metrics_key))
     signer = AnswerSigner(secrets)
     app.register_blueprint(signing_keys.blueprint(signer))
+    ownership = build_ownership(store)  # who owns which file and batch
+    # A client's safety policy on the image and audio routes: none until the safety package's
+    # screen is handed over here (service.edge.screening).
+    screen = NoScreen()
+    app.register_blueprint(files.blueprint(runtime.router, ownership))
+    app.register_blueprint(batches.blueprint(runtime.router, ownership, runtime.prices))
     relay_routes = {  # each through the answer cache, for the clients whose entry turns it on
         "/v1" + path: CachedRelay(
             openai_api.RelayRoute(path, runtime.router, runtime.safety), runtime.answers
@@ -128,12 +149,16 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         for path in openai_api.PATHS
     }
     relay_routes[safety.PATH] = safety.SafetyCheckRoute(runtime.safety)
+    relay_routes.update(images.routes(runtime.router, runtime.prices, screen))
+    relay_routes.update(audio.routes(runtime.router, runtime.prices, screen))
+    relay_routes[files.PATH] = files.FileUpload(runtime.router, ownership)
     app.wsgi_app = RequestPipeline(  # type: ignore[method-assign]
         app.wsgi_app,
         gate=ClientGate(keys, EndUserHasher(secrets)),
         limiter=runtime.limiter,
         routes=relay_routes,
         max_body=settings.max_body_bytes,
+        max_upload=settings.max_upload_bytes,
         body_timeout=settings.body_timeout,
         output_estimate=settings.output_tokens_estimate,
         metrics=RequestMetrics(

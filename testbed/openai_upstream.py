@@ -21,7 +21,8 @@ Queued behaviours are used first-in first-out, each by the first request whose p
 `path` (any path when None); then `responder`; then the default answer of the route. Defaults:
 chat/completions answers `n` choices (streamed when `"stream": true`, with a usage chunk when
 `stream_options.include_usage` is set), and embeddings, responses, completions, moderations,
-models and models/<id> answer in the OpenAI shapes. Streamed chat chunks are OpenAI's: every
+models and models/<id> answer in the OpenAI shapes; images, audio, files and batches too
+(`testbed.openai_media`, its state in `fake.media`). Streamed chat chunks are OpenAI's: every
 choice has `finish_reason` (null until the last content chunk), and once usage was asked for every
 chunk has `"usage": null` but the final usage chunk. Embeddings come as base64 (little-endian
 float32) when the request says `encoding_format: base64`, as the Node SDK's does by default.
@@ -60,6 +61,7 @@ from typing import Any
 from aiohttp import web
 
 from testbed.aiohttp_server import FakeServer, command_line, count_words, serve_until_signalled
+from testbed.openai_media import MediaState, media_answer
 
 DEFAULT_CONTENT = "Hello from the fake upstream."
 MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "omni-moderation-latest")
@@ -159,6 +161,7 @@ class FakeOpenAI(FakeServer[Recorded]):
         self.bearer = bearer
         self.responder: Callable[[Recorded], Behaviour | None] | None = None
         self._queue: collections.deque[tuple[str | None, Behaviour]] = collections.deque()
+        self.media = MediaState()  # files, batches and the speech pacing (testbed.openai_media)
 
     @property
     def url(self) -> str:
@@ -241,6 +244,9 @@ class FakeOpenAI(FakeServer[Recorded]):
             return _error(504, "The fake upstream hung on purpose.")
         body = recorded.body if isinstance(recorded.body, dict) else {}
         route = recorded.path.removeprefix("/v1")
+        media = await media_answer(self.media, request, route, recorded.raw)
+        if media is not None:
+            return media
         wants_stream = body.get("stream") is True and route in (
             "/chat/completions",
             "/completions",

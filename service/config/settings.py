@@ -194,6 +194,12 @@ class Settings:
         parse.whole_number(1024, 1 << 30),
         "largest request body accepted; larger ones get 413",
     )
+    max_upload_bytes: int = setting(
+        "AIPROXY_MAX_UPLOAD_BYTES",
+        "26214400",
+        parse.whole_number(1024, 1 << 32),
+        "largest upload (audio, image edits, files), sent on as it arrives; larger ones get 413",
+    )
     header_timeout: float = setting(
         "AIPROXY_HEADER_TIMEOUT",
         "10",

@@ -139,6 +139,11 @@ class JsonRoute:
     the pipeline has read and parsed; it returns the answer."""
 
     generates = True  # whether it asks a model for output (admission reserves tokens for it)
+    # An upload: the pipeline reads no body and parses nothing; the route finds the unread body in
+    # `environ[service.edge.bodies.UPLOAD]` and sends it on as it arrives (its `body` is {}).
+    streams_body = False
+    # Its path's other methods (GET /v1/files beside POST) are Flask's routes, not a 405.
+    other_methods_in_flask = False
 
     def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
         raise NotImplementedError

@@ -1,5 +1,6 @@
 """Request bodies: read whole within a size and a time limit, parsed as a JSON object, and sized up
-in tokens before the provider call (for the client's tokens-per-minute limit).
+in tokens before the provider call (for the client's tokens-per-minute limit); or, on the upload
+routes, read as they arrive and sent on (`UploadInput`), never held whole.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import io
 import json
 import socket
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from gunicorn.http import errors as http_errors
@@ -24,6 +27,8 @@ _OUTPUT_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_token
 # stays a number the limits store and an error message can hold (a JSON integer may have 4,300 digits).
 MOST_OUTPUT_TOKENS = 10**12
 RAW_BODY = "aiproxy.body"  # where the body read here is kept in the WSGI environ
+UPLOAD = "aiproxy.upload"  # where an upload route finds its UploadInput in the WSGI environ
+UPLOAD_BLOCK = 65536  # bytes of an upload read (and sent on) at a time
 
 
 def read_body(environ: dict, limit: int, timeout: float) -> bytes:
@@ -70,6 +75,71 @@ def read_body(environ: dict, limit: int, timeout: float) -> bytes:
     environ["CONTENT_LENGTH"] = str(len(raw))
     environ.pop("HTTP_TRANSFER_ENCODING", None)  # no longer chunked (werkzeug would ignore the length)
     return raw
+
+
+class UploadInput:
+    """The body of an upload route, read as it arrives rather than whole: its chunks (at most
+    UPLOAD_BLOCK bytes each) are handed on and dropped, so a worker holds a block of it at a time.
+
+    Bounded like `read_body`: 413 over `limit` bytes (up front when Content-Length says so), 408
+    when the client takes longer than `timeout` seconds for the whole of it, 400 when its chunked
+    framing is broken or it ends before its Content-Length. Raised from `chunks()`, which the
+    route's provider call is consuming: the call stops, the error is the answer.
+    """
+
+    def __init__(self, environ: dict, limit: int, timeout: float) -> None:
+        chunked = "HTTP_TRANSFER_ENCODING" in environ and not environ.get("CONTENT_LENGTH")
+        self.length = None if chunked else (get_content_length(environ) or 0)
+        if self.length is not None and self.length > limit:
+            raise RequestRejected(_upload_too_large(limit), status=413)
+        self.content_type = environ.get("CONTENT_TYPE", "")
+        self.received = 0
+        self._environ = environ
+        self._limit = limit
+        self._timeout = timeout
+        self._ends_at = time.monotonic() + timeout
+
+    def chunks(self) -> Iterator[bytes]:
+        stream = self._environ["wsgi.input"]
+        while True:
+            want = UPLOAD_BLOCK if self.length is None else min(UPLOAD_BLOCK, self.length - self.received)
+            if want <= 0:
+                return
+            data = self._read(stream, want)
+            if not data:
+                if self.length is not None:
+                    _stop_reading(self._environ)
+                    raise RequestRejected("The request body ended before its Content-Length.")
+                return
+            self.received += len(data)
+            if self.received > self._limit:
+                raise RequestRejected(_upload_too_large(self._limit), status=413)
+            yield data
+
+    def _read(self, stream: Any, size: int) -> bytes:
+        deadline = _deadline(max(0.001, self._ends_at - time.monotonic()))
+        try:
+            return stream.read(size)
+        except (http_errors.ParseException, http_errors.NoMoreData) as error:
+            _stop_reading(self._environ)
+            fault = _framing_fault(error)
+            raise RequestRejected(f"The request's chunked body is not valid: {fault}.") from None
+        except BaseException as error:
+            if deadline is None or error is not deadline:
+                raise
+            _stop_reading(self._environ)
+            raise RequestRejected(
+                f"The request body did not arrive within {self._timeout:g} seconds.",
+                status=408,
+                code="request_timeout",
+            ) from None
+        finally:
+            if deadline is not None:
+                deadline.close()
+
+
+def _upload_too_large(limit: int) -> str:
+    return f"The upload is larger than {limit:,} bytes, the most accepted (AIPROXY_MAX_UPLOAD_BYTES)."
 
 
 # What gunicorn's chunked reader found wrong, from the most specific kind (the first that matches).

@@ -11,7 +11,9 @@ the Flask app's `wsgi_app`). For each request it:
 3. reads the body whole (except on the open routes, `GET /` and `/metrics`, whose bodies are never
    read), within AIPROXY_MAX_BODY_BYTES (413 beyond) and AIPROXY_BODY_TIMEOUT
    (408 when the client stops sending), and for the OpenAI-compatible routes parses it (400
-   naming what is wrong);
+   naming what is wrong); an upload route's body (`JsonRoute.streams_body`: audio, image edits,
+   files) is not read here but handed to the route unread (`bodies.UploadInput`, bounded by
+   AIPROXY_MAX_UPLOAD_BYTES and the same timeout), which sends it on as it arrives;
 4. admits the request against the client's limits (`service.governance.limits`), with an estimate of the
    tokens it may use: the one call to the limits store before the provider call (not for the
    `unmetered_paths`, which read the limits rather than use them: `GET /v1/limits`);
@@ -45,8 +47,9 @@ from service.core.request_state import RequestState
 from service.core.responses import Closing, JsonRoute, WSGIApp
 from service.edge import bodies, cors, region
 from service.edge.signing import SIGN_HEADER, AnswerSigner
-from service.governance.auth import ClientGate, is_open_route
+from service.governance.auth import ClientGate
 from service.governance.limits import Limiter
+from service.governance.open_routes import is_open_route
 from service.ops.metrics import RequestMetrics
 from service.ops.observability import REQUEST_ID_HEADER, request_id_from
 
@@ -72,12 +75,14 @@ class RequestPipeline:
         unmetered_paths: frozenset[str] = frozenset(),
         signer: AnswerSigner | None = None,
         region_header: str | None = None,
+        max_upload: int = 25 * 1024 * 1024,
     ) -> None:
         self._flask = flask_app
         self._gate = gate
         self._limiter = limiter
         self._routes = routes
         self._max_body = max_body
+        self._max_upload = max_upload  # the upload routes' bodies (`JsonRoute.streams_body`)
         self._body_timeout = body_timeout
         self._output_estimate = output_estimate
         self._metrics = metrics
@@ -105,8 +110,10 @@ class RequestPipeline:
         def start(status_line: str, headers: list, exc_info: Any = None) -> Any:
             nonlocal streams, refused
             state.status = int(status_line.partition(" ")[0])
-            streams = any(
-                n.lower() == "content-type" and v.startswith("text/event-stream") for n, v in headers
+            # Sent as it arrives: events, or a body of no known length (speech, a file's content).
+            names = {n.lower(): v for n, v in headers}
+            streams = names.get("content-type", "").startswith("text/event-stream") or (
+                "content-length" not in names and state.status not in (204, 304)
             )
             if state.admission is not None:
                 # The client's own limits: an upstream's rate-limit headers would describe the proxy's.
@@ -180,11 +187,19 @@ class RequestPipeline:
             return self._flask
         route = self._routes.get(path)
         if route is not None and method != "POST":
-            raise RequestRejected(
-                "The method is not allowed for the requested URL.", status=405, headers={"Allow": "POST"}
-            )
-        raw = bodies.read_body(environ, self._max_body, self._body_timeout)
-        body = bodies.json_object(raw) if route is not None else None
+            if not route.other_methods_in_flask:
+                raise RequestRejected(
+                    "The method is not allowed for the requested URL.", status=405, headers={"Allow": "POST"}
+                )
+            route = None
+        body: dict | None
+        if route is not None and route.streams_body:
+            # An upload is never read here: the route sends it on as it arrives, after admission.
+            raw, body = b"", {}
+            environ[bodies.UPLOAD] = bodies.UploadInput(environ, self._max_upload, self._body_timeout)
+        else:
+            raw = bodies.read_body(environ, self._max_body, self._body_timeout)
+            body = bodies.json_object(raw) if route is not None else None
         if client is not None:
             state.client = client.name  # from here on, log lines name the client
             state.limits = client.limits
@@ -203,7 +218,7 @@ class RequestPipeline:
             extra_headers.extend(state.admission.headers())
         if route is None:
             return self._flask
-        answer = route(body, raw, environ)
+        answer = route(body or {}, raw, environ)
         if self._signer is not None and (
             (end_user is not None and end_user.sign) or environ.get(SIGN_HEADER) == "1"
         ):

@@ -35,6 +35,7 @@ from service.governance.key_store import (
     KeyStoreError,
     parse_key_store,
 )
+from service.governance.open_routes import is_open_route
 
 log = logging.getLogger(__name__)
 
@@ -142,17 +143,6 @@ def presented_key(authorization: str) -> str:
     if scheme.lower() == "bearer":
         return rest.strip()
     return value
-
-
-OPEN_PATHS = ("/", "/metrics", "/v1/signing-keys")
-
-
-def is_open_route(method: str, path: str) -> bool:
-    """Whether the route needs no client key: the health check, `/metrics` (which asks for its
-    own key, AIPROXY_METRICS_KEY: service.edge.routes.metrics) and the public keys answers are
-    signed with (`/v1/signing-keys`). Their bodies are never read (service.edge.pipeline,
-    service.server.worker)."""
-    return path in OPEN_PATHS and method in ("GET", "HEAD")
 
 
 class ClientGate:

@@ -8,7 +8,9 @@ exactly once, however the call ends, and adds what it used to the request's tota
 Fields (top-level keys in JSON format): request_id, client, route, model, deployment, status,
 stream, upstream_ms, latency_ms, first_token_ms (streams), prompt_tokens, completion_tokens,
 total_tokens, cost_usd (when the model has a price), estimated (true when the tokens are an
-estimate: a stream cut before the provider reported usage), error (what went wrong, if anything),
+estimate: a stream cut before the provider reported usage, or audio timed from its size), error
+(what went wrong, if anything), for the media routes images, audio_seconds, characters or
+batch_id (what the cost was counted from),
 and purpose (`safety` for a call the proxy made to check the request: `service.safety`; such a
 call's tokens and cost count against the client, but the request's model stays the one it asked),
 and cache ("miss" when the answer cache was looked at). An answer from the cache
@@ -167,7 +169,11 @@ class ProviderCall:
         usage: dict[str, int] | None = None,
         error: str | None = None,
         served_model: str | None = None,
+        cost: float | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
+        """Write the record. `cost` is the call's price when it is not counted in tokens (images,
+        audio, a batch); `details` are fields the record adds (images, audio_seconds, batch_id...)."""
         if self.finished:
             return
         self.saw_model(served_model)
@@ -207,13 +213,16 @@ class ProviderCall:
             fields["total_tokens"] = usage.get("total_tokens", prompt + completion)
             if estimated:
                 fields["estimated"] = True
-        cost = None
         prices = state.prices if state is not None else None  # the app's price table (service.config.prices)
-        if prices is not None and usage:
+        if cost is not None:
+            fields["cost_usd"] = cost
+        elif prices is not None and usage:
             names = [self.deployment, self.model]
             cost = prices.cost(names, prompt, completion, usage.get("cached_tokens", 0))
             if cost is not None:
                 fields["cost_usd"] = cost
+        if details:
+            fields.update(details)
         if error:
             fields["error"] = error
         if self.purpose:

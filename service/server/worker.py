@@ -116,7 +116,7 @@ class ProxyWorker(GeventWorker):
         self._stopping: gevent.Greenlet | None = None  # the cut at the end of the graceful time
         self._shed_report = ShedReport()
         # Imported here, in the worker: the master loads this module and none of the app.
-        from service.governance.auth import is_open_route
+        from service.governance.open_routes import is_open_route
 
         self._is_open_route = is_open_route
         super().init_process()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from service.edge.routes import safety
+from service.edge.routes import audio, files, images, safety
 from service.edge.routes.openai_api import PATHS
 
 
@@ -15,8 +15,9 @@ def openapi_path(rule: str) -> str:
 
 def served_routes(app) -> dict[str, set[str]]:
     """OpenAPI path -> methods, for Flask's routes and the relay routes served outside Flask."""
-    served = {"/v1" + path: {"POST"} for path in PATHS}
+    served = {"/v1" + path: {"POST"} for path in (*PATHS, *images.PATHS, *audio.PATHS)}
     served[safety.PATH] = {"POST"}
+    served[files.PATH] = {"POST"}  # the upload; its other methods are Flask's
     for rule in app.url_map.iter_rules():
         if rule.endpoint != "static":
             served.setdefault(openapi_path(rule.rule), set()).update(rule.methods - {"HEAD", "OPTIONS"})

@@ -316,3 +316,35 @@ def test_no_answer_within_the_read_timeout_is_a_timeout_not_a_connect_timeout():
         with pytest.raises(TransportError) as caught:
             get(pool(server.url, read_timeout=0.3, connect_timeout=5))
         assert caught.type is ReadTimeout
+
+
+# --- a request body sent as it arrives (uploads) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [None, 10], ids=["chunked", "content-length"])
+def test_a_body_from_chunks_arrives_whole_in_either_framing(length):
+    from testbed.openai_upstream import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        origin = pool(fake.url)
+        pieces = iter([b"abc", b"", b"defg", b"hij"])
+        answer = origin.request("POST", "/v1/upload-test", {}, pieces, length=length)
+        answer.read()
+        received = fake.requests[-1]
+    assert received.raw == b"abcdefghij"
+    framing = "transfer-encoding" if length is None else "content-length"
+    assert received.headers[framing] == ("chunked" if length is None else "10")
+
+
+def test_what_the_chunks_raise_is_raised_as_it_is():
+    from testbed.openai_upstream import FakeOpenAI
+
+    class ClientWentAway(Exception):
+        pass
+
+    def chunks():
+        yield b"first"
+        raise ClientWentAway
+
+    with FakeOpenAI() as fake, pytest.raises(ClientWentAway):
+        pool(fake.url).request("POST", "/v1/upload-test", {}, chunks())

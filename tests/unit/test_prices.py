@@ -42,3 +42,24 @@ def test_a_malformed_price_stops_start_up_with_one_line(raw):
     with pytest.raises(SettingsError) as caught:
         make_settings(AIPROXY_PRICES=raw)
     assert "AIPROXY_PRICES" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_images_audio_and_speech_are_priced_per_unit_and_batches_at_half():
+    table = PriceTable(shipped_prices())
+    assert table.image_cost(["dall-e-3"], "1024x1792", "hd", 2) == pytest.approx(0.24)
+    assert table.image_cost(["dall-e-2"], "512x512", "standard", 1) == pytest.approx(0.018)
+    # A quality the table does not list costs as the size's own entry (the dearest).
+    assert table.image_cost(["gpt-image-1"], "1024x1024", "auto", 1) == pytest.approx(0.167)
+    assert table.audio_cost(["whisper-1"], 90) == pytest.approx(0.009)
+    assert table.speech_cost(["tts-1"], 1000) == pytest.approx(0.015)
+    assert table.batch_share("gpt-4o-mini") == 0.5
+    assert table.image_cost(["gpt-4o-mini"], "1024x1024", "hd", 1) is None
+
+
+def test_an_entry_may_set_its_own_batch_share_and_unit_prices():
+    entries = {"m": {"input": 1, "output": 2, "batch": 0.25}, "w": {"audio_minute": 0.01}}
+    table = PriceTable(parse_prices(entries, "t"))
+    assert table.batch_share("m") == 0.25
+    assert table.audio_cost(["w"], 60) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="'images 1024x1024', USD per image"):
+        parse_prices({"i": {"images": {"1024x1024": "cheap"}}}, "t")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.edge.openapi import assessment, relayed, safety
+from service.edge.openapi import assessment, media, relayed, safety
 from service.edge.openapi.common import (
     PIPELINE_ERRORS,
     REQUEST_ID,
@@ -98,5 +98,11 @@ def build_document() -> dict[str, Any]:
         },
         "components": {"securitySchemes": SECURITY_SCHEMES, "schemas": SCHEMAS},
         "security": [{"clientKey": []}],
-        "paths": {**status_paths(), **relayed.paths(), **safety.paths(), **assessment.paths()},
+        "paths": {
+            **status_paths(),
+            **relayed.paths(),
+            **safety.paths(),
+            **media.paths(),
+            **assessment.paths(),
+        },
     }

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import socket
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import gevent
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
@@ -144,6 +144,17 @@ class UpstreamResponse:
             self._receive()
         return self._take()
 
+    def read_block(self, size: int) -> bytes:
+        """The next `size` bytes of the body once they have arrived (fewer at its end); b"" once
+        everything was read. How a binary answer (speech, a file) is relayed as it arrives."""
+        while sum(map(len, self._body)) < size and not self._complete:
+            self._receive()
+        data = self._take()
+        if len(data) > size:
+            data, rest = data[:size], data[size:]
+            self._body.append(rest)
+        return data
+
     def _take(self) -> bytes:
         body = self._body
         if not body:
@@ -236,19 +247,31 @@ class OriginPool:
         return pool
 
     def request(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes | Iterable[bytes] | None,
+        *,
+        length: int | None = None,
     ) -> UpstreamResponse:
         """Send `method target` with `headers` (and `body`); return once the answer's head arrived.
 
-        Raises TransportError. Header values must not contain CR or LF (the caller checks).
+        `body` may be an iterable of chunks (an upload relayed as it arrives: `send_chunks`), sent
+        with `length` as its Content-Length when known, else chunked. Raises TransportError; what
+        the chunks raise (the client's upload failing) is raised as it is, the connection closed.
+        Header values must not contain CR or LF (the caller checks).
         """
         lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
-        if body is not None:
+        chunks = None if body is None or isinstance(body, bytes) else body
+        if chunks is not None:
+            lines.append(_body_framing(length))
+        elif isinstance(body, bytes):
             lines.append(f"Content-Length: {len(body)}\r\n")
         lines.append("\r\n")
         # One write for head and body: one packet for a small request, and no wait on Nagle.
         head = f"{method} {target}".encode("latin-1") + self._host_line + "".join(lines).encode("latin-1")
-        data = head + body if body else head
+        data = head + body if isinstance(body, bytes) and body else head
         pool = self._pool()
         try:
             sock = pool.get_socket()  # a pooled connection, or a new one (all it can fail on)
@@ -258,6 +281,8 @@ class OriginPool:
             raise ConnectFailed(_reason(error)) from None
         try:
             sock.sendall(data)
+            if chunks is not None:
+                send_chunks(sock, chunks, chunked=length is None)
         except OSError as error:
             pool.release_socket(sock)
             raise _transport_error(error) from None
@@ -266,3 +291,24 @@ class OriginPool:
             raise
         # The answer hands the socket back to the pool (or closes it) itself.
         return UpstreamResponse(sock, pool, method)
+
+
+# --- request bodies sent as they arrive (uploads) ---------------------------------------------------
+
+
+def _body_framing(length: int | None) -> str:
+    return f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
+
+
+def send_chunks(sock: socket.socket, chunks: Iterable[bytes], *, chunked: bool) -> None:
+    """Write `chunks` to `sock` one by one (nothing more than a chunk held at once), in HTTP/1.1
+    chunked framing when `chunked` (the length is not known up front)."""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if chunked:
+            sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            sock.sendall(chunk)
+    if chunked:
+        sock.sendall(b"0\r\n\r\n")

@@ -7,7 +7,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -206,6 +206,35 @@ class OpenAICompatible:
             answer.close()  # an encoding it cannot read: nothing of it is relayed
             raise
 
+    def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | Iterable[bytes] | None = None,
+        length: int | None = None,
+        query: str = "",
+        headers: Mapping[str, str] | None = None,
+        retries: int | None = None,
+    ) -> tuple[UpstreamResponse, str]:
+        """Send a client's request whose answer the caller reads itself (uploads, audio, files):
+        the 2xx/3xx answer, its body unread, and the provider key used (to blank out of it).
+
+        `body` may be chunks relayed as they arrive (`length` bytes when known): such a body
+        can be sent once only, so it is never retried.
+        """
+        if body is not None and not isinstance(body, bytes):
+            retries = 0
+        return self._open(method, path, body, query, None, headers, True, retries, length=length)
+
+    def read_answer(self, answer: UpstreamResponse, key: str) -> bytes:
+        """The whole body of an answer `open` returned, decoded and the key blanked out."""
+        try:
+            data = answer.read()
+        except TransportError as error:
+            raise self._connection_error(error) from None
+        return self.redact(decoded(data, answer.headers.get("content-encoding", ""), self.name), key)
+
     def _relay_stream(self, request: RelayRequest) -> ClientResponse:
         raw, strip_usage = asking_for_usage(request, self.stream_usage)
         call = ProviderCall(
@@ -259,12 +288,14 @@ class OpenAICompatible:
         self,
         method: str,
         path: str,
-        body: bytes | None,
+        body: bytes | Iterable[bytes] | None,
         query: str,
         api_key: str | None,
         headers: Mapping[str, str] | None,
         relayed: bool,
         retries: int | None,
+        *,
+        length: int | None = None,
     ) -> tuple[UpstreamResponse, str]:
         """Send the request until a 2xx/3xx answer opens, retrying what may be retried; the
         answer (body unread) and the provider key used. An error answer's body is read here."""
@@ -275,7 +306,7 @@ class OpenAICompatible:
         while True:
             attempt += 1
             try:
-                answer = self._pool.request(method, target, sent_headers, body)
+                answer = self._pool.request(method, target, sent_headers, body, length=length)
                 if answer.status < 400:
                     return answer, key
                 data = decoded(answer.read(), answer.headers.get("content-encoding", ""), self.name)

@@ -1,0 +1,52 @@
+"""The seam between the media routes and a client's safety policy.
+
+The image and audio routes call their `Screen` at three points: `input_text` with an image
+prompt before anything is sent; `output_images` with the generated images (OpenAI image objects,
+`b64_json` or `url`) before any is sent to the client; `output_text` with a transcript or
+translation before it is sent. Each returns when the content may go, and raises a `ProxyError`
+(the policy's refusal) when it may not: nothing of a refused answer reaches the client.
+`active()` says whether the current request's client has a policy at all (a streamed transcript
+is then held back until it can be checked whole).
+
+`NoScreen` is the screen while no policy applies: it checks nothing and costs nothing. The
+safety package (its policies and its moderation check) provides the real one; the app hands it
+to the routes (`service.app.create_app`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Screen(Protocol):
+    def active(self) -> bool:
+        """Whether the current request's client has a safety policy."""
+        ...
+
+    def input_text(self, text: str) -> None:
+        """Check a prompt before it is sent; raise a ProxyError to refuse it."""
+        ...
+
+    def output_text(self, text: str) -> None:
+        """Check text the provider answered (a transcript) before it is sent; raise to refuse it."""
+        ...
+
+    def output_images(self, images: list[dict]) -> None:
+        """Check generated images (`b64_json` or `url` objects) before any is sent; raise to refuse."""
+        ...
+
+
+class NoScreen:
+    """No policy: everything goes."""
+
+    def active(self) -> bool:
+        return False
+
+    def input_text(self, text: str) -> None:
+        return None
+
+    def output_text(self, text: str) -> None:
+        return None
+
+    def output_images(self, images: list[dict]) -> None:
+        return None
