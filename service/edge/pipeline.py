@@ -32,19 +32,22 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.config.prices import PriceTable
 from service.core import request_state
 from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
 from service.core.escaping import sendable_headers
 from service.core.request_state import RequestState
-from service.core.responses import Closing, JsonRoute, WSGIApp
+from service.core.responses import Closing, JsonRoute
 from service.edge import bodies
 from service.governance.auth import ClientGate, is_open_route
 from service.governance.limits import Limiter
 from service.ops.metrics import RequestMetrics
 from service.ops.observability import REQUEST_ID_HEADER, request_id_from
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication as WSGIApp
 
 log = logging.getLogger(__name__)
 
