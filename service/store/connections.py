@@ -52,7 +52,7 @@ class OpenConnections:
         self.store = store
         self._idle: dict[str, list[Connection]] = {}  # node -> connections open and not in use
 
-    def run(self, script: Script, names: list[str], arguments: list[Any]) -> object:
+    def run(self, script: Script, names: list[str], arguments: list[Any]) -> Any:
         return self.receive(self.send(script, names, arguments))
 
     def send(self, script: Script, names: list[str], arguments: list[Any], *, fresh: bool = False) -> Sent:
@@ -73,7 +73,7 @@ class OpenConnections:
             raise
         return Sent(script, names, arguments, connection, idle, reused)
 
-    def receive(self, sent: Sent) -> object:
+    def receive(self, sent: Sent) -> Any:
         try:
             answer = sent.connection.read_response()
         except redis.ResponseError:
