@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from service.core.errors import LimitExceeded
 from service.core.request_state import Usage
@@ -104,6 +104,16 @@ class Admission:
         return headers
 
 
+class ClientUsage(TypedDict):
+    """What a client has used of its limits (`Limiter.usage`, shown by GET /v1/limits)."""
+
+    requests_last_minute: int
+    tokens_last_minute: int
+    in_flight: int
+    spent_usd_today: float
+    spent_usd_this_month: float
+
+
 class Limiter(Protocol):
     def admit(self, client: str, limits: Limits, estimate: int) -> Admission:
         """Admit one request of `client` or raise LimitExceeded (a refused request counts nowhere)."""
@@ -113,7 +123,7 @@ class Limiter(Protocol):
         """The request is over: free its slot, count its actual tokens and cost. Once per admission."""
         ...
 
-    def usage(self, client: str, limits: Limits) -> dict:
+    def usage(self, client: str, limits: Limits) -> ClientUsage:
         """The client's current usage against its limits (GET /v1/limits)."""
         ...
 
@@ -303,7 +313,7 @@ class LocalLimiter:
                 for window in (day, month):
                     counts.spent[window] = counts.spent.get(window, 0.0) + used.cost_usd
 
-    def usage(self, client: str, limits: Limits) -> dict:
+    def usage(self, client: str, limits: Limits) -> ClientUsage:
         with self._lock:
             counts = self._clients.setdefault(client, _Client())
             now = self.clock()

@@ -32,13 +32,12 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
-
 from service.core.errors import Unavailable
 from service.core.request_state import Usage
 from service.governance.limits import (
     WINDOW_SECONDS,
     Admission,
+    ClientUsage,
     Limits,
     LocalLimiter,
     budget_refusal,
@@ -47,7 +46,7 @@ from service.governance.limits import (
     refusal_over_tpm,
     windows,
 )
-from service.store.client import STORE_ERRORS
+from service.store.client import STORE_ERRORS, Store
 from service.store.connections import OpenConnections, Sent
 from service.store.scripts import ADMIT, SETTLE, USAGE
 
@@ -75,7 +74,7 @@ class SharedLimiter:
 
     def __init__(
         self,
-        store: redis.Redis,
+        store: Store,
         local: LocalLimiter,
         *,
         on_store_error: str = "open",
@@ -209,7 +208,7 @@ class SharedLimiter:
             self._replies_waiting.clear()
             self._read_replies()
 
-    def usage(self, client: str, limits: Limits) -> dict:
+    def usage(self, client: str, limits: Limits) -> ClientUsage:
         if self._store_usable():
             now = self.clock()
             try:

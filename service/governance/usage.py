@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,8 +35,8 @@ def normalise_usage(usage: Any) -> dict[str, int] | None:
     prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
     completion = usage.get("completion_tokens", usage.get("output_tokens"))
     total = usage.get("total_tokens")
-    counts = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
-    counts = {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
+    found = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    counts = {k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)}
     details = usage.get("prompt_tokens_details", usage.get("input_tokens_details"))
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     if counts and isinstance(cached, int) and not isinstance(cached, bool) and cached > 0:
@@ -66,7 +67,7 @@ def usage_in(data: bytes) -> dict[str, int] | None:
         end = at
 
 
-def event_usage(event: dict) -> dict[str, int] | None:
+def event_usage(event: dict[str, Any]) -> dict[str, int] | None:
     """The token counts a streamed event carries: a chat or completion chunk's `usage`, or the
     `response.usage` of a Responses API event."""
     usage = normalise_usage(event.get("usage"))
@@ -163,7 +164,7 @@ class ProviderCall:
     def _add_to(
         self,
         used: request_state.Usage,
-        fields: dict,
+        fields: dict[str, Any],
         prompt: int,
         completion: int,
         cost: float | None,
@@ -185,7 +186,7 @@ class ProviderCall:
 
 
 @contextmanager
-def measured(call: ProviderCall):
+def measured(call: ProviderCall) -> Iterator[ProviderCall]:
     """Run a provider call; a ProviderError (or anything else) finishes its record as failed. A
     call cut by the server's shutdown (`service.core.shutdown`) raises ServerStopping, a 503."""
     from service.core.errors import ProxyError, ServerStopping
