@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from service.config.model_aliases import ModelAlias
@@ -139,7 +139,7 @@ class Router:
             for deployment in rank
         }
 
-    def listed_aliases(self) -> list[dict]:
+    def listed_aliases(self) -> list[dict[str, Any]]:
         """OpenAI model objects for the aliases (GET /v1/models)."""
         return [
             {
@@ -163,13 +163,23 @@ def _by_weight(rank: Sequence[Deployment]) -> list[Deployment]:
     return ordered + left
 
 
+class ConnectionOptions(TypedDict):
+    """The options every OpenAI-compatible upstream's client is built with, from the settings."""
+
+    connect_timeout: float
+    retries: int
+    backoff: float
+    backoff_max: float
+    pool_size: int
+
+
 def build_router(settings: Settings, secrets: SecretStore, store: Any = None) -> Router:
     """The providers the settings configure, and how model names route to them; `store` (a Redis
     client) shares model groups' cooldowns between processes."""
     where = env_variable(OPENAI_API_KEY)
     if secrets.uses_aws:
         where += f" or the secret {secrets.source_of(OPENAI_API_KEY)}"
-    common = {
+    common: ConnectionOptions = {
         "connect_timeout": settings.upstream_connect_timeout,
         "retries": settings.upstream_retries,
         "backoff": settings.upstream_backoff,
@@ -204,11 +214,14 @@ def build_router(settings: Settings, secrets: SecretStore, store: Any = None) ->
     return router
 
 
-def _upstream(upstream: Upstream, settings: Settings, secrets: SecretStore, common: dict) -> OpenAICompatible:
+def _upstream(
+    upstream: Upstream, settings: Settings, secrets: SecretStore, common: ConnectionOptions
+) -> OpenAICompatible:
     if upstream.key_env:
+        key_env = upstream.key_env
 
         def key() -> str | None:
-            return settings.source.get(upstream.key_env)
+            return settings.source.get(key_env)
 
         where = upstream.key_env
     else:

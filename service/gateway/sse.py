@@ -23,6 +23,7 @@ import json
 import logging
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import gevent
 import gevent.monkey
@@ -42,7 +43,7 @@ EVENT_STREAM = "text/event-stream; charset=utf-8"
 _CUT_MESSAGE = "The server is shutting down and ended this stream before its end; send the request again."
 
 
-def event(data: dict) -> bytes:
+def event(data: dict[str, Any]) -> bytes:
     return b"data: " + json_bytes(data) + b"\n\n"
 
 
@@ -51,7 +52,7 @@ def error_event(error: ProxyError) -> bytes:
     return event(error.body())
 
 
-def event_data(frame: bytes) -> dict | None:
+def event_data(frame: bytes) -> dict[str, Any] | None:
     """The JSON object an event's `data:` lines carry, or None (`[DONE]`, not JSON, not an object)."""
     data = b"".join(line[5:] for line in frame.splitlines() if line.startswith(b"data:")).strip()
     try:
