@@ -19,6 +19,7 @@ from __future__ import annotations
 import socket
 import weakref
 from collections.abc import Mapping
+from typing import Any, TypedDict
 
 import gevent
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
@@ -127,18 +128,29 @@ def _transport_error(error: BaseException) -> TransportError:
     return Broken(_reason(error))
 
 
+class _PoolOptions(TypedDict):
+    size: int
+    connection_timeout: float
+    network_timeout: float
+
+
 class OriginPool:
     """Keep-alive connections to the origin of `base_url`; `request()` sends one request."""
 
     def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float, size: int) -> None:
         url = URL(base_url)
         self.https = url.scheme == "https"
-        self.host, self.port = url.host, url.port
         default_port = 443 if self.https else 80
+        self.host, self.port = url.host, url.port or default_port  # URL gives http(s)'s default port
         host = f"[{url.host}]" if ":" in url.host else url.host
         self._host_header = host if self.port == default_port else f"{host}:{self.port}"
-        self._options = {"size": size, "connection_timeout": connect_timeout, "network_timeout": read_timeout}
-        self._pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._options: _PoolOptions = {
+            "size": size,
+            "connection_timeout": connect_timeout,
+            "network_timeout": read_timeout,
+        }
+        # gevent's hub (untyped) -> its pool
+        self._pools: weakref.WeakKeyDictionary[Any, ConnectionPool] = weakref.WeakKeyDictionary()
 
     def _pool(self) -> ConnectionPool:
         hub = gevent.get_hub()  # one per OS thread; gevent sockets cannot cross between them

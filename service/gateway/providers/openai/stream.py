@@ -99,9 +99,10 @@ class UpstreamStream:
             frame = b"".join(lines)
             lines.clear()
             if b'"usage"' in frame:
-                frame = self._usage_event(frame, call, strip_usage)
-                if frame is None:
+                with_usage = self._usage_event(frame, call, strip_usage)
+                if with_usage is None:
                     continue
+                frame = with_usage
             elif strip_usage and b"null" in frame:
                 frame = _NULL_USAGE.sub(b"", frame)
             if events is None:
