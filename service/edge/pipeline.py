@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from service.config.prices import PriceTable
@@ -47,6 +47,7 @@ from service.ops.metrics import RequestMetrics
 from service.ops.observability import REQUEST_ID_HEADER, request_id_from
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
     from _typeshed.wsgi import WSGIApplication as WSGIApp
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class RequestPipeline:
         self._generating = generating_paths  # Flask routes that ask a model for output
         self._unmetered = unmetered_paths  # Flask routes not counted against the client's limits
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         # As Flask shows it: WSGI servers hand the path over as Latin-1; clients send UTF-8.
         path = (environ.get("PATH_INFO") or "/").encode("latin-1").decode("utf-8", "replace")
@@ -95,7 +96,7 @@ class RequestPipeline:
         streams = False
         refused: Any = None  # why the server refused the headers of a first answer, if it did
 
-        def start(status_line: str, headers: list, exc_info: Any = None) -> Any:
+        def start(status_line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             nonlocal streams, refused
             state.status = int(status_line.partition(" ")[0])
             streams = any(
@@ -154,7 +155,12 @@ class RequestPipeline:
         return Closing(answer, lambda: self._settle(state), finish)
 
     def _serve(
-        self, environ: dict, state: RequestState, method: str, path: str, extra_headers: list
+        self,
+        environ: WSGIEnvironment,
+        state: RequestState,
+        method: str,
+        path: str,
+        extra_headers: list[tuple[str, str]],
     ) -> WSGIApp:
         client = self._gate.authenticate(method, path, environ.get("HTTP_AUTHORIZATION", ""))
         if is_open_route(method, path):
@@ -179,6 +185,7 @@ class RequestPipeline:
             extra_headers.extend(state.admission.headers())
         if route is None:
             return self._flask
+        assert body is not None  # parsed above, as for every JSON route
         return route(body, raw, environ)
 
     def _settle(self, state: RequestState) -> None:

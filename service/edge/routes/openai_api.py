@@ -13,6 +13,7 @@ Bodies go to the provider as the client sent them, but for `model` when routing 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from service.core.responses import ClientResponse, JsonRoute, json_bytes
 from service.edge.bodies import BYTES_PER_TOKEN
@@ -20,6 +21,9 @@ from service.edge.forwarding import forwarded_headers
 from service.gateway.fallback import first_answer
 from service.gateway.providers import RelayRequest
 from service.gateway.routing import Deployment, Router
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 # The OpenAI-compatible POST routes relayed as they are (chat completions also route to Bedrock).
 PATHS = ("/chat/completions", "/embeddings", "/responses", "/completions", "/moderations")
@@ -34,12 +38,13 @@ class RelayRoute(JsonRoute):
         self.router = router
         self.generates = path not in NO_OUTPUT
 
-    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+    def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         model = body.get("model")
         if isinstance(model, str) and model:
             deployments = self.router.deployments(model)
         else:
-            deployments = [Deployment(self.router.default, model)]  # the upstream says what is wrong
+            # Relayed as sent (absent, blank, not text): the upstream says what is wrong.
+            deployments = [Deployment(self.router.default, cast(str, model))]
         stream = body.get("stream") is True and self.path in STREAMABLE
         headers = forwarded_headers(environ)
         query = environ.get("QUERY_STRING", "")
