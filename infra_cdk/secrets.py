@@ -8,13 +8,15 @@ AIPROXY_METRICS_KEY when it starts and a Prometheus scraper reads from the secre
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra_cdk.nag import acknowledge
+from infra_cdk.nag import acknowledge, cfn_resource
 from service.config.secrets import REDIS_AUTH, SECRET_NAMES, secret_id, secret_prefix
 
 # Values a secret starts with. The client key store must exist for the service to start in test
@@ -32,6 +34,15 @@ DESCRIPTIONS = {
 # client and Valkey's password rules accept).
 GENERATED = (REDIS_AUTH,)
 METRICS_KEY = "metrics_key"
+
+
+class _SecretOptions(TypedDict):
+    """What every secret of the service is created with."""
+
+    secret_name: str
+    description: str
+    removal_policy: RemovalPolicy
+    encryption_key: kms.IKey | None
 
 
 class ServiceSecrets(Construct):
@@ -54,7 +65,7 @@ class ServiceSecrets(Construct):
         self.encryption_key = encryption_key
         self.secrets: dict[str, secretsmanager.Secret] = {}
         for name in SECRET_NAMES:
-            options = {
+            options: _SecretOptions = {
                 "secret_name": secret_id(environment_type, environment, name),
                 "description": DESCRIPTIONS.get(name, f"AI Proxy secret {name}"),
                 "removal_policy": removal_policy,
@@ -148,7 +159,7 @@ def empty_secret(
         removal_policy=removal_policy,
         encryption_key=encryption_key,
     )
-    secret.node.default_child.add_property_deletion_override("GenerateSecretString")
+    cfn_resource(secret).add_property_deletion_override("GenerateSecretString")
     if initial_value is not None:
-        secret.node.default_child.add_property_override("SecretString", initial_value)
+        cfn_resource(secret).add_property_override("SecretString", initial_value)
     return secret
