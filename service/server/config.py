@@ -12,6 +12,8 @@ master gives the workers a fresh directory for their Prometheus metrics (PROMETH
 so `GET /metrics` counts the requests of every worker, whichever worker answers it.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import shutil
