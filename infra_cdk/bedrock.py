@@ -61,16 +61,16 @@ def invoke_resources(stack: Stack, model_ids: Iterable[str]) -> list[str]:
         if model_id.startswith("arn:"):
             found = [model_id]
             kind, _, name = model_id.split(":", 5)[-1].partition("/")
-            if kind == "inference-profile" and profile_model(name):
-                found.append(foundation_model(profile_model(name), "*"))
-        elif profile_model(model_id):
+            if kind == "inference-profile" and (model := profile_model(name)):
+                found.append(foundation_model(model, "*"))
+        elif model := profile_model(model_id):
             profile = stack.format_arn(
                 service="bedrock",
                 resource="inference-profile",
                 resource_name=model_id,
                 arn_format=ArnFormat.SLASH_RESOURCE_NAME,
             )
-            found = [profile, foundation_model(profile_model(model_id), "*")]
+            found = [profile, foundation_model(model, "*")]
         else:
             found = [foundation_model(model_id)]
         resources += [arn for arn in found if arn not in resources]

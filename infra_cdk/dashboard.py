@@ -11,6 +11,7 @@ without a deploy.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -26,8 +27,8 @@ FIVE_MINUTES = Duration.minutes(5)
 
 
 def _graph(
-    title: str, left: Sequence[cloudwatch.IMetric], *, width: int = 12, **options
-) -> cloudwatch.GraphWidget:
+    title: str, left: Sequence[cloudwatch.IMetric], *, width: int = 12, **options: Any
+) -> cloudwatch.GraphWidget:  # `options`: GraphWidget's other keyword arguments
     return cloudwatch.GraphWidget(title=title, left=list(left), width=width, height=6, **options)
 
 

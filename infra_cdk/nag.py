@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 import jsii
-from aws_cdk import Acknowledgment, IAspect, Stack, Validations
+from aws_cdk import Acknowledgment, CfnResource, IAspect, Stack, Validations
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -78,7 +78,8 @@ def _nag_text(value: Any) -> str:
         if key == "Fn::GetAtt":
             return f"<{arg[0]}.{arg[1]}>"
         if key == "Fn::Join":
-            return arg[0].join(_nag_text(part) for part in arg[1])
+            separator: str = arg[0]
+            return separator.join(_nag_text(part) for part in arg[1])
     return json.dumps(value, sort_keys=True)
 
 
@@ -152,8 +153,13 @@ class AcknowledgeGeneratedGrants:
             return
         stack = Stack.of(node)
         document = stack.resolve(node.policy_document)
-        bucket_id = stack.get_logical_id(self._bucket.node.default_child) if self._bucket else None
-        key_id = stack.get_logical_id(self._key.node.default_child) if self._key else None
+        bucket_id = stack.get_logical_id(cfn_resource(self._bucket)) if self._bucket else None
+        key_id = stack.get_logical_id(cfn_resource(self._key)) if self._key else None
         findings = generated_grant_findings(document, stack.resolve(bucket_id), stack.resolve(key_id))
         for finding, reason in findings.items():
             acknowledge(node, finding, reason)
+
+
+def cfn_resource(construct: IConstruct) -> CfnResource:
+    """The CloudFormation resource an L2 construct wraps (its default child, always a CfnResource)."""
+    return cast(CfnResource, construct.node.default_child)

@@ -16,7 +16,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra_cdk.nag import acknowledge
+from infra_cdk.nag import acknowledge, cfn_resource
 
 PULL_REQUEST_EVENTS = (
     codebuild.EventAction.PULL_REQUEST_CREATED,
@@ -96,25 +96,27 @@ class PullRequestBuild(Construct):
             ),
         )
         # Clone and report status through the GitHub connection, not stored account credentials.
-        self.project.node.default_child.add_property_override(
+        cfn_resource(self.project).add_property_override(
             "Source.Auth", {"Type": "CODECONNECTIONS", "Resource": connection_arn}
         )
         # The L2 GitHub source has no option for it (aws-cdk-lib 2.275); CloudFormation does.
-        self.project.node.default_child.add_property_override(
+        cfn_resource(self.project).add_property_override(
             "Triggers.PullRequestBuildPolicy", FORK_PULL_REQUEST_POLICY
         )
         # CodeBuild checks that the role may use the connection when it creates the project and
         # its webhook, so the grant is a policy of its own that the project waits for (in the
         # role's default policy it could arrive after the project).
+        role = self.project.role
+        assert role is not None, "a project created without a role makes its own"
         self.connection_policy = iam.Policy(
             self,
             "ConnectionPolicy",
             statements=[
                 iam.PolicyStatement(actions=connection_actions(connection_arn), resources=[connection_arn])
             ],
-            roles=[self.project.role],
+            roles=[role],
         )
-        self.project.node.default_child.add_resource_dependency(self.connection_policy.node.default_child)
+        cfn_resource(self.project).add_resource_dependency(cfn_resource(self.connection_policy))
         acknowledge(
             self.project,
             "AwsSolutions-CB4",

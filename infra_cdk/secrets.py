@@ -10,13 +10,15 @@ AIPROXY_METRICS_KEY when it starts and a Prometheus scraper reads from the secre
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra_cdk.nag import acknowledge
+from infra_cdk.nag import acknowledge, cfn_resource
 from service.config.secrets import (
     ANSWER_SIGNING_KEY,
     END_USER_HASH_KEY,
@@ -47,6 +49,15 @@ PROVIDER_CREDENTIAL = (
     "by name: AIPROXY_UPSTREAMS or the key store's upstream_credentials names it"
 )
 METRICS_KEY = "metrics_key"
+
+
+class _SecretOptions(TypedDict):
+    """What every secret of the service is created with."""
+
+    secret_name: str
+    description: str
+    removal_policy: RemovalPolicy
+    encryption_key: kms.IKey | None
 
 
 class ServiceSecrets(Construct):
@@ -164,7 +175,7 @@ def empty_secret(
         removal_policy=removal_policy,
         encryption_key=encryption_key,
     )
-    secret.node.default_child.add_property_deletion_override("GenerateSecretString")
+    cfn_resource(secret).add_property_deletion_override("GenerateSecretString")
     if initial_value is not None:
-        secret.node.default_child.add_property_override("SecretString", initial_value)
+        cfn_resource(secret).add_property_override("SecretString", initial_value)
     return secret

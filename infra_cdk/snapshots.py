@@ -82,7 +82,8 @@ def templates(outdir: Path) -> Iterator[tuple[str, Path]]:
 
 def mask(template: dict[str, Any]) -> dict[str, Any]:
     """The template with asset hashes replaced by a placeholder."""
-    return json.loads(_ASSET_HASH.sub(ASSET_HASH_MASK, json.dumps(template)))
+    masked: dict[str, Any] = json.loads(_ASSET_HASH.sub(ASSET_HASH_MASK, json.dumps(template)))
+    return masked
 
 
 def snapshot_file_name(stack_name: str) -> str:

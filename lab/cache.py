@@ -21,13 +21,14 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from service.core.errors import ProviderError, ProviderKeyMissing
 
-Complete = Callable[[dict], dict]
+Complete = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def cache_key(body: dict, base_url: str) -> str:
+def cache_key(body: dict[str, Any], base_url: str) -> str:
     canonical = json.dumps(
         {"base_url": base_url.rstrip("/"), "body": body},
         sort_keys=True,
@@ -55,12 +56,12 @@ class AnswerCache:
         self.fresh_usage: dict[str, int] = {}  # tokens of the answers fetched in this run
         self._lock = threading.Lock()
 
-    def path(self, body: dict) -> Path:
+    def path(self, body: dict[str, Any]) -> Path:
         key = cache_key(body, self.base_url)
         return self.folder / key[:2] / f"{key}.json"
 
     def wrap(self, complete: Complete) -> Complete:
-        def cached_complete(body: dict) -> dict:
+        def cached_complete(body: dict[str, Any]) -> dict[str, Any]:
             path = self.path(body)
             response = self._read(path) if self.read else None
             if response is not None:
@@ -86,7 +87,7 @@ class AnswerCache:
         return cached_complete
 
     @staticmethod
-    def _read(path: Path) -> dict | None:
+    def _read(path: Path) -> dict[str, Any] | None:
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
@@ -95,7 +96,7 @@ class AnswerCache:
         return response if isinstance(response, dict) else None
 
     @staticmethod
-    def _write(path: Path, body: dict, response: dict) -> None:
+    def _write(path: Path, body: dict[str, Any], response: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so a concurrent reader never sees half a file.
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
@@ -108,7 +109,7 @@ class AnswerCache:
             raise
 
 
-def _add(totals: dict[str, int], response: dict) -> None:
+def _add(totals: dict[str, int], response: dict[str, Any]) -> None:
     usage = response.get("usage")
     for name, value in (usage if isinstance(usage, dict) else {}).items():
         if isinstance(value, int) and not isinstance(value, bool):

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from lab import thresholds as gate
 from lab.cache import AnswerCache
@@ -150,7 +151,7 @@ def choose_students(
 def choose_parameters(args: argparse.Namespace, dataset: Dataset, default_model: str) -> Parameters:
     params = dataset.params
 
-    def pick(flag, name, default):
+    def pick(flag: Any, name: str, default: Any) -> Any:
         return flag if flag is not None else params.get(name, default)
 
     parameters = Parameters(
@@ -271,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if summary["thresholds"]["passed"] else EXIT_BELOW_THRESHOLD
 
 
-def _print_summary(summary: dict, checks: list[gate.Check]) -> None:
+def _print_summary(summary: dict[str, Any], checks: list[gate.Check]) -> None:
     overall = summary["overall"]
     students = summary["students"]
     lines = [

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from lab.dataset import GRADES, PASSING_GRADES
+from lab.dataset import PASSING_GRADES
+from service.assessment.grades import GRADES
 
 Pair = tuple[str, str]  # (human label, model grade), canonical grade names
 
@@ -74,7 +76,7 @@ class Agreement:
     def pass_fail_accuracy(self) -> float | None:
         return self.pass_fail_matches / self.count if self.count else None
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {
             "count": self.count,
             "exact_matches": self.exact_matches,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from service.assessment.providers import Grading
 from service.config.secrets import SecretStore
@@ -19,7 +20,7 @@ from service.gateway.routing import build_router
 class Provider:
     model: str  # the full model name (an alias resolved)
     agent: str  # "openai" or "bedrock", as in the response metadata of POST /assessment
-    complete: Callable[[dict], dict]
+    complete: Callable[[dict[str, Any]], dict[str, Any]]
     location: str  # where answers come from; part of the cache key
 
 

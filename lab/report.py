@@ -85,17 +85,22 @@ def contrast(first: tuple[float, float, float], second: tuple[float, float, floa
     return (lighter + 0.05) / (darker + 0.05)
 
 
-def heat_colours(count: int, largest: int, cell_mark: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+Colour = tuple[int, int, int]
+
+
+def heat_colours(count: int, largest: int, cell_mark: str) -> tuple[Colour, Colour]:
     """(background, text) of a heat-map cell: the more grades, the stronger the tint.
 
     The text is black or white, whichever contrasts more with the tint: one of the two always
     reaches 4.58:1, above the 4.5:1 body text needs.
     """
-    white, black = (255, 255, 255), (0, 0, 0)
+    white: Colour = (255, 255, 255)
+    black: Colour = (0, 0, 0)
     if not count or not largest:
         return white, (89, 89, 89)  # an empty cell: grey text, 7:1 on white
     strength = 0.15 + 0.85 * count / largest
-    background = tuple(round(255 + (c - 255) * strength) for c in _TINTS[cell_mark])  # over white
+    red, green, blue = (round(255 + (c - 255) * strength) for c in _TINTS[cell_mark])  # over white
+    background = (red, green, blue)
     text = white if contrast(background, white) > contrast(background, black) else black
     return background, text
 

@@ -49,7 +49,11 @@ class StudentResult:
 
 
 def grade_student(
-    dataset: Dataset, student: str, parameters: Parameters, complete: Callable[[dict], dict], agent: str
+    dataset: Dataset,
+    student: str,
+    parameters: Parameters,
+    complete: Callable[[dict[str, Any]], dict[str, Any]],
+    agent: str,
 ) -> StudentResult:
     # The fields a client would send; read and checked by the route's own code.
     fields = {
@@ -79,7 +83,7 @@ def grade_all(
     dataset: Dataset,
     students: Sequence[str],
     parameters: Parameters,
-    complete: Callable[[dict], dict],
+    complete: Callable[[dict[str, Any]], dict[str, Any]],
     *,
     agent: str = "openai",
     workers: int = 4,

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from lab.dataset import GRADES, Dataset
+from lab.dataset import Dataset
 from lab.metrics import agreement, passes
 from lab.runner import Parameters, StudentResult
+from service.assessment.grades import GRADES
 
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -49,7 +50,7 @@ def build_summary(
         "labelled_students": len(dataset.labels),  # how many the evaluated ones were chosen from
         "overall": agreement(pair for concept in dataset.key_concepts for pair in pairs[concept]).as_json(),
         "per_concept": {concept: agreement(pairs[concept]).as_json() for concept in dataset.key_concepts},
-        "failed": [{"student": r.student, **r.error} for r in results if r.failed],
+        "failed": [{"student": r.student, **(r.error or {})} for r in results if r.failed],
         "usage": _tokens(usage),
         "calls": calls,
         "fresh_usage": _tokens(fresh_usage),

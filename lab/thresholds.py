@@ -40,7 +40,7 @@ class Check:
     value: float | None
     passed: bool
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "limit": self.limit, "value": self.value, "passed": self.passed}
 
     def describe(self) -> str:
@@ -79,7 +79,7 @@ def load_thresholds(path: str | Path) -> dict[str, float]:
     return validate(data, str(path))
 
 
-def check(thresholds: dict[str, float], summary: dict) -> list[Check]:
+def check(thresholds: dict[str, float], summary: dict[str, Any]) -> list[Check]:
     """Compare the JSON summary's measures with `thresholds`; one Check per limit applied."""
     checks = []
     overall = summary["overall"]

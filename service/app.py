@@ -198,7 +198,7 @@ def build_limiter(settings: Settings, store: Any) -> Limiter:
         LocalLimiter(),
         on_store_error=settings.limits_on_store_error,
         lease_seconds=settings.limits_lease_seconds,
-        where=urlsplit(settings.redis_url).hostname or "",
+        where=urlsplit(settings.redis_url or "").hostname or "",
     )
 
 

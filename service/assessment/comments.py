@@ -46,6 +46,13 @@ _WORD = re.compile(r"[\w$\u0080-\U0010ffff]+")
 _NUMBER = re.compile(r"[\w$.\u0080-\U0010ffff]+")  # 1.5, 0x1F, 1e3: dots belong to the number
 
 
+def _match_at(pattern: re.Pattern[str], source: str, at: int) -> re.Match[str]:
+    """The match of `pattern` at `at`, where it always matches (the caller saw its first character)."""
+    match = pattern.match(source, at)
+    assert match is not None, f"{pattern.pattern!r} does not match at {at}"
+    return match
+
+
 def _is_word_char(c: str) -> bool:
     return c.isalnum() or c in "_$" or ord(c) > 127
 
@@ -86,7 +93,7 @@ def remove_comments(source: str) -> str:
                 previous = "operator"
                 i += 2
             else:
-                end = _TEMPLATE_TEXT.match(source, i).end()  # plain text up to \\, ` or $
+                end = _match_at(_TEMPLATE_TEXT, source, i).end()  # plain text up to \\, ` or $
                 out.append(source[i : max(end, i + 1)])
                 i = max(end, i + 1)
             continue
@@ -118,8 +125,8 @@ def remove_comments(source: str) -> str:
             comment_on_line = True
             i = end
         elif c == "/" and previous != "value" and i >= no_regex_before:
-            end = _regex_end(source, i)
-            if end is None:  # not a regex after all (no closing slash on the line): division
+            regex_end = _regex_end(source, i)
+            if regex_end is None:  # not a regex after all (no closing slash on the line): division
                 out.append(c)
                 previous = "operator"
                 # Nor is any later `/` on this line: without this, a long line of such slashes
@@ -128,9 +135,9 @@ def remove_comments(source: str) -> str:
                 no_regex_before = n if line_end < 0 else line_end
                 i += 1
             else:
-                out.append(source[i:end])
+                out.append(source[i:regex_end])
                 previous = "value"
-                i = end
+                i = regex_end
         elif c in "'\"":
             end = _string_end(source, i)
             out.append(source[i:end])
@@ -141,7 +148,7 @@ def remove_comments(source: str) -> str:
             stack.append(_Template())
             i += 1
         elif _is_word_char(c):
-            word = (_NUMBER if c.isdigit() else _WORD).match(source, i).group()
+            word = _match_at(_NUMBER if c.isdigit() else _WORD, source, i).group()
             i += len(word)
             out.append(word)
             previous = word if word in _KEYWORDS_BEFORE_EXPRESSION else "value"

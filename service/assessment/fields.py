@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from service.assessment import patterns
 from service.core.errors import RequestRejected, quoted
@@ -37,6 +37,7 @@ _WHOLE = re.compile(r"[+]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 Fields = Mapping[str, Any]
+T = TypeVar("T")  # what an Option reads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,10 +48,10 @@ class Field:
     def read(self, fields: Fields) -> Any:
         raise NotImplementedError
 
-    def text_schema(self) -> dict:
+    def text_schema(self) -> dict[str, Any]:
         return {"type": "string", "description": self.description}
 
-    def json_schema(self) -> dict:
+    def json_schema(self) -> dict[str, Any]:
         return self.text_schema()
 
     def rejected(self, rule: str) -> RequestRejected:
@@ -63,7 +64,7 @@ class Text(Field):
 
     allow_empty: bool = False
     max_chars: int | None = None
-    schema: dict = field(default_factory=dict)  # what the schema says beyond the above
+    schema: dict[str, Any] = field(default_factory=dict)  # what the schema says beyond the above
 
     def check_length(self, value: str) -> None:
         if self.max_chars is not None and len(value) > self.max_chars:
@@ -79,16 +80,16 @@ class Text(Field):
             raise self.rejected("must not be empty.")
         return value
 
-    def text_schema(self) -> dict:
+    def text_schema(self) -> dict[str, Any]:
         limit = {} if self.max_chars is None else {"maxLength": self.max_chars}
         return {"type": "string", **limit, **self.schema, "description": self.description}
 
 
 @dataclass(frozen=True, kw_only=True)
-class OptionalText(Field):
-    """Text or null, read trimmed; blank is absent."""
+class NullableText(Field):
+    """Text or null, read trimmed (null as blank)."""
 
-    def read(self, fields: Fields) -> str:
+    def trimmed(self, fields: Fields) -> str:
         value = fields.get(self.name)
         if value is None:
             return ""
@@ -96,22 +97,30 @@ class OptionalText(Field):
             raise self.rejected("must be text.")
         return value.strip()
 
-    def json_schema(self) -> dict:
+    def json_schema(self) -> dict[str, Any]:
         return {**self.text_schema(), "type": ["string", "null"]}
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProviderKey(OptionalText):
+class OptionalText(NullableText):
+    """Text or null, read trimmed; blank is absent."""
+
+    def read(self, fields: Fields) -> str:
+        return self.trimmed(fields)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderKey(NullableText):
     """A provider key the caller brings: one word of printable ASCII, never echoed back."""
 
     def read(self, fields: Fields) -> str | None:
-        value = super().read(fields)
+        value = self.trimmed(fields)
         if value and not (value.isascii() and value.isprintable() and " " not in value):
             # Never echo the value: it is a secret, sent perhaps by mistake.
             raise self.rejected("must be one word of printable ASCII characters.")
         return value or None
 
-    def text_schema(self) -> dict:
+    def text_schema(self) -> dict[str, Any]:
         return {"type": "string", "pattern": patterns.blank_or("[!-~]+"), "description": self.description}
 
 
@@ -148,12 +157,12 @@ class Examples(Field):
             pairs.append((pair[0], pair[1]))
         return tuple(pairs)
 
-    def array_schema(self) -> dict:
+    def array_schema(self) -> dict[str, Any]:
         code = {"type": "string", "maxLength": self.max_code_chars}
         pair = {"type": "array", "prefixItems": [code, {"type": "string"}], "minItems": 2, "maxItems": 2}
         return {"type": "array", "maxItems": self.max_items, "items": pair}
 
-    def text_schema(self) -> dict:
+    def text_schema(self) -> dict[str, Any]:
         return {
             "type": "string",
             "format": "examples-json",
@@ -162,29 +171,29 @@ class Examples(Field):
             "description": self.description,
         }
 
-    def json_schema(self) -> dict:
+    def json_schema(self) -> dict[str, Any]:
         return {"oneOf": [{**self.array_schema(), "type": ["array", "null"]}, self.text_schema()]}
 
 
 @dataclass(frozen=True, kw_only=True)
-class Option(Field):
+class Option(Field, Generic[T]):
     """A field with a default: null, absent or blank text is the default."""
 
-    default: Any
+    default: T
 
-    def read(self, fields: Fields) -> Any:
+    def read(self, fields: Fields) -> T:
         value = fields.get(self.name)
         if value is None or (isinstance(value, str) and not value.strip()):
             return self.default
         return self.convert(value)
 
-    def convert(self, value: Any) -> Any:
+    def convert(self, value: Any) -> T:
         raise NotImplementedError
 
     def pattern(self) -> str:
         raise NotImplementedError
 
-    def text_schema(self) -> dict:
+    def text_schema(self) -> dict[str, Any]:
         return {
             "type": "string",
             "pattern": self.pattern(),
@@ -195,15 +204,15 @@ class Option(Field):
     def default_text(self) -> str:
         return str(self.default)
 
-    def json_schema(self) -> dict:
+    def json_schema(self) -> dict[str, Any]:
         return {"oneOf": [self.text_schema(), self.json_values()], "description": self.description}
 
-    def json_values(self) -> dict:
+    def json_values(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
 @dataclass(frozen=True, kw_only=True)
-class Flag(Option):
+class Flag(Option[bool]):
     true: tuple[str, ...] = ("1", "true", "yes", "on")
     false: tuple[str, ...] = ("0", "false", "no", "off")
 
@@ -226,13 +235,13 @@ class Flag(Option):
     def default_text(self) -> str:
         return self.true[0] if self.default else self.false[0]
 
-    def json_schema(self) -> dict:
+    def json_schema(self) -> dict[str, Any]:
         values = [self.text_schema(), {"type": ["boolean", "null"]}, {"enum": [0, 1]}]
         return {"oneOf": values, "description": self.description}
 
 
 @dataclass(frozen=True, kw_only=True)
-class WholeNumber(Option):
+class WholeNumber(Option[int]):
     low: int
     high: int
 
@@ -253,12 +262,12 @@ class WholeNumber(Option):
     def pattern(self) -> str:
         return patterns.blank_or(patterns.whole_number(self.low, self.high))
 
-    def json_values(self) -> dict:
+    def json_values(self) -> dict[str, Any]:
         return {"type": ["integer", "null"], "minimum": self.low, "maximum": self.high}
 
 
 @dataclass(frozen=True, kw_only=True)
-class Number(Option):
+class Number(Option[float]):
     """A number from 0 to a whole number."""
 
     high: float
@@ -285,12 +294,12 @@ class Number(Option):
     def default_text(self) -> str:
         return f"{self.default:g}"
 
-    def json_values(self) -> dict:
+    def json_values(self) -> dict[str, Any]:
         return {"type": ["number", "null"], "minimum": self.low, "maximum": int(self.high)}
 
 
 @dataclass(frozen=True, kw_only=True)
-class StudentId(Option):
+class StudentId(Option[str]):
     """Who the program is from: written to log lines, so one short printable line."""
 
     max_chars: int
@@ -300,10 +309,10 @@ class StudentId(Option):
             value = str(value)
         if not isinstance(value, str):
             raise self.rejected("must be non-empty text.")
-        value = value.strip()
-        if len(value) > self.max_chars or not value.isprintable():
+        text = value.strip()
+        if len(text) > self.max_chars or not text.isprintable():
             raise self.rejected(f"must be printable text of at most {self.max_chars} characters.")
-        return value
+        return text
 
     def read(self, fields: Fields) -> str:
         value = fields.get(self.name)
@@ -314,12 +323,12 @@ class StudentId(Option):
     def pattern(self) -> str:
         return patterns.trimmed(patterns.printable_line(self.max_chars))
 
-    def json_schema(self) -> dict:
+    def json_schema(self) -> dict[str, Any]:
         return {"oneOf": [self.text_schema(), {"type": ["number", "null"]}]}
 
 
 @dataclass(frozen=True, kw_only=True)
-class Choice(Option):
+class Choice(Option[str]):
     choices: tuple[str, ...]
 
     def convert(self, value: Any) -> str:
@@ -331,7 +340,7 @@ class Choice(Option):
     def pattern(self) -> str:
         return patterns.blank_or("|".join(patterns.any_case(choice) for choice in self.choices))
 
-    def json_schema(self) -> dict:
+    def json_schema(self) -> dict[str, Any]:
         return {**self.text_schema(), "type": ["string", "null"]}
 
 
@@ -345,10 +354,10 @@ class Ignored(Field):
         """Whether the request carried it."""
         return fields.get(self.name) not in (None, "")
 
-    def text_schema(self) -> dict:
+    def text_schema(self) -> dict[str, Any]:
         return {"description": self.description, "type": "string"}
 
-    def json_schema(self) -> dict:
+    def json_schema(self) -> dict[str, Any]:
         return {"description": self.description}
 
 
@@ -356,7 +365,7 @@ def _is_pair(value: Any) -> bool:
     return isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(p, str) for p in value)
 
 
-def _is_number_text(text: str, form: re.Pattern) -> bool:
+def _is_number_text(text: str, form: re.Pattern[str]) -> bool:
     return len(text) <= MAX_NUMBER_CHARS and form.fullmatch(text) is not None
 
 

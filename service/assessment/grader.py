@@ -40,7 +40,9 @@ class NoValidAnswer(ProviderBadAnswer):
         self.reasons = reasons
 
 
-def assess(request: AssessmentRequest, complete: Callable[[dict], dict], *, agent: str = "openai") -> dict:
+def assess(
+    request: AssessmentRequest, complete: Callable[[dict[str, Any]], dict[str, Any]], *, agent: str = "openai"
+) -> dict[str, Any]:
     """The 200 body `{"metadata": {...}, "data": [...]}`; `complete(body)` sends an OpenAI
     chat-completions body and returns the answer's JSON (raising a ProviderError on failure).
     Empty code gets the static answer and `complete` is never called."""
@@ -108,7 +110,9 @@ def _prepare(request: AssessmentRequest) -> tuple[str, list[tuple[str, str]]]:
     return code, examples
 
 
-def _judge(texts: list[str | None], rubric: Rubric, response_type: str) -> tuple[list[list[dict]], list[str]]:
+def _judge(
+    texts: list[str | None], rubric: Rubric, response_type: str
+) -> tuple[list[list[dict[str, Any]]], list[str]]:
     """The valid answers' rows, and why each invalid answer was dropped."""
     valid: list[list[dict[str, str]]] = []
     reasons: list[str] = []
@@ -122,7 +126,7 @@ def _judge(texts: list[str | None], rubric: Rubric, response_type: str) -> tuple
     return valid, reasons
 
 
-def _choice_texts(response: dict) -> list[str | None]:
+def _choice_texts(response: dict[str, Any]) -> list[str | None]:
     choices = response.get("choices")
     if not isinstance(choices, list) or not choices:
         raise ProviderBadAnswer("The model's provider sent no answers (no 'choices').")
@@ -148,7 +152,12 @@ def _empty_program_rows(rubric: Rubric) -> list[dict[str, Any]]:
 
 
 def _metadata(
-    agent: str, started: float, request: AssessmentRequest, *, usage: dict, sent: dict | None
+    agent: str,
+    started: float,
+    request: AssessmentRequest,
+    *,
+    usage: dict[str, Any],
+    sent: dict[str, Any] | None,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "agent": agent,

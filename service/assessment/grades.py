@@ -165,7 +165,7 @@ def _json_rows(text: str) -> list[Row] | None:
     return None if items is None else _rows_of(items)
 
 
-def _rows_of(items: list[dict]) -> list[Row]:
+def _rows_of(items: list[dict[str, Any]]) -> list[Row]:
     """The rows of JSON row objects; each must name its key concept and grade."""
     rows = []
     for item in items:
@@ -196,7 +196,7 @@ def _first_json_value(text: str) -> Any:
     return None
 
 
-def _json_items(value: Any) -> list[dict] | None:
+def _json_items(value: Any) -> list[dict[str, Any]] | None:
     """The list of row objects inside a JSON answer, whichever common shape it has."""
     if isinstance(value, list):
         return value if value and all(isinstance(item, dict) for item in value) else None
@@ -240,7 +240,7 @@ def _markdown_rows(text: str) -> list[Row] | None:
         columns = _header_columns(_markdown_cells(line))
         if columns is None:
             continue
-        rows = []
+        rows: list[Row] = []
         for body_line in lines[index + 1 :]:
             stripped = body_line.strip()
             if "|" not in stripped:

@@ -8,6 +8,8 @@ deployments in order (`service.gateway.fallback`) and remembers which one answer
 
 from __future__ import annotations
 
+from typing import Any
+
 from service.gateway.fallback import first_answer
 from service.gateway.routing import Deployment, Router
 
@@ -29,8 +31,8 @@ class Grading:
         """Which kind of provider answered (`openai` or `bedrock`): `metadata.agent`."""
         return (self.answered_by or self.deployments[0]).provider.agent
 
-    def __call__(self, body: dict) -> dict:
-        def attempt(deployment: Deployment, last: bool) -> dict:
+    def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+        def attempt(deployment: Deployment, last: bool) -> dict[str, Any]:
             body_for = {**body, "model": deployment.model}
             return deployment.provider.complete(body_for, api_key=self.api_key, retries=None if last else 0)
 

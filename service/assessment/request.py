@@ -57,7 +57,7 @@ def read_request(
     code: str | None = None,
     prompt: str | None = None,
     rubric: str | None = None,
-    examples: list | None = None,
+    examples: list[Any] | None = None,
 ) -> AssessmentRequest:
     """The request `fields` describe; `code`, `prompt`, `rubric` and `examples`, when given, are
     used instead of the fields of those names (the sample routes). RequestRejected names the field."""

@@ -118,7 +118,7 @@ class SecretStore:
         variable = env_variable(name)
         if self._source.get(variable) or not self.uses_aws:
             return variable
-        return secret_id(self._environment_type, self._environment, name)
+        return self._secret_id(name)
 
     def get(self, name: str) -> str | None:
         self._asked.add(name)  # the keys of named upstreams are secrets too
@@ -151,12 +151,18 @@ class SecretStore:
         values += [entry.value for entry in list(self._entries.values())]
         return [value for value in values if value]
 
+    def _secret_id(self, name: str) -> str:
+        """The id of secret `name` in Secrets Manager (asked only when `uses_aws`)."""
+        environment_type, environment = self._environment_type, self._environment
+        assert environment_type and environment, "secrets are read from AWS only when uses_aws"
+        return secret_id(environment_type, environment, name)
+
     def _lock_for(self, name: str) -> threading.Lock:
         with self._locks_lock:
             return self._locks.setdefault(name, threading.Lock())
 
     def _fetch(self, name: str, previous: _Entry | None) -> _Entry:
-        secret = secret_id(self._environment_type, self._environment, name)
+        secret = self._secret_id(name)
         now = self._clock()
         try:
             with self._client_lock:

@@ -62,7 +62,7 @@ def error_body(
     type: str | None = None,
     param: str | None = None,
     code: str | int | None = None,
-) -> dict:
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type or error_type(status), "param": param, "code": code}}
 
 
@@ -101,7 +101,7 @@ class ProxyError(Exception):
         self.param = param
         self.headers = dict(headers or {})
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return error_body(self.status, self.message, param=self.param, code=self.code)
 
     def __repr__(self) -> str:
@@ -273,7 +273,7 @@ def error_answer(error: ProxyError) -> ClientResponse:
     return ClientResponse.of_bytes(error.status, body, "application/json", headers=error.headers)
 
 
-def error_object(body: bytes) -> dict | None:
+def error_object(body: bytes) -> dict[str, Any] | None:
     """The `error` object of an OpenAI-shaped error body, or None when the body is not one."""
     try:
         data = json.loads(body)

@@ -98,11 +98,11 @@ def current_id() -> str:
     return state.id if state else "-"
 
 
-def begin(state: RequestState) -> Token:
+def begin(state: RequestState) -> Token[RequestState | None]:
     return _current.set(state)
 
 
-def end(token: Token) -> None:
+def end(token: Token[RequestState | None]) -> None:
     try:
         _current.reset(token)
     except ValueError:  # ended in another context than it began (a test driving WSGI by hand)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.http import HTTP_STATUS_CODES
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+if TYPE_CHECKING:  # typeshed's WSGI types exist only for the type checker
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
 JSON = "application/json"
 
 
@@ -93,7 +95,7 @@ class ClientResponse:
         lowered = name.lower()
         return next((value for key, value in self.headers if key.lower() == lowered), None)
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         answer = Closing(self.body, *self._on_close)
         try:
             start_response(status_line(self.status), self.headers)
@@ -145,5 +147,5 @@ class JsonRoute:
     # Its path's other methods (GET /v1/files beside POST) are Flask's routes, not a 405.
     other_methods_in_flask = False
 
-    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+    def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         raise NotImplementedError

@@ -12,12 +12,15 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.http import errors as http_errors
 from werkzeug.wsgi import get_content_length
 
 from service.core.errors import REQUEST_TOO_LARGE_MESSAGE, RequestRejected
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 # A token is about four bytes of English text; a body also holds JSON punctuation and field names,
 # so this estimate of a prompt's tokens errs on the high side, which is the safe side for a limit.
@@ -31,7 +34,7 @@ UPLOAD = "aiproxy.upload"  # where an upload route finds its UploadInput in the 
 UPLOAD_BLOCK = 65536  # bytes of an upload read (and sent on) at a time
 
 
-def read_body(environ: dict, limit: int, timeout: float) -> bytes:
+def read_body(environ: WSGIEnvironment, limit: int, timeout: float) -> bytes:
     """The whole request body; RequestRejected 413 over `limit` bytes, 408 when the client takes
     longer than `timeout` seconds to send it, 400 when the server cannot read its chunked framing
     (in both cases its connection is then closed).
@@ -49,7 +52,7 @@ def read_body(environ: dict, limit: int, timeout: float) -> bytes:
     deadline = _deadline(timeout)
     try:
         # A chunked body is ended by the server (wsgi.input_terminated): read one byte past the limit.
-        raw = stream.read(limit + 1) if length is None else stream.read(length)
+        raw: bytes = stream.read(limit + 1) if length is None else stream.read(length)
     except (http_errors.ParseException, http_errors.NoMoreData) as error:
         # The server reads a chunked body's framing as it goes: where that is broken, the rest
         # of the connection cannot be told apart from the body, so it is not read any further.
@@ -171,7 +174,7 @@ def _deadline(seconds: float) -> Any:
     return gevent.Timeout.start_new(seconds)
 
 
-def _stop_reading(environ: dict) -> None:
+def _stop_reading(environ: WSGIEnvironment) -> None:
     """Close the read side of the client's connection: the rest of a body that never came is not
     waited for, and the connection ends once the answer is sent."""
     sock = environ.get("gunicorn.socket")
@@ -180,7 +183,7 @@ def _stop_reading(environ: dict) -> None:
             sock.shutdown(socket.SHUT_RD)
 
 
-def json_object(raw: bytes) -> dict:
+def json_object(raw: bytes) -> dict[str, Any]:
     """The JSON object in `raw`; RequestRejected 400 naming what is wrong."""
     if not raw.strip():
         raise RequestRejected("The request body is empty; send a JSON object.")
@@ -210,7 +213,7 @@ def json_kind(value: object) -> str:
     )
 
 
-def estimate_tokens(body: dict | None, body_bytes: int, output_estimate: int) -> int:
+def estimate_tokens(body: dict[str, Any] | None, body_bytes: int, output_estimate: int) -> int:
     """Tokens a request may use, before it is sent: its prompt (from the body's size) plus its
     output (the `max_tokens` it asks for, else `output_estimate`), times the choices it asks for."""
     prompt = body_bytes // BYTES_PER_TOKEN

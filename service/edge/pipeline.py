@@ -36,15 +36,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from service.config.prices import PriceTable
 from service.core import request_state
 from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
 from service.core.escaping import sendable_headers
 from service.core.request_state import RequestState
-from service.core.responses import Closing, JsonRoute, WSGIApp
+from service.core.responses import Closing, JsonRoute
 from service.edge import bodies, cors, region
 from service.edge.signing import SIGN_HEADER, AnswerSigner
 from service.governance.auth import ClientGate
@@ -52,6 +52,10 @@ from service.governance.limits import Limiter
 from service.governance.open_routes import is_open_route
 from service.ops.metrics import RequestMetrics
 from service.ops.observability import REQUEST_ID_HEADER, request_id_from
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import WSGIApplication as WSGIApp
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +96,7 @@ class RequestPipeline:
         self._signer = signer
         self._region_key = region.environ_key(region_header)  # AIPROXY_REGION_HEADER, if set
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         # As Flask shows it: WSGI servers hand the path over as Latin-1; clients send UTF-8.
         path = (environ.get("PATH_INFO") or "/").encode("latin-1").decode("utf-8", "replace")
@@ -107,7 +111,7 @@ class RequestPipeline:
         streams = False
         refused: Any = None  # why the server refused the headers of a first answer, if it did
 
-        def start(status_line: str, headers: list, exc_info: Any = None) -> Any:
+        def start(status_line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             nonlocal streams, refused
             state.status = int(status_line.partition(" ")[0])
             # Sent as it arrives: events, or a body of no known length (speech, a file's content).
@@ -168,7 +172,12 @@ class RequestPipeline:
         return Closing(answer, lambda: self._settle(state), finish)
 
     def _serve(
-        self, environ: dict, state: RequestState, method: str, path: str, extra_headers: list
+        self,
+        environ: WSGIEnvironment,
+        state: RequestState,
+        method: str,
+        path: str,
+        extra_headers: list[tuple[str, str]],
     ) -> WSGIApp:
         origin = environ.get("HTTP_ORIGIN")
         if origin:

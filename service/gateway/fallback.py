@@ -80,7 +80,7 @@ def priced_for_budget(deployments: Sequence[Deployment]) -> Sequence[Deployment]
     whose model has a price (service.config.prices), so a budget is never bypassed silently."""
     state = request_state.current()
     admission = state.admission if state is not None else None
-    if admission is None or not admission.limits.has_budget or state.prices is None:
+    if state is None or admission is None or not admission.limits.has_budget or state.prices is None:
         return deployments
     prices = state.prices
     priced = [d for d in deployments if prices.price(d.name, d.routed_name, d.model)]

@@ -29,12 +29,13 @@ the key but its last character, with the client.)
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, TypeAlias
 
 from service.gateway.sse import split_events
 
@@ -49,6 +50,9 @@ ACCUMULATED = frozenset(
 # Events held back at most, so an upstream interleaving many choices cannot stall a stream; past
 # it the oldest goes out as it is.
 MAX_HELD_EVENTS = 256
+
+# Where a string is in an event's JSON: the keys and indexes down to it.
+_Place: TypeAlias = tuple[object, ...]
 
 
 def _spellings(char: str) -> str:
@@ -95,7 +99,7 @@ class Redactor:
     def stream(self) -> EventRedactor:
         return EventRedactor(self)
 
-    def may_open_key(self, frame: bytes) -> bool:
+    def may_open_key(self, frame: builtins.bytes) -> bool:  # `bytes` here is the method above
         """Whether a string in `frame` may end with the start of the key (escaped or not)."""
         if b"\\" in frame and any(escape in frame for escape in self._escapes):
             return True
@@ -141,7 +145,7 @@ class _Event:
     """An event held back: its frame, and its decoded data once something in it was blanked."""
 
     frame: bytes
-    data: dict | None = None
+    data: dict[str, Any] | list[Any] | None = None
     edited: bool = False
     holds: int = 0  # open key starts (of any place) with a piece in this event
 
@@ -165,7 +169,8 @@ class _Piece:
 
     @property
     def text(self) -> str:
-        return self.container[self.name][self.start :]
+        text: str = self.container[self.name][self.start :]
+        return text
 
 
 @dataclass(eq=False)
@@ -185,7 +190,7 @@ class EventRedactor:
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
         self._held: deque[_Event] = deque()
-        self._open: dict[tuple, _OpenStart] = {}
+        self._open: dict[_Place, _OpenStart] = {}
 
     def feed_events(self, data: bytes) -> bytes:
         """What can go out now that `data` (one or more whole events) came, in one piece."""
@@ -231,11 +236,11 @@ class EventRedactor:
             if holding is None or any(piece.event is holding for piece in start.pieces):
                 self._close(place)
 
-    def _close(self, place: tuple) -> None:
+    def _close(self, place: _Place) -> None:
         for piece in self._open.pop(place).pieces:
             piece.event.holds -= 1
 
-    def _walk(self, event: _Event, value: Any, place: tuple) -> None:
+    def _walk(self, event: _Event, value: Any, place: _Place) -> None:
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for name, item in items:
             # A list's items are told apart by their own `index` when they have one (choices,
@@ -246,7 +251,7 @@ class EventRedactor:
             elif isinstance(item, dict | list):
                 self._walk(event, item, (*place, step))
 
-    def _string(self, event: _Event, container: Any, name: Any, place: tuple) -> None:
+    def _string(self, event: _Event, container: Any, name: Any, place: _Place) -> None:
         # The key whole in one string was blanked in the event's JSON text already.
         redactor = self._redactor
         text = container[name]
@@ -302,7 +307,7 @@ class EventRedactor:
             first = False
 
 
-def _event_data(frame: bytes) -> dict | list | None:
+def _event_data(frame: bytes) -> dict[str, Any] | list[Any] | None:
     """The JSON an event's `data:` lines carry, or None (`[DONE]`, a comment, not JSON)."""
     data = b"".join(line[5:] for line in frame.splitlines() if line.startswith(b"data:")).strip()
     if not data.startswith((b"{", b"[")):

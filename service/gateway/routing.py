@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from service.config.model_aliases import ModelAlias, ModelTarget
@@ -169,7 +169,7 @@ class Router:
             for deployment in rank
         }
 
-    def listed_aliases(self) -> list[dict]:
+    def listed_aliases(self) -> list[dict[str, Any]]:
         """OpenAI model objects for the aliases (GET /v1/models)."""
         return [
             {
@@ -191,6 +191,16 @@ def _by_weight(rank: Sequence[Deployment]) -> list[Deployment]:
         ordered.append(chosen)
         left.remove(chosen)
     return ordered + left
+
+
+class ConnectionOptions(TypedDict):
+    """The options every OpenAI-compatible upstream's client is built with, from the settings."""
+
+    connect_timeout: float
+    retries: int
+    backoff: float
+    backoff_max: float
+    pool_size: int
 
 
 def build_router(settings: Settings, secrets: SecretStore, store: Any = None) -> Router:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
-
-import redis
+from collections.abc import Callable, Iterable
 
 from service.gateway.cooldowns import Cooldowns
-from service.store.client import STORE_ERRORS
+from service.store.client import STORE_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +23,14 @@ SYNC_EVERY = 1.0  # seconds between two reads of the shared store's cooldowns
 class SharedCooldowns(Cooldowns):
     """Cooldowns written to, and read back from, the shared store."""
 
-    def __init__(self, store: redis.Redis, names: Iterable[str], default: float, **options) -> None:
-        super().__init__(default, **options)
+    def __init__(
+        self,
+        store: Store,
+        names: Iterable[str],
+        default: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(default, clock)
         self.store = store
         self.names = sorted(set(names))
         if self.names:

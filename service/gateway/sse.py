@@ -25,6 +25,7 @@ import logging
 import re
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import gevent
 import gevent.monkey
@@ -46,7 +47,7 @@ _CUT_MESSAGE = "The server is shutting down and ended this stream before its end
 _EVENT_END = re.compile(rb"\n\r?\n")
 
 
-def event(data: dict) -> bytes:
+def event(data: dict[str, Any]) -> bytes:
     return b"data: " + json_bytes(data) + b"\n\n"
 
 
@@ -55,7 +56,7 @@ def error_event(error: ProxyError) -> bytes:
     return event(error.body())
 
 
-def event_data(frame: bytes) -> dict | None:
+def event_data(frame: bytes) -> dict[str, Any] | None:
     """The JSON object an event's `data:` lines carry, or None (`[DONE]`, not JSON, not an object)."""
     data = b"".join(line[5:] for line in frame.splitlines() if line.startswith(b"data:")).strip()
     try:

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from service.core.errors import LimitExceeded, Unauthenticated
 from service.core.request_state import Usage
@@ -130,6 +130,16 @@ class Admission:
         return headers
 
 
+class ClientUsage(TypedDict):
+    """What a client has used of its limits (`Limiter.usage`, shown by GET /v1/limits)."""
+
+    requests_last_minute: int
+    tokens_last_minute: int
+    in_flight: int
+    spent_usd_today: float
+    spent_usd_this_month: float
+
+
 class Limiter(Protocol):
     def admit(self, client: str, limits: Limits, estimate: int, end_user: EndUser | None = None) -> Admission:
         """Admit one request of `client` (and of its `end_user`) or raise LimitExceeded (a refused
@@ -140,7 +150,7 @@ class Limiter(Protocol):
         """The request is over: free its slot, count its actual tokens and cost. Once per admission."""
         ...
 
-    def usage(self, client: str, limits: Limits) -> dict:
+    def usage(self, client: str, limits: Limits) -> ClientUsage:
         """The client's current usage against its limits (GET /v1/limits)."""
         ...
 
@@ -346,7 +356,7 @@ class LocalLimiter:
                     admission.admitted_at,
                 )
 
-    def usage(self, client: str, limits: Limits) -> dict:
+    def usage(self, client: str, limits: Limits) -> ClientUsage:
         with self._lock:
             counts = self._counts(self._clients, client, self.clock())
             day, month = windows(self.clock())

@@ -35,8 +35,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
-
 from service.core.errors import Unavailable
 from service.core.request_state import Usage
 from service.governance import end_user_limits
@@ -45,6 +43,7 @@ from service.governance.end_users import EndUser
 from service.governance.limits import (
     WINDOW_SECONDS,
     Admission,
+    ClientUsage,
     Limits,
     LocalLimiter,
     budget_refusal,
@@ -54,7 +53,7 @@ from service.governance.limits import (
     replayed,
     windows,
 )
-from service.store.client import STORE_ERRORS
+from service.store.client import STORE_ERRORS, Store
 from service.store.connections import OpenConnections, Sent
 from service.store.scripts import ADMIT, SETTLE, USAGE
 
@@ -106,7 +105,7 @@ class SharedLimiter:
 
     def __init__(
         self,
-        store: redis.Redis,
+        store: Store,
         local: LocalLimiter,
         *,
         on_store_error: str = "open",
@@ -267,7 +266,7 @@ class SharedLimiter:
             self._replies_waiting.clear()
             self._read_replies()
 
-    def usage(self, client: str, limits: Limits) -> dict:
+    def usage(self, client: str, limits: Limits) -> ClientUsage:
         if self._store_usable():
             now = self.clock()
             try:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -62,8 +63,8 @@ def normalise_usage(usage: Any) -> dict[str, int] | None:
     prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
     completion = usage.get("completion_tokens", usage.get("output_tokens"))
     total = usage.get("total_tokens")
-    counts = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
-    counts = {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
+    found = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    counts = {k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)}
     details = usage.get("prompt_tokens_details", usage.get("input_tokens_details"))
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     if counts and isinstance(cached, int) and not isinstance(cached, bool) and cached > 0:
@@ -245,7 +246,7 @@ class ProviderCall:
     def _add_to(
         self,
         used: request_state.Usage,
-        fields: dict,
+        fields: dict[str, Any],
         prompt: int,
         completion: int,
         cost: float | None,
@@ -320,7 +321,7 @@ def note_credential(name: str) -> None:
 
 
 @contextmanager
-def measured(call: ProviderCall):
+def measured(call: ProviderCall) -> Iterator[ProviderCall]:
     """Run a provider call; a ProviderError (or anything else) finishes its record as failed. A
     call cut by the server's shutdown (`service.core.shutdown`) raises ServerStopping, a 503."""
     from service.core.errors import ProxyError, ServerStopping

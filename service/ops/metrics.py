@@ -55,7 +55,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 from service.core.request_state import RequestState
 
@@ -130,7 +130,7 @@ def budget_used_percent(admission: Any, cost: float) -> float | None:
     return round(max(shares), 3) if shares else None
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -117,7 +117,7 @@ def exposition() -> tuple[bytes, str]:
     """This server's metrics in Prometheus' text format, and its content type."""
     if MULTIPROCESS:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(_registry), CONTENT_TYPE_LATEST
 

@@ -12,17 +12,25 @@ master gives the workers a fresh directory for their Prometheus metrics (PROMETH
 so `GET /metrics` counts the requests of every worker, whichever worker answers it.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import shutil
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 from gunicorn import glogging
 
 from service.config.setting import SettingsError
 from service.config.settings import load_settings
 from service.ops.logformat import RequestContextFilter, make_formatter
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.config import Config
+    from gunicorn.workers.base import Worker
 
 try:
     _settings = load_settings()
@@ -53,7 +61,7 @@ class Logger(glogging.Logger):
     """Gunicorn's own lines (start-up, worker exits) in the service's format, on stdout; no access
     log (the app writes its own request line, with request id and client)."""
 
-    def setup(self, cfg):
+    def setup(self, cfg: Config) -> None:
         super().setup(cfg)
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(make_formatter(_settings.log_format))
@@ -68,7 +76,8 @@ logger_class = Logger
 _metrics_dir: str | None = None  # the directory on_starting made for the workers' metrics
 
 
-def on_starting(server):  # gunicorn hook: in the master, before it listens or starts a worker
+def on_starting(server: Arbiter) -> None:
+    """gunicorn hook: in the master, before it listens or starts a worker."""
     from service.server.startup import check_before_listening, check_port_free
 
     if not server.master_pid:  # not a master re-executed by SIGUSR2, whose parent serves the port
@@ -89,20 +98,23 @@ def on_starting(server):  # gunicorn hook: in the master, before it listens or s
         _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aiproxy-metrics-")
 
 
-def child_exit(server, worker):  # gunicorn hook: in the master, once a worker has exited
+def child_exit(server: Arbiter, worker: Worker) -> None:
+    """gunicorn hook: in the master, once a worker has exited."""
     if _metrics_dir:
         # A dead worker's counts stay in the sums; only its "live" gauges are dropped.
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # unannotated
 
 
-def on_exit(server):  # gunicorn hook: in the master, as it stops
+def on_exit(server: Arbiter) -> None:
+    """gunicorn hook: in the master, as it stops."""
     if _metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
-def when_ready(server):  # gunicorn hook: in the master, once the workers are being started
+def when_ready(server: Arbiter) -> None:
+    """gunicorn hook: in the master, once the workers are being started."""
     # With reuse_port the workers own the sockets, so gunicorn's own line names no address.
     server.log.info(
         "Listening at: http://%s:%s (%d gevent workers)", _host, _settings.port, _settings.workers

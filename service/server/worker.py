@@ -28,7 +28,10 @@ of the gevent worker and adds:
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import gevent
@@ -36,6 +39,9 @@ from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
 
 from service.config.settings import load_settings
+
+if TYPE_CHECKING:
+    from gunicorn.http.message import Request
 
 # Statuses for what the HTTP parser refuses (anything else it refuses is a 400).
 _STATUSES = (
@@ -123,7 +129,7 @@ class ProxyWorker(GeventWorker):
 
     # --- connections -----------------------------------------------------------------------
 
-    def handle(self, listener, client, addr) -> None:
+    def handle(self, listener: socket.socket, client: socket.socket, addr: Any) -> None:
         if self._shedder is None:
             self._shedder = gevent.spawn(self._shed_idle_connections)
         current = gevent.getcurrent()
@@ -133,7 +139,7 @@ class ProxyWorker(GeventWorker):
         finally:
             self.connections.pop(current, None)
 
-    def handle_request(self, listener_name, req, sock, addr):
+    def handle_request(self, listener_name: str, req: Request, sock: socket.socket, addr: Any) -> bool:
         if self._is_open_route(req.method, unquote(req.path)) and _has_body(req):
             # The app never reads an open route's body (service.edge.pipeline). Only the server's
             # request can make the answer say `Connection: close` and end the connection after it
@@ -144,14 +150,15 @@ class ProxyWorker(GeventWorker):
         if connection is not None:
             connection.busy = True
         try:
-            return super().handle_request(listener_name, req, sock, addr)
+            keep_alive: bool = super().handle_request(listener_name, req, sock, addr)
+            return keep_alive
         finally:
             if connection is not None:
                 connection.busy = False
                 connection.requests += 1
                 connection.since = time.monotonic()
 
-    def timeout_ctx(self):
+    def timeout_ctx(self) -> gevent.Timeout:
         """How long to wait for the next request head: the keep-alive time, except on a new
         connection, which must send its first request head within AIPROXY_HEADER_TIMEOUT."""
         connection = self.connections.get(gevent.getcurrent())
@@ -192,7 +199,7 @@ class ProxyWorker(GeventWorker):
 
     # --- errors the HTTP parser finds --------------------------------------------------------
 
-    def handle_error(self, req, client, addr, exc) -> None:
+    def handle_error(self, req: Request | None, client: socket.socket, addr: Any, exc: BaseException) -> None:
         if isinstance(exc, ShedConnection):
             return  # closed on purpose (gunicorn's handler closes the socket), counted in the WARNING
         # Imported here, in the worker: the master loads this module and none of the app.
@@ -223,7 +230,7 @@ class ProxyWorker(GeventWorker):
 
     # --- shutdown ------------------------------------------------------------------------------
 
-    def handle_exit(self, sig, frame) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         if self._stopping is None:
             # Out of the signal handler, as gunicorn's own gevent worker does with its signals.
@@ -245,7 +252,7 @@ class ProxyWorker(GeventWorker):
                 loop.run_callback(self._close_idle, greenlet, connection)
 
 
-def _has_body(req) -> bool:
+def _has_body(req: Request) -> bool:
     """Whether the request says a body follows (gunicorn has checked its framing headers)."""
     return any(
         name == "TRANSFER-ENCODING" or (name == "CONTENT-LENGTH" and value.strip() != "0")

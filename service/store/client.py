@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 import redis
@@ -13,6 +14,9 @@ from redis.retry import Retry
 
 # What a store that cannot be reached raises (the cluster client's own errors are not RedisErrors).
 STORE_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+
+# The client store_client gives: standalone or clustered, both with the commands the service uses.
+Store: TypeAlias = redis.Redis | RedisCluster
 
 _SOCKET_TIMEOUT = 0.5  # a store slower than this counts as down: the request must not wait on it
 
@@ -30,12 +34,12 @@ class SecretPassword(CredentialProvider):
         return (self.username, password) if self.username else (password,)
 
 
-def store_client(url: str, password: Callable[[], str | None], *, cluster: bool = False) -> redis.Redis:
+def store_client(url: str, password: Callable[[], str | None], *, cluster: bool = False) -> Store:
     """A client of the store at `url`, its password from `password()` (None: no AUTH); with
     `cluster`, one that speaks the cluster protocol (a clustered Valkey, ElastiCache Serverless)."""
     username = urlsplit(url).username
     # No retries: a store that fails is skipped for a while by its users (SharedLimiter), not waited for.
-    options: dict = {
+    options: dict[str, Any] = {
         "socket_timeout": _SOCKET_TIMEOUT,
         "socket_connect_timeout": _SOCKET_TIMEOUT,
         "retry": Retry(NoBackoff(), 0),

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+
+from service.store.client import Store
+
+
+class Connection(Protocol):
+    """What is used of a connection the client's pool makes (redis-py leaves its methods untyped)."""
+
+    def send_command(self, *args: Any) -> None: ...
+
+    def read_response(self) -> Any: ...
+
+    def disconnect(self) -> None: ...
 
 
 @dataclass
@@ -15,9 +28,9 @@ class Sent:
 
     script: Script
     names: list[str]
-    arguments: list
-    connection: redis.Connection
-    idle: list  # where the connection goes back once its reply is read
+    arguments: list[Any]
+    connection: Connection
+    idle: list[Connection]  # where the connection goes back once its reply is read
     reused: bool  # the connection had served before (the store may have closed it meanwhile)
 
 
@@ -35,19 +48,19 @@ class OpenConnections:
     left to it: the call is made again through the client.
     """
 
-    def __init__(self, store: redis.Redis) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self._idle: dict[str, list] = {}  # node -> connections open and not in use
+        self._idle: dict[str, list[Connection]] = {}  # node -> connections open and not in use
 
-    def run(self, script: Script, names: list[str], arguments: list) -> object:
+    def run(self, script: Script, names: list[str], arguments: list[Any]) -> Any:
         return self.receive(self.send(script, names, arguments))
 
-    def send(self, script: Script, names: list[str], arguments: list, *, fresh: bool = False) -> Sent:
+    def send(self, script: Script, names: list[str], arguments: list[Any], *, fresh: bool = False) -> Sent:
         """Send the call; `receive` its reply (the connection is the call's until then)."""
         node, pool = self._pool_for(names[0])
         idle = self._idle.setdefault(node, [])
         reused = bool(idle) and not fresh
-        connection = idle.pop() if reused else pool.make_connection()
+        connection: Connection = idle.pop() if reused else pool.make_connection()
         try:
             connection.send_command("EVALSHA", script.sha, len(names), *names, *arguments)
         except redis.ConnectionError:
@@ -60,7 +73,7 @@ class OpenConnections:
             raise
         return Sent(script, names, arguments, connection, idle, reused)
 
-    def receive(self, sent: Sent) -> object:
+    def receive(self, sent: Sent) -> Any:
         try:
             answer = sent.connection.read_response()
         except redis.ResponseError:
@@ -80,6 +93,6 @@ class OpenConnections:
 
     def _pool_for(self, key: str) -> tuple[str, redis.ConnectionPool]:
         if isinstance(self.store, RedisCluster):
-            node = self.store.get_node_from_key(key)
+            node = self.store.get_node_from_key(key)  # type: ignore[no-untyped-call]  # unannotated in redis-py
             return node.name, self.store.get_redis_connection(node).connection_pool
         return "", self.store.connection_pool

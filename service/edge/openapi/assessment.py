@@ -10,7 +10,7 @@ from service.assessment.fields import EXAMPLES, GRADED, OPTIONS, Field
 from service.edge.openapi.common import PROVIDER_ERRORS, RETRY_AFTER, error, json_answer, ref, responses
 
 
-def _object(fields: tuple[Field, ...], schema_of: str, required: tuple[Field, ...]) -> dict:
+def _object(fields: tuple[Field, ...], schema_of: str, required: tuple[Field, ...]) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "object",
         "properties": {field.name: getattr(field, schema_of)() for field in fields},
@@ -20,7 +20,7 @@ def _object(fields: tuple[Field, ...], schema_of: str, required: tuple[Field, ..
     return schema
 
 
-def body(fields: tuple[Field, ...], *, required: tuple[Field, ...] = ()) -> dict:
+def body(fields: tuple[Field, ...], *, required: tuple[Field, ...] = ()) -> dict[str, Any]:
     """A request body of `fields`: as a form or multipart (text) or as JSON (JSON values too)."""
     text = _object(fields, "text_schema", required)
     return {
@@ -33,7 +33,7 @@ def body(fields: tuple[Field, ...], *, required: tuple[Field, ...] = ()) -> dict
     }
 
 
-def query(fields: tuple[Field, ...]) -> list[dict]:
+def query(fields: tuple[Field, ...]) -> list[dict[str, Any]]:
     return [
         {"name": field.name, "in": "query", "required": False, "schema": field.text_schema()}
         for field in fields
@@ -55,7 +55,7 @@ RESPONSES = responses(
 )
 
 
-def sample_route(summary: str) -> dict:
+def sample_route(summary: str) -> dict[str, Any]:
     """A sample route grades the shipped program, prompt and rubric: only the options are read."""
     get = {"summary": summary, "tags": ["Assessment"], "parameters": query(OPTIONS), "responses": RESPONSES}
     post = {
@@ -66,7 +66,7 @@ def sample_route(summary: str) -> dict:
     return {"get": get, "post": post}
 
 
-def paths() -> dict:
+def paths() -> dict[str, Any]:
     return {
         "/assessment": {
             "post": {

@@ -3,12 +3,14 @@ answers, and the errors the pipeline, the providers and relayed upstreams may an
 
 from __future__ import annotations
 
+from typing import Any
 
-def ref(name: str) -> dict:
+
+def ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def header(description: str, schema: dict, *, required: bool = False) -> dict:
+def header(description: str, schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
     return {"description": description, "required": required, "schema": schema}
 
 
@@ -21,7 +23,7 @@ REQUEST_ID = {
 }
 
 
-def error(description: str, **headers: dict) -> dict:
+def error(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
     return {
         "description": description,
         "headers": {**REQUEST_ID, **headers},
@@ -29,7 +31,7 @@ def error(description: str, **headers: dict) -> dict:
     }
 
 
-def json_answer(description: str, schema: dict | None = None) -> dict:
+def json_answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "description": description,
         "headers": REQUEST_ID,
@@ -37,13 +39,13 @@ def json_answer(description: str, schema: dict | None = None) -> dict:
     }
 
 
-def retry_after(*, required: bool = False) -> dict:
+def retry_after(*, required: bool = False) -> dict[str, Any]:
     return header(
         "Seconds to wait before trying again", {"type": "string", "pattern": "^[0-9]+$"}, required=required
     )
 
 
-def www_authenticate(*, required: bool = True) -> dict:
+def www_authenticate(*, required: bool = True) -> dict[str, Any]:
     return header(
         "The scheme the client key is sent with", {"type": "string", "const": "Bearer"}, required=required
     )
@@ -85,7 +87,7 @@ RELAYED = {
 }
 
 
-def responses(ok: dict, *more: dict) -> dict:
+def responses(ok: dict[str, Any], *more: dict[str, Any]) -> dict[str, Any]:
     """The 200 answer, the pipeline's errors, then `more` (later sets win)."""
     merged = {"200": ok, **PIPELINE_ERRORS}
     for answers in more:

@@ -21,7 +21,7 @@ from service.edge.openapi.components import SCHEMAS, SECURITY_SCHEMES
 _BODY_ERRORS = {status: PIPELINE_ERRORS[status] for status in ("400", "408", "413")}
 
 
-def _plain_text(description: str) -> dict:
+def _plain_text(description: str) -> dict[str, Any]:
     return {
         "description": description,
         "headers": REQUEST_ID,
@@ -29,11 +29,11 @@ def _plain_text(description: str) -> dict:
     }
 
 
-def _diagnostic(summary: str, answers: dict) -> dict:
+def _diagnostic(summary: str, answers: dict[str, Any]) -> dict[str, Any]:
     return {"get": {"summary": summary, "tags": ["Status"], "responses": {**PIPELINE_ERRORS, **answers}}}
 
 
-def status_paths() -> dict:
+def status_paths() -> dict[str, Any]:
     return {
         "/": {
             "get": {

@@ -4,6 +4,8 @@ true`): the proxy relays them unchanged and the OpenAI API reference is their re
 
 from __future__ import annotations
 
+from typing import Any
+
 from service.assessment.fields import API_KEY, MODEL
 from service.edge.openapi.assessment import body, query
 from service.edge.openapi.common import PROVIDER_ERRORS, RELAYED, error, header, json_answer, ref, responses
@@ -45,7 +47,7 @@ ANSWER_HEADERS = {
 }
 
 
-def relayed_post(summary: str, example: dict, *, streams: bool) -> dict:
+def relayed_post(summary: str, example: dict[str, Any], *, streams: bool) -> dict[str, Any]:
     ok = json_answer("The upstream's answer, unchanged")
     ok["headers"] = {**ok["headers"], **ANSWER_HEADERS}
     if streams:
@@ -76,7 +78,7 @@ def relayed_post(summary: str, example: dict, *, streams: bool) -> dict:
     }
 
 
-def test_openai() -> dict:
+def test_openai() -> dict[str, Any]:
     """The legacy `"Hello world"` chat, whose `model` and `api-key` are read as the assessment's."""
     fields = (MODEL, API_KEY)
     get = {
@@ -102,7 +104,7 @@ def test_openai() -> dict:
     return {"get": get, "post": post}
 
 
-def paths() -> dict:
+def paths() -> dict[str, Any]:
     return {
         "/v1/chat/completions": relayed_post(
             "Chat completion (streams with stream: true; bedrock/... models: Amazon Bedrock)",

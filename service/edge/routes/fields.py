@@ -42,7 +42,9 @@ def request_fields(*, uploads: bool = False) -> dict[str, Any]:
         files = request.files if uploads else None
     except RequestEntityTooLarge:
         # The body's size was checked already: what is too large is the number of parts.
-        raise _too_many_fields(request.max_form_parts) from None
+        most = request.max_form_parts
+        assert most is not None, "Werkzeug counts the parts only against a bound"
+        raise _too_many_fields(most) from None
     if request.mimetype == "multipart/form-data" and raw:
         # Werkzeug reads a body it cannot parse as an empty form, and text parts with U+FFFD.
         name = _multipart_field_not_utf8(raw, request.mimetype_params.get("boundary", ""))

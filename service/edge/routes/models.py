@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint
@@ -30,7 +31,7 @@ def blueprint(runtime: Runtime) -> Blueprint:
     router = runtime.router
     routes = Blueprint("models", __name__)
 
-    def listed() -> list[dict]:
+    def listed() -> list[dict[str, Any]]:
         """Every model the proxy lists besides the default upstream's own."""
         models = []
         for name, upstream in router.upstreams.items():
@@ -116,7 +117,7 @@ def blueprint(runtime: Runtime) -> Blueprint:
     return routes
 
 
-def _json(answer: ClientResponse) -> object:
+def _json(answer: ClientResponse) -> Any:
     try:
         return json.loads(answer.content())
     except (ValueError, RecursionError):

@@ -16,6 +16,7 @@ is asked, the answer before the client gets it (a stream segment by segment).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from service.core import request_state
 from service.core.responses import ClientResponse, JsonRoute, json_bytes
@@ -25,6 +26,9 @@ from service.gateway.fallback import first_answer
 from service.gateway.providers import RelayRequest
 from service.gateway.routing import Deployment, Router
 from service.safety.gate import SafetyGate
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 # The OpenAI-compatible POST routes relayed as they are (chat completions also route to Bedrock).
 PATHS = ("/chat/completions", "/embeddings", "/responses", "/completions", "/moderations")
@@ -41,7 +45,7 @@ class RelayRoute(JsonRoute):
         self.generates = path not in NO_OUTPUT
         self.safety = safety if path in CHECKED else None
 
-    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+    def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         model = body.get("model")
         state = request_state.current()
         if state is not None and isinstance(model, str):
@@ -49,7 +53,8 @@ class RelayRoute(JsonRoute):
         if isinstance(model, str) and model:
             deployments = self.router.deployments(model)
         else:
-            deployments = [Deployment(self.router.default, model)]  # the upstream says what is wrong
+            # Relayed as sent (absent, blank, not text): the upstream says what is wrong.
+            deployments = [Deployment(self.router.default, cast(str, model))]
         stream = body.get("stream") is True and self.path in STREAMABLE
         gate = self.safety
         policy = gate.policy() if gate is not None else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from service.core.responses import ClientResponse
 
@@ -27,7 +27,7 @@ class RelayRequest:
 
     path: str  # under /v1, e.g. "/chat/completions"
     model: str | None  # the model as this provider knows it (routing prefixes removed)
-    body: dict | None = None  # the JSON body (None for a GET)
+    body: dict[str, Any] | None = None  # the JSON body (None for a GET)
     raw: bytes | None = None  # the body's bytes, relayed as they are (with `model` set to the above)
     stream: bool = False
     method: str = "POST"
@@ -49,10 +49,12 @@ class Provider(Protocol):
         before any byte of the answer exists; a stream that fails later ends with an error event."""
         ...
 
-    def complete(self, body: dict, *, api_key: str | None = None, retries: int | None = None) -> dict:
+    def complete(
+        self, body: dict[str, Any], *, api_key: str | None = None, retries: int | None = None
+    ) -> dict[str, Any]:
         """A chat completion the proxy composed (grading); the answer's JSON. Raises ProviderError."""
         ...
 
-    def models(self) -> list[dict]:
+    def models(self) -> list[dict[str, Any]]:
         """The models this provider lists (OpenAI model objects); raises ProviderError."""
         ...

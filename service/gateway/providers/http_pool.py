@@ -22,6 +22,7 @@ from __future__ import annotations
 import socket
 import weakref
 from collections.abc import Iterable, Mapping
+from typing import TypedDict
 
 import gevent
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
@@ -218,14 +219,20 @@ def _transport_error(error: BaseException) -> TransportError:
     return Broken(_reason(error))
 
 
+class _PoolOptions(TypedDict):
+    size: int
+    connection_timeout: float
+    network_timeout: float
+
+
 class OriginPool:
     """Keep-alive connections to the origin of `base_url`; `request()` sends one request."""
 
     def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float, size: int) -> None:
         url = URL(base_url)
         self.https = url.scheme == "https"
-        self.host, self.port = url.host, url.port
         default_port = 443 if self.https else 80
+        self.host, self.port = url.host, url.port or default_port  # URL gives http(s)'s default port
         host = f"[{url.host}]" if ":" in url.host else url.host
         # The request line's fixed part, encoded once.
         host_header = host if self.port == default_port else f"{host}:{self.port}"

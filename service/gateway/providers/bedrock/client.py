@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -198,7 +198,7 @@ class BedrockStream:
         self._streams = streams
         self._chunks = self._relay(writer, map_error)
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         return self._chunks
 
     def close(self) -> None:
@@ -206,7 +206,9 @@ class BedrockStream:
         self._chunks.close()
         _close_all(self._streams)
 
-    def _relay(self, writer: ChunkWriter, map_error: Callable[[Exception], Exception]) -> Iterator[dict]:
+    def _relay(
+        self, writer: ChunkWriter, map_error: Callable[[Exception], Exception]
+    ) -> Generator[dict[str, Any]]:
         total: dict[str, int] = {}
         try:
             # The n choices are relayed one after the other; OpenAI clients key them by index.
@@ -299,7 +301,9 @@ class BedrockProvider:
             200, [("Content-Type", sse.EVENT_STREAM), *sse.STREAM_HEADERS], events, stream.close
         )
 
-    def complete(self, body: dict, *, api_key: str | None = None, retries: int | None = None) -> dict:
+    def complete(
+        self, body: dict[str, Any], *, api_key: str | None = None, retries: int | None = None
+    ) -> dict[str, Any]:
         """A chat completion the proxy composed; `api-key` does not apply to Bedrock (AWS credentials
         do), and its retries are botocore's own."""
         call = ProviderCall(PREFIX + str(body.get("model")), deployment=f"{NAME}/{body.get('model')}")
@@ -308,7 +312,7 @@ class BedrockProvider:
         call.finish(200, usage=answer["usage"], served_model=_model_id(str(body.get("model"))))
         return answer
 
-    def models(self) -> list[dict]:
+    def models(self) -> list[dict[str, Any]]:
         return [_model(PREFIX + model_id) for model_id in self._listed]
 
     # --- Converse ------------------------------------------------------------------------------
@@ -321,7 +325,7 @@ class BedrockProvider:
         request = converse_request(body, model_id)
         client = self._boto(CONVERSE, model_id)
 
-        def converse(_: object) -> dict:
+        def converse(_: object) -> dict[str, Any]:
             return self._call(client.converse, request, CONVERSE, model_id, relayed)
 
         if n == 1:
@@ -368,8 +372,13 @@ class BedrockProvider:
             return self._client
 
     def _call(
-        self, method: Callable[..., dict], request: dict, operation: str, model_id: str, relayed: bool
-    ) -> dict:
+        self,
+        method: Callable[..., dict[str, Any]],
+        request: dict[str, Any],
+        operation: str,
+        model_id: str,
+        relayed: bool,
+    ) -> dict[str, Any]:
         try:
             return method(**request)
         except Exception as error:
@@ -385,7 +394,7 @@ def _then_done(frames: Iterator[bytes]) -> Iterator[bytes]:
     yield sse.DONE
 
 
-def _model(model_id: str) -> dict:
+def _model(model_id: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "amazon-bedrock"}
 
 

@@ -22,7 +22,7 @@ class ChunkWriter:
         self.created = created
         self.include_usage = include_usage
 
-    def chunk(self, choices: list[dict], usage: dict | None = None) -> dict:
+    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
         chunk: dict[str, Any] = {
             "id": self.completion_id,
             "object": "chat.completion.chunk",
@@ -35,10 +35,10 @@ class ChunkWriter:
             chunk["usage"] = usage  # null on every chunk but the last, as OpenAI sends it
         return chunk
 
-    def delta(self, index: int, delta: dict, finish: str | None = None) -> dict:
+    def delta(self, index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return self.chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}])
 
-    def usage_chunk(self, total: dict[str, int]) -> dict:
+    def usage_chunk(self, total: dict[str, int]) -> dict[str, Any]:
         return self.chunk([], usage=total)
 
 
@@ -52,7 +52,7 @@ class ChoiceStream:
         self._tool_calls: dict[int, int] = {}  # contentBlockIndex -> tool call index
         self._started = False
 
-    def chunks(self, event: dict) -> list[dict]:
+    def chunks(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         if "messageStart" in event:
             return [self._start()]
         out = [] if self._started else [self._start()]
@@ -98,6 +98,6 @@ class ChoiceStream:
             self.usage = usage(event["metadata"].get("usage"))
         return out
 
-    def _start(self) -> dict:
+    def _start(self) -> dict[str, Any]:
         self._started = True
         return self.writer.delta(self.index, {"role": "assistant", "content": ""})

@@ -78,11 +78,11 @@ def choice_count(body: dict[str, Any]) -> int:
     return n
 
 
-def _messages(raw: Any) -> tuple[list[dict], list[dict]]:
+def _messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not isinstance(raw, list) or not raw:
         raise _invalid("'messages' must be a non-empty array of message objects", "messages")
-    system: list[dict] = []
-    turns: list[dict] = []
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
     for i, message in enumerate(raw):
         param = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -134,7 +134,7 @@ def _texts(content: Any, param: str) -> list[str]:
     raise _invalid(f"'{param}.content' must be a string or an array of parts", f"{param}.content")
 
 
-def _user_content(content: Any, param: str) -> list[dict]:
+def _user_content(content: Any, param: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     if not isinstance(content, list):
@@ -156,7 +156,7 @@ def _user_content(content: Any, param: str) -> list[dict]:
     return blocks
 
 
-def _image(image_url: Any, param: str) -> dict:
+def _image(image_url: Any, param: str) -> dict[str, Any]:
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str):
         raise _invalid(f"'{param}.image_url.url' must be a string", f"{param}.image_url.url")
@@ -181,9 +181,9 @@ def _image(image_url: Any, param: str) -> dict:
     return {"image": {"format": image_format, "source": {"bytes": raw}}}
 
 
-def _assistant_content(message: dict, param: str) -> list[dict]:
+def _assistant_content(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
     content = message.get("content")
-    blocks: list[dict] = []
+    blocks: list[dict[str, Any]] = []
     if isinstance(content, list):
         # Assistant parts are text or refusal; both are plain text to Converse.
         for j, part in enumerate(content):
@@ -205,7 +205,7 @@ def _assistant_content(message: dict, param: str) -> list[dict]:
     return blocks
 
 
-def _tool_use(call: Any, param: str) -> dict:
+def _tool_use(call: Any, param: str) -> dict[str, Any]:
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not call.get("id"):
         raise _invalid(f"'{param}' must have an id and a function with a name", param)
@@ -219,7 +219,7 @@ def _tool_use(call: Any, param: str) -> dict:
     return {"toolUseId": str(call["id"]), "name": function["name"], "input": parsed}
 
 
-def _tool_result(message: dict, param: str) -> dict:
+def _tool_result(message: dict[str, Any], param: str) -> dict[str, Any]:
     tool_call_id = message.get("tool_call_id")
     if not isinstance(tool_call_id, str) or not tool_call_id:
         raise _invalid(f"'{param}.tool_call_id' is required for a tool message", f"{param}.tool_call_id")
@@ -228,7 +228,7 @@ def _tool_result(message: dict, param: str) -> dict:
     return {"toolResult": {"toolUseId": tool_call_id, "content": [{"text": text or "(empty)"}]}}
 
 
-def _inference_config(body: dict) -> dict:
+def _inference_config(body: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for name, key, high in (("temperature", "temperature", 2), ("top_p", "topP", 1)):
         value = body.get(name)
@@ -255,7 +255,7 @@ def _inference_config(body: dict) -> dict:
     return config
 
 
-def _tool_config(body: dict, messages: list[dict]) -> dict | None:
+def _tool_config(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
     tools = body.get("tools")
     if tools is None:
         return None
@@ -302,7 +302,7 @@ def completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex
 
 
-def usage(token_usage: dict | None) -> dict[str, int]:
+def usage(token_usage: dict[str, Any] | None) -> dict[str, int]:
     token_usage = token_usage or {}
     prompt = int(token_usage.get("inputTokens") or 0)
     completion = int(token_usage.get("outputTokens") or 0)
@@ -320,7 +320,7 @@ def add_usage(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
     return {key: total.get(key, 0) + more.get(key, 0) for key in USAGE_KEYS}
 
 
-def choice(response: dict, index: int) -> dict:
+def choice(response: dict[str, Any], index: int) -> dict[str, Any]:
     """One OpenAI choice from a Converse response."""
     content = ((response.get("output") or {}).get("message") or {}).get("content") or []
     texts = [block["text"] for block in content if "text" in block]
@@ -348,7 +348,7 @@ def choice(response: dict, index: int) -> dict:
     }
 
 
-def chat_completion(responses: list[dict], model: str) -> dict:
+def chat_completion(responses: list[dict[str, Any]], model: str) -> dict[str, Any]:
     """The OpenAI `chat.completion` for one Converse response per choice."""
     total: dict[str, int] = {}
     for response in responses:

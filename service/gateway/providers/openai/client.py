@@ -127,7 +127,9 @@ class OpenAICompatible:
             response.status, response.body, content_type, headers=headers, on_close=record
         )
 
-    def complete(self, body: dict, *, api_key: str | None = None, retries: int | None = None) -> dict:
+    def complete(
+        self, body: dict[str, Any], *, api_key: str | None = None, retries: int | None = None
+    ) -> dict[str, Any]:
         """Non-streaming POST /chat/completions of a body the proxy composed; the parsed answer."""
         call = ProviderCall(body.get("model"), deployment=f"{self.name}/{body.get('model')}")
         with measured(call):
@@ -151,7 +153,7 @@ class OpenAICompatible:
         call.finish(response.status, usage=normalise_usage(data.get("usage")), served_model=data.get("model"))
         return data
 
-    def models(self) -> list[dict]:
+    def models(self) -> list[dict[str, Any]]:
         """GET /models: the `data` list of model objects."""
         call = ProviderCall(None, deployment=self.name)
         with measured(call):
@@ -332,7 +334,7 @@ class OpenAICompatible:
         url = self._base_path + path
         return f"{url}?{query}" if query else url
 
-    def _json_object(self, response: _Response) -> dict:
+    def _json_object(self, response: _Response) -> dict[str, Any]:
         try:
             data = response.json()
         except ValueError:

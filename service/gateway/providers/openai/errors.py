@@ -39,8 +39,9 @@ def upstream_message(body: bytes | None, status: int) -> str:
             return error[:500]
         if isinstance(error, dict):
             for key in ("message", "detail", "msg"):
-                if isinstance(error.get(key), str) and error[key]:
-                    return error[key][:500]
+                message = error.get(key)
+                if isinstance(message, str) and message:
+                    return message[:500]
     return default
 
 
