@@ -29,6 +29,8 @@ PROVIDER_PORT = 5001  # the Makefile's DEMO_PROVIDER_PORT default, which `make e
 PROVIDER_KEY = "demo"
 # Opens the demo's GET /metrics (API.md's example sends it); a local demo's, never a deployment's.
 METRICS_KEY = "demo-metrics-key"
+# A safety policy API.md's /v1/safety/check example names: local checks only (no model asked).
+SAFETY_POLICIES = '{"classroom": {"input": [{"check": "blocklist", "words": ["badword"]}], "pii": "redact"}}'
 
 
 @contextmanager
@@ -42,6 +44,7 @@ def running_demo(port: int, provider_port: int) -> Iterator[tuple[StandIn, Runni
                 "OPENAI_BASE_URL": provider.url,
                 "OPENAI_API_KEY": PROVIDER_KEY,
                 "AIPROXY_METRICS_KEY": METRICS_KEY,
+                "AIPROXY_SAFETY_POLICIES": SAFETY_POLICIES,
             }
         ) as proxy,
     ):
