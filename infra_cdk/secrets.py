@@ -81,7 +81,7 @@ class ServiceSecrets(Construct):
         self.encryption_key = encryption_key
         self.secrets: dict[str, secretsmanager.Secret] = {}
         for name in (*SECRET_NAMES, *provider_credentials):
-            options = {
+            options: _SecretOptions = {
                 "secret_name": secret_id(environment_type, environment, name),
                 "description": DESCRIPTIONS.get(name, PROVIDER_CREDENTIAL),
                 "removal_policy": removal_policy,

@@ -17,7 +17,7 @@ from service.config.secrets import HONEYBADGER_API_KEY, REDIS_AUTH, SecretStore
 from service.config.settings import Settings, load_settings
 from service.core import request_state
 from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
-from service.core.responses import ClientResponse
+from service.core.responses import ClientResponse, JsonRoute
 from service.edge import openapi
 from service.edge.caching import CachedRelay
 from service.edge.pipeline import RequestPipeline
@@ -142,7 +142,8 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     screen = NoScreen()
     app.register_blueprint(files.blueprint(runtime.router, ownership))
     app.register_blueprint(batches.blueprint(runtime.router, ownership, runtime.prices))
-    relay_routes = {  # each through the answer cache, for the clients whose entry turns it on
+    # Each relayed route through the answer cache, for the clients whose entry turns it on.
+    relay_routes: dict[str, JsonRoute] = {
         "/v1" + path: CachedRelay(
             openai_api.RelayRoute(path, runtime.router, runtime.safety), runtime.answers
         )

@@ -27,4 +27,4 @@ class Runtime:
     router: Router  # models to providers
     prices: PriceTable  # what calls cost (usage records, budgets)
     safety: SafetyGate  # the clients' safety policies, applied (service.safety)
-    answers: AnswerCache | None = None  # the answer cache (service.cache), for the clients that use it
+    answers: AnswerCache  # the answer cache (service.cache), for the clients that use it

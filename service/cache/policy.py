@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from service.cache.settings import CacheSettings
 
@@ -116,14 +116,15 @@ def finished_stream(body: bytes) -> bool:
     return done
 
 
-def _finished(answer: dict) -> bool:
+def _finished(answer: dict[str, Any]) -> bool:
     if "status" in answer and answer.get("object") == "response":
-        return answer["status"] == "completed"
+        status: object = answer["status"]
+        return status == "completed"
     choices = answer.get("choices")
     if not isinstance(choices, list):
         return "error" not in answer
     return all(not isinstance(c, dict) or c.get("finish_reason") not in UNFINISHED for c in choices)
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
+from typing import Any
 
 from service.config.setting import SettingsError
 
@@ -61,7 +62,7 @@ def _price(where: str, model: str, entry: object) -> Price:
             "(or images, audio_minute, characters; and batch)"
         )
     unit_priced = any(name in entry for name in ("images", "audio_minute", "characters"))
-    values: dict = {}
+    values: dict[str, Any] = {}
     for name in _TOKEN_FIELDS:
         value = entry.get(name)
         if value is None and (name == "cached_input" or unit_priced):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict
 
 ANONYMOUS = "anonymous"  # what logs show for requests without a client
 NO_CREDENTIALS: Mapping[str, str] = MappingProxyType({})  # a client naming none: the upstreams' own
@@ -41,6 +41,15 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+class SafetyCheckRun(TypedDict):
+    """One safety check run for the request (`service.safety.runner.record`), as metrics show it."""
+
+    phase: str  # "input" or "output"
+    check: str  # its kind: "blocklist", "pii", "judge", ...
+    result: str  # "passed", "flagged", "redacted", "error", ...
+    ms: float
+
+
 @dataclass(eq=False)
 class RequestState:
     id: str
@@ -64,7 +73,7 @@ class RequestState:
     client_socket: Any = None  # the client's connection, where the server hands it over
     prices: Any = None  # the app's price table (service.config.prices.PriceTable): usage records' cost
     safety_policy: str | None = None  # the client's safety policy (service.safety), if it has one
-    safety_checks: list | None = None  # each safety check run: phase, check, result, ms (metrics)
+    safety_checks: list[SafetyCheckRun] | None = None  # each safety check run (metrics)
     # The client's answer cache (service.cache.settings.CacheSettings), None when it has none; and
     # what the cache did for this request: "hit", "miss" or None (not looked at), with what a hit saved.
     cache_settings: Any = None

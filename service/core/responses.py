@@ -95,7 +95,7 @@ class ClientResponse:
         lowered = name.lower()
         return next((value for key, value in self.headers if key.lower() == lowered), None)
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Closing:
         answer = Closing(self.body, *self._on_close)
         try:
             start_response(status_line(self.status), self.headers)
@@ -103,6 +103,16 @@ class ClientResponse:
             answer.close()  # never sent: the upstream stream is closed and the usage recorded anyway
             raise
         return answer
+
+
+def unsent(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> Callable[[bytes], object]:
+    """The `start_response` of an answer called in-process (its status and headers are read off
+    the object): nothing is sent, and calling the answer still runs its steps when it is closed."""
+    return _write_nothing
+
+
+def _write_nothing(data: bytes) -> None:
+    return None
 
 
 class Closing:

@@ -90,7 +90,7 @@ class UploadInput:
     route's provider call is consuming: the call stops, the error is the answer.
     """
 
-    def __init__(self, environ: dict, limit: int, timeout: float) -> None:
+    def __init__(self, environ: WSGIEnvironment, limit: int, timeout: float) -> None:
         chunked = "HTTP_TRANSFER_ENCODING" in environ and not environ.get("CONTENT_LENGTH")
         self.length = None if chunked else (get_content_length(environ) or 0)
         if self.length is not None and self.length > limit:
@@ -122,7 +122,8 @@ class UploadInput:
     def _read(self, stream: Any, size: int) -> bytes:
         deadline = _deadline(max(0.001, self._ends_at - time.monotonic()))
         try:
-            return stream.read(size)
+            data: bytes = stream.read(size)  # the server's wsgi.input (untyped)
+            return data
         except (http_errors.ParseException, http_errors.NoMoreData) as error:
             _stop_reading(self._environ)
             fault = _framing_fault(error)

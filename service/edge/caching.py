@@ -17,7 +17,7 @@ stream once it has (it goes to the client as it comes, copied on the way).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.cache.entries import AnswerCache, Entry
 from service.cache.policy import finished_stream, finished_whole, plan, sampled
@@ -28,6 +28,9 @@ from service.core.request_state import RequestState
 from service.core.responses import ClientResponse, JsonRoute
 from service.edge.routes.openai_api import DEPLOYMENT_HEADER, RelayRoute
 from service.governance.usage import cached_answer, usage_in
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 
 def through_cache(
@@ -139,7 +142,7 @@ class CachedRelay(JsonRoute):
         self.generates = route.generates
         self.kind = "/v1" + route.path
 
-    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+    def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         state = request_state.current()
         if state is None or state.cache_settings is None:
             return self.route(body, raw, environ)  # the common case: a client without a cache

@@ -10,8 +10,13 @@ client does not list the request's origin is refused (403 `origin_not_allowed`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from service.core.errors import ProxyError
 from service.core.responses import ClientResponse
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 PREFLIGHT_PREFIX = "/v1/"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
@@ -33,7 +38,7 @@ EXPOSED_HEADERS = ", ".join(
 MAX_AGE_SECONDS = 600
 
 
-def is_preflight(method: str, path: str, environ: dict) -> bool:
+def is_preflight(method: str, path: str, environ: WSGIEnvironment) -> bool:
     return (
         method == "OPTIONS"
         and path.startswith(PREFLIGHT_PREFIX)

@@ -171,10 +171,10 @@ class MultipartReader:
     def _start_part(self, head: bytes) -> None:
         headers: dict[str, str] = {}
         for line in head.split(b"\r\n") if head else []:
-            name, colon, value = line.partition(b":")
-            if not colon or not name.strip():
+            header, colon, value = line.partition(b":")
+            if not colon or not header.strip():
                 raise malformed("a part's header line is not 'Name: value'")
-            headers[name.strip().decode("latin-1").lower()] = value.strip().decode("utf-8", "replace")
+            headers[header.strip().decode("latin-1").lower()] = value.strip().decode("utf-8", "replace")
         disposition, options = parse_options_header(headers.get("content-disposition", ""))
         name = options.get("name")
         if disposition != "form-data" or not name:

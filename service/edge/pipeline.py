@@ -201,7 +201,7 @@ class RequestPipeline:
                     "The method is not allowed for the requested URL.", status=405, headers={"Allow": "POST"}
                 )
             route = None
-        body: dict | None
+        body: dict[str, Any] | None
         if route is not None and route.streams_body:
             # An upload is never read here: the route sends it on as it arrives, after admission.
             raw, body = b"", {}

@@ -15,7 +15,7 @@ to the routes (`service.app.create_app`).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Screen(Protocol):
@@ -31,7 +31,7 @@ class Screen(Protocol):
         """Check text the provider answered (a transcript) before it is sent; raise to refuse it."""
         ...
 
-    def output_images(self, images: list[dict]) -> None:
+    def output_images(self, images: list[dict[str, Any]]) -> None:
         """Check generated images (`b64_json` or `url` objects) before any is sent; raise to refuse."""
         ...
 
@@ -48,5 +48,5 @@ class NoScreen:
     def output_text(self, text: str) -> None:
         return None
 
-    def output_images(self, images: list[dict]) -> None:
+    def output_images(self, images: list[dict[str, Any]]) -> None:
         return None

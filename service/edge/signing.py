@@ -24,6 +24,7 @@ import base64
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
@@ -85,7 +86,7 @@ class AnswerSigner:
             self._raw, self._keys = raw, keys
         return self._keys
 
-    def public_keys(self) -> dict:
+    def public_keys(self) -> dict[str, Any]:
         """The JSON Web Key Set of every key (GET /v1/signing-keys)."""
         return {
             "keys": [
@@ -155,10 +156,11 @@ class AnswerSigner:
         return b"data: " + json_bytes(value) + b"\n\n"
 
 
-def event_text(data: dict) -> str:
+def event_text(data: dict[str, Any]) -> str:
     """The content an event adds: chat deltas, completion texts, Responses API text deltas."""
-    if data.get("type") == "response.output_text.delta" and isinstance(data.get("delta"), str):
-        return data["delta"]
+    added = data.get("delta")
+    if data.get("type") == "response.output_text.delta" and isinstance(added, str):
+        return added
     text = []
     choices = data.get("choices")
     for choice in choices if isinstance(choices, list) else []:

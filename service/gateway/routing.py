@@ -211,7 +211,7 @@ def build_router(settings: Settings, secrets: SecretStore, store: Any = None) ->
         return env_variable(name) + (f" or the secret {secrets.source_of(name)}" if secrets.uses_aws else "")
 
     where = secret_where(OPENAI_API_KEY)
-    common = {
+    common: ConnectionOptions = {
         "connect_timeout": settings.upstream_connect_timeout,
         "retries": settings.upstream_retries,
         "backoff": settings.upstream_backoff,
@@ -247,7 +247,9 @@ def build_router(settings: Settings, secrets: SecretStore, store: Any = None) ->
     return router
 
 
-def _upstream(upstream: Upstream, settings: Settings, secrets: SecretStore, common: dict) -> OpenAICompatible:
+def _upstream(
+    upstream: Upstream, settings: Settings, secrets: SecretStore, common: ConnectionOptions
+) -> OpenAICompatible:
     """The provider of one named upstream; its key is the credential the request's client names
     for it (`upstream_credentials`), else the upstream's own (`Upstream.default_credential`)."""
     default = upstream.default_credential

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from service.config.secrets import CLIENT_API_KEYS, SecretStore, env_variable
 from service.config.settings import Settings
@@ -36,6 +37,9 @@ from service.governance.key_store import (
     parse_key_store,
 )
 from service.governance.open_routes import is_open_route
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +156,9 @@ class ClientGate:
         self.keys = keys
         self.hasher = hasher
 
-    def caller(self, method: str, path: str, environ: dict) -> tuple[Client | None, EndUser | None]:
+    def caller(
+        self, method: str, path: str, environ: WSGIEnvironment
+    ) -> tuple[Client | None, EndUser | None]:
         """The client of the request and, when it names one, its end user: from an end-user token
         (`Authorization: Bearer <JWT>`), or from `X-AIProxy-End-User` on a client-key request of a
         client that trusts it. Raises as `authenticate` does; a token that is not valid is a 401

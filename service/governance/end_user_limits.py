@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypedDict
 
 from service.core.errors import LimitExceeded
 from service.governance.windows import (
@@ -191,7 +191,18 @@ def settle_locally(
             counts.spent[window] = counts.spent.get(window, 0.0) + cost
 
 
-def usage_of(counts: Counts, now: float) -> dict[str, Any]:
+class EndUserUsage(TypedDict):
+    """What an end user has used of their limits (GET /v1/limits with their token)."""
+
+    requests_last_minute: int
+    tokens_last_minute: int
+    tokens_today: int
+    in_flight: int
+    spent_usd_today: float
+    spent_usd_this_month: float
+
+
+def usage_of(counts: Counts, now: float) -> EndUserUsage:
     day, month = windows(now)
     return {
         "requests_last_minute": len(counts.admitted),
@@ -203,7 +214,7 @@ def usage_of(counts: Counts, now: float) -> dict[str, Any]:
     }
 
 
-def remaining(limits: EndUserLimits, used: dict[str, Any]) -> dict[str, Any]:
+def remaining(limits: EndUserLimits, used: EndUserUsage) -> dict[str, Any]:
     """What the end user has left of each limit (GET /v1/limits); None where no limit applies."""
 
     def left(limit: float | None, spent: float) -> float | None:

@@ -45,10 +45,11 @@ STANDARD_CLAIMS = {
     "expires": "exp",
     "issued": "iat",
     "token_id": "jti",
-    "blocked_models": None,  # optional: no claim unless the issuer names one
-    "region": None,  # optional: the end user's country (ISO 3166-1 alpha-2), for routing by region
     "sign": "sign",
 }
+# Claims read only when the issuer names them in `claims`: models the end user may not use, and the
+# end user's country (ISO 3166-1 alpha-2), for routing by region.
+OPTIONAL_CLAIMS = ("blocked_models", "region")
 _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_ATTRIBUTES = 8
 MAX_VALUE = 100  # characters of an attribute value kept
@@ -61,14 +62,18 @@ class InvalidToken(Exception):
 
 @dataclass(frozen=True)
 class ClaimNames:
-    """The claim names of one issuer's tokens. New claims (a region, say) are one more field of
-    STANDARD_CLAIMS, read by `Claims`."""
+    """The claim names of one issuer's tokens. New claims (a region, say) are one more entry of
+    STANDARD_CLAIMS or OPTIONAL_CLAIMS, read by `Claims`."""
 
-    names: Mapping[str, str | None]
+    names: Mapping[str, str]  # every standard claim's, and the optional claims the issuer names
     attributes: tuple[str, ...] = ()
 
-    def __getitem__(self, what: str) -> str | None:
+    def __getitem__(self, what: str) -> str:
         return self.names[what]
+
+    def optional(self, what: str) -> str | None:
+        """The name of an optional claim, None when the issuer names none."""
+        return self.names.get(what)
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,7 @@ class TokenPolicy:
             raise InvalidToken("its signature does not verify with its issuer's keys")
         return self._claims(payload, now)
 
-    def _claims(self, payload: dict, now: float) -> Claims:
+    def _claims(self, payload: dict[str, Any], now: float) -> Claims:
         names = self.claims
         expires = _number(payload.get(names["expires"]))
         if expires is None:
@@ -196,11 +201,12 @@ class TokenPolicy:
             if value:
                 attributes[name] = value[:MAX_VALUE]
         blocked: frozenset[str] = frozenset()
-        if names["blocked_models"]:
-            listed = payload.get(names["blocked_models"])
+        blocked_claim, region_claim = names.optional("blocked_models"), names.optional("region")
+        if blocked_claim:
+            listed = payload.get(blocked_claim)
             if isinstance(listed, list):
                 blocked = frozenset(model for model in listed if isinstance(model, str))
-        region = _text(payload.get(names["region"])) if names["region"] else None
+        region = _text(payload.get(region_claim)) if region_claim else None
         return Claims(
             region=_region(region),
             end_user=end_user,
@@ -236,7 +242,7 @@ def looks_like_token(value: str) -> bool:
     return value.count(".") == 2 and not value.startswith("aip_")
 
 
-def _unverified_part(token: str, number: int) -> dict:
+def _unverified_part(token: str, number: int) -> dict[str, Any]:
     """One JSON part of the token (0: header, 1: claims), decoded only: PyJWT's own reader decodes
     the whole token, ten times the time. Nothing read here is trusted before PyJWT verifies it."""
     encoded = token.split(".", 2)[number]
@@ -327,11 +333,11 @@ def _parse_keys(value: Any, algorithms: tuple[str, ...], field: str) -> tuple[Ve
 def _parse_claims(value: Any, field: str) -> ClaimNames:
     if not isinstance(value, dict):
         raise ValueError(f'{field}.claims" must be an object of claim names')
-    allowed = (*STANDARD_CLAIMS, "attributes")
+    allowed = (*STANDARD_CLAIMS, *OPTIONAL_CLAIMS, "attributes")
     unknown = [name for name in value if name not in allowed]
     if unknown:
         raise ValueError(f'{field}.claims" has unknown field(s); allowed: {", ".join(allowed)}')
-    names = dict(STANDARD_CLAIMS)
+    names: dict[str, str] = dict(STANDARD_CLAIMS)
     for what, name in value.items():
         if what == "attributes":
             continue

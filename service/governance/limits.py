@@ -37,7 +37,7 @@ from typing import Protocol, TypedDict
 from service.core.errors import LimitExceeded, Unauthenticated
 from service.core.request_state import Usage
 from service.governance import end_user_limits
-from service.governance.end_user_limits import EndUserAdmission
+from service.governance.end_user_limits import EndUserAdmission, EndUserUsage
 from service.governance.end_users import EndUser
 from service.governance.windows import (
     WINDOW_SECONDS,
@@ -154,7 +154,7 @@ class Limiter(Protocol):
         """The client's current usage against its limits (GET /v1/limits)."""
         ...
 
-    def end_user_usage(self, client: str, end_user: EndUser) -> dict:
+    def end_user_usage(self, client: str, end_user: EndUser) -> EndUserUsage:
         """The end user's current usage against their limits (GET /v1/limits with a token)."""
         ...
 
@@ -368,7 +368,7 @@ class LocalLimiter:
                 "spent_usd_this_month": round(counts.spent.get(month, 0.0), 6),
             }
 
-    def end_user_usage(self, client: str, end_user: EndUser) -> dict:
+    def end_user_usage(self, client: str, end_user: EndUser) -> EndUserUsage:
         with self._lock:
             now = self.clock()
             counts = self._end_users.get(end_user_key(client, end_user))

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from service.core.errors import Unavailable
 from service.core.request_state import Usage
 from service.governance import end_user_limits
-from service.governance.end_user_limits import EndUserAdmission, EndUserLimits
+from service.governance.end_user_limits import EndUserAdmission, EndUserLimits, EndUserUsage
 from service.governance.end_users import EndUser
 from service.governance.limits import (
     WINDOW_SECONDS,
@@ -286,7 +286,7 @@ class SharedLimiter:
                 }
         return self.local.usage(client, limits)
 
-    def end_user_usage(self, client: str, end_user: EndUser) -> dict:
+    def end_user_usage(self, client: str, end_user: EndUser) -> EndUserUsage:
         if self._store_usable():
             now = self.clock()
             try:

@@ -47,7 +47,7 @@ _purpose: ContextVar[str | None] = ContextVar("aiproxy_usage_purpose", default=N
 
 
 @contextmanager
-def purpose(name: str):
+def purpose(name: str) -> Iterator[None]:
     """Calls made within are recorded with `purpose: name` (the safety checks')."""
     token = _purpose.set(name)
     try:
@@ -111,7 +111,7 @@ def model_in(data: bytes) -> str | None:
     return None
 
 
-def event_usage(event: dict) -> dict[str, int] | None:
+def event_usage(event: dict[str, Any]) -> dict[str, int] | None:
     """The token counts a streamed event carries: a chat or completion chunk's `usage`, or the
     `response.usage` of a Responses API event."""
     usage = normalise_usage(event.get("usage"))

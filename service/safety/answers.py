@@ -26,7 +26,7 @@ class ContentRefused(RequestRejected):
         super().__init__(message, param=param)
         self.safety = safety
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return {**super().body(), "safety": self.safety}
 
 

@@ -20,8 +20,8 @@ MAX_ITEMS = 10_000
 class Blocklist(Check):
     kind: ClassVar[str] = "blocklist"
     local: ClassVar[bool] = True
-    words: re.Pattern | None = None
-    patterns: tuple[re.Pattern, ...] = ()
+    words: re.Pattern[str] | None = None
+    patterns: tuple[re.Pattern[str], ...] = ()
 
     def run(self, text: str, services: Services | None = None) -> Outcome:
         if self.words is not None and self.words.search(text):

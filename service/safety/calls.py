@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from service.core.errors import ProxyError
-from service.core.responses import ClientResponse, json_bytes
+from service.core.responses import ClientResponse, json_bytes, unsent
 from service.gateway.fallback import first_answer
 from service.gateway.providers import RelayRequest
 from service.gateway.routing import Deployment
@@ -54,7 +54,7 @@ def completion(services: Services, model: str, body: dict[str, Any]) -> dict[str
 
 def _whole(answer: ClientResponse) -> bytes:
     """The body of a relayed whole answer, its usage recorded (closing it runs its steps)."""
-    chunks = answer({}, lambda status, headers, exc_info=None: None)
+    chunks = answer({}, unsent)
     try:
         content = b"".join(chunks)
     finally:

@@ -47,7 +47,8 @@ class Comprehend(Check):
     def run(self, text: str, services: Services) -> Outcome:
         segments = [text[i : i + SEGMENT_CHARS] for i in range(0, len(text), SEGMENT_CHARS)] or [" "]
         client = _client(services.source, self.timeout)
-        toxicity, labels = 0.0, {}
+        toxicity = 0.0
+        labels: dict[str, float] = {}  # label -> its highest score over the segments
         for start in range(0, len(segments), SEGMENTS_PER_CALL):
             batch = [{"Text": segment} for segment in segments[start : start + SEGMENTS_PER_CALL]]
             try:

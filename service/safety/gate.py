@@ -15,7 +15,7 @@ from typing import Any
 
 from service.core import request_state
 from service.core.errors import RequestRejected
-from service.core.responses import ClientResponse
+from service.core.responses import ClientResponse, unsent
 from service.safety import pii
 from service.safety.answers import input_refused, safety_object
 from service.safety.check import Services
@@ -29,7 +29,7 @@ from service.safety.texts import RESPONSES, answer_texts, emptied, every_text, r
 _END_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
-def end_user(body: dict) -> str | None:
+def end_user(body: dict[str, Any]) -> str | None:
     value = body.get("safety_identifier", body.get("user"))
     return value if isinstance(value, str) and _END_USER.fullmatch(value) else None
 
@@ -60,7 +60,9 @@ class SafetyGate:
             name = state.safety_policy if state is not None else None
         return None if name is None else self.policies.get(name)
 
-    def guard_input(self, policy: Policy, path: str, body: dict, *, stream: bool = False) -> dict:
+    def guard_input(
+        self, policy: Policy, path: str, body: dict[str, Any], *, stream: bool = False
+    ) -> dict[str, Any]:
         """The body to send on (personal data redacted when the policy says so); raises
         ContentRefused (400) or SafetyUnavailable (503). The provider is asked only after this."""
         if stream and path == RESPONSES and policy.output:
@@ -94,7 +96,7 @@ class SafetyGate:
         record("input", "pii", "redacted" if kinds else "passed", started)
         return bool(kinds)
 
-    def guard_answer(self, policy: Policy, path: str, answer: ClientResponse, body: dict) -> None:
+    def guard_answer(self, policy: Policy, path: str, answer: ClientResponse, body: dict[str, Any]) -> None:
         """Check a whole answer; a refused one keeps its status (200) and usage, its text emptied,
         `finish_reason: content_filter` and a `safety` object added."""
         if not policy.output or answer.status != 200:
@@ -106,12 +108,12 @@ class SafetyGate:
             text = "\n\n".join(answer_texts(path, data))
             verdict = run_phase(policy, "output", text, self.services, end_user=end_user(body))
         except BaseException:
-            answer({}, lambda *args: None).close()  # the provider call is recorded all the same
+            answer({}, unsent).close()  # the provider call is recorded all the same
             raise
         if verdict.flagged:
             answer.replace_json({**emptied(path, data), "safety": verdict.safety()})
 
-    def guard_stream(self, policy: Policy, path: str, answer: ClientResponse, body: dict) -> None:
+    def guard_stream(self, policy: Policy, path: str, answer: ClientResponse, body: dict[str, Any]) -> None:
         """Hold a streamed answer's events until their text passed the output checks."""
         if not policy.output or answer.status != 200:
             return

@@ -52,7 +52,8 @@ def prompt_table(name: str) -> Mapping[str, Any] | None:
     resource = files("service.safety").joinpath("prompts", f"{name}.json")
     if not resource.is_file():
         return None
-    return json.loads(resource.read_text(encoding="utf-8"))
+    table: Mapping[str, Any] = json.loads(resource.read_text(encoding="utf-8"))  # a shipped file
+    return table
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def _verdict(content: str) -> str:
         verdict = json.loads(content).get("verdict")
     except (ValueError, AttributeError, RecursionError):
         verdict = None
-    if verdict not in ANSWERS:
+    if not isinstance(verdict, str) or verdict not in ANSWERS:
         raise CheckFailed("the judge answered neither OK nor INAPPROPRIATE, twice")
     return verdict
 

@@ -58,7 +58,11 @@ def parse_policies(raw: str) -> dict[str, Policy]:
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as error:
-        where = f" ({error.msg} at line {error.lineno} column {error.colno})" if hasattr(error, "msg") else ""
+        where = (
+            f" ({error.msg} at line {error.lineno} column {error.colno})"
+            if isinstance(error, json.JSONDecodeError)
+            else ""
+        )
         raise ValueError(f"not valid JSON{where}") from None
     if not isinstance(data, dict):
         raise ValueError('must be a JSON object of named policies: {"<policy>": {"input": [...]}}')

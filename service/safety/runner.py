@@ -73,9 +73,9 @@ def run_phase(
             for check, greenlet in zip(remote, greenlets, strict=True)
         ]
     for check in checks:  # the first in the policy's order that flagged
-        outcome = next((o for c, o in results if c is check), None)
-        if outcome is not None and outcome.flagged:
-            return _refused(phase, check, outcome, end_user)
+        result = next((o for c, o in results if c is check), None)
+        if result is not None and result.flagged:
+            return _refused(phase, check, result, end_user)
     failed = [check.kind for check, outcome in results if outcome is None]
     if failed:
         if policy.on_error == "closed":
@@ -129,7 +129,7 @@ def record(phase: str, check: str, result: str, started: float) -> None:
     if state is None:
         return
     ms = round((time.perf_counter() - started) * 1000, 2)
-    entry = {"phase": phase, "check": check, "result": result, "ms": ms}
+    entry: request_state.SafetyCheckRun = {"phase": phase, "check": check, "result": result, "ms": ms}
     if state.safety_checks is None:
         state.safety_checks = [entry]
     else:

@@ -53,7 +53,7 @@ def filtered(
     `.safety()`) or raises a ProxyError (a check that failed closed)."""
     held: list[bytes] = []
     pending = ""  # the text of the held events, not yet checked
-    last: dict = {}  # the latest chunk: its id, model and created stamp the refusal chunk
+    last: dict[str, Any] = {}  # the latest chunk: its id, model and created stamp the refusal chunk
     source = iter(chunks)
     try:
         for chunk in source:
@@ -97,7 +97,7 @@ def filtered(
             close()  # the provider's stream: closed, its usage recorded
 
 
-def _checked(check: Callable[[str], Any], text: str, last: dict, path: str) -> bytes | None:
+def _checked(check: Callable[[str], Any], text: str, last: dict[str, Any], path: str) -> bytes | None:
     """None when `text` passed; else what ends the stream instead."""
     try:
         verdict = check(text)
@@ -108,7 +108,7 @@ def _checked(check: Callable[[str], Any], text: str, last: dict, path: str) -> b
     return refusal_chunk(last, path, verdict.safety()) + sse.DONE
 
 
-def refusal_chunk(last: dict, path: str, safety: dict) -> bytes:
+def refusal_chunk(last: dict[str, Any], path: str, safety: dict[str, Any]) -> bytes:
     choice: dict[str, Any] = {"index": 0, "finish_reason": "content_filter"}
     if path == CHAT:
         choice["delta"] = {}

@@ -37,13 +37,13 @@ def _rewrite_content(content: Any, change: Callable[[str], str]) -> Any:
     return content
 
 
-def _items(body: dict, path: str) -> list:
+def _items(body: dict[str, Any], path: str) -> list[Any]:
     field = "messages" if path == CHAT else "input"
     items = body.get(field)
     return items if isinstance(items, list) else []
 
 
-def user_text(path: str, body: dict) -> str:
+def user_text(path: str, body: dict[str, Any]) -> str:
     """What the input checks read: the user's words, joined by blank lines."""
     found: list[str] = []
     if path == COMPLETIONS:
@@ -58,7 +58,7 @@ def user_text(path: str, body: dict) -> str:
     return "\n\n".join(text for text in found if text)
 
 
-def every_text(path: str, body: dict) -> Iterator[str]:
+def every_text(path: str, body: dict[str, Any]) -> Iterator[str]:
     """Every text the client sends (what PII redaction covers)."""
     for field in ("prompt", "input", "instructions"):
         value = body.get(field)
@@ -71,7 +71,7 @@ def every_text(path: str, body: dict) -> Iterator[str]:
             yield from _content_texts(item.get("content"))
 
 
-def rewritten(path: str, body: dict, change: Callable[[str], str]) -> dict:
+def rewritten(path: str, body: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
     """`body` with `change` applied to every text the client sends (a new object; `body` is kept)."""
     new = dict(body)
     for field in ("prompt", "input", "instructions"):
@@ -91,7 +91,7 @@ def rewritten(path: str, body: dict, change: Callable[[str], str]) -> dict:
     return new
 
 
-def answer_texts(path: str, data: dict) -> list[str]:
+def answer_texts(path: str, data: dict[str, Any]) -> list[str]:
     """The generated text of a whole answer, one string per choice (or output)."""
     if path == RESPONSES:
         return [
@@ -101,7 +101,7 @@ def answer_texts(path: str, data: dict) -> list[str]:
             for part in item.get("content") or ()
             if isinstance(part, dict) and isinstance(part.get("text"), str)
         ]
-    texts = []
+    texts: list[str] = []
     for choice in data.get("choices") or ():
         if not isinstance(choice, dict):
             continue
@@ -113,7 +113,7 @@ def answer_texts(path: str, data: dict) -> list[str]:
     return texts
 
 
-def emptied(path: str, data: dict) -> dict:
+def emptied(path: str, data: dict[str, Any]) -> dict[str, Any]:
     """A refused whole answer: its text gone, ended as Azure OpenAI ends a filtered one."""
     if path == RESPONSES:
         reason = {"reason": "content_filter"}
@@ -133,7 +133,7 @@ def emptied(path: str, data: dict) -> dict:
     return {**data, "choices": choices}
 
 
-def delta_text(event: dict) -> str:
+def delta_text(event: dict[str, Any]) -> str:
     """The text a streamed chat or completions chunk adds (every choice's)."""
     parts = []
     for choice in event.get("choices") or ():

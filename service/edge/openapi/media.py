@@ -3,6 +3,8 @@ is their contract), uploads sent on as they arrive, files and batches owned per 
 
 from __future__ import annotations
 
+from typing import Any
+
 from service.edge.openapi.common import PROVIDER_ERRORS, RELAYED, error, json_answer, ref, responses
 from service.edge.openapi.relayed import ANSWER_HEADERS, ROUTING
 
@@ -18,7 +20,7 @@ NOT_OWNED = {"404": error("No such object, or one another client created (answer
 ID = {"in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _multipart(fields: dict) -> dict:
+def _multipart(fields: dict[str, Any]) -> dict[str, Any]:
     return {
         "required": True,
         "content": {
@@ -29,7 +31,9 @@ def _multipart(fields: dict) -> dict:
     }
 
 
-def _post(summary: str, body: dict, ok: dict, *more: dict, description: str = ROUTING) -> dict:
+def _post(
+    summary: str, body: dict[str, Any], ok: dict[str, Any], *more: dict[str, Any], description: str = ROUTING
+) -> dict[str, Any]:
     ok["headers"] = {**ok["headers"], **ANSWER_HEADERS}
     return {
         "post": {
@@ -42,11 +46,11 @@ def _post(summary: str, body: dict, ok: dict, *more: dict, description: str = RO
     }
 
 
-def _json_body(example: dict) -> dict:
+def _json_body(example: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": ref("Object"), "example": example}}}
 
 
-def _files_op(summary: str, *more: dict, answer: dict | None = None) -> dict:
+def _files_op(summary: str, *more: dict[str, Any], answer: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "summary": summary,
         "tags": ["OpenAI-compatible"],
@@ -54,11 +58,11 @@ def _files_op(summary: str, *more: dict, answer: dict | None = None) -> dict:
     }
 
 
-def _with_id(operation: dict, name: str) -> dict:
+def _with_id(operation: dict[str, Any], name: str) -> dict[str, Any]:
     return {**operation, "parameters": [{"name": name, **ID}]}
 
 
-def paths() -> dict:
+def paths() -> dict[str, Any]:
     file = {"type": "string", "contentEncoding": "binary"}
     image_fields = {"model": {"type": "string"}, "prompt": {"type": "string"}, "image": file, "mask": file}
     audio_fields = {"model": {"type": "string"}, "file": file, "response_format": {"type": "string"}}

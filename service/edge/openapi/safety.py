@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from service.edge.openapi.common import json_answer, responses
 
 VERDICT = {
@@ -16,7 +18,7 @@ VERDICT = {
 }
 
 
-def paths() -> dict:
+def paths() -> dict[str, Any]:
     check = {
         "summary": "Check a text alone with a safety policy (the client's own, or one named)",
         "tags": ["Client"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING, Any
 
 from service.config.prices import PriceTable
 from service.core.responses import ClientResponse, JsonRoute, json_bytes
@@ -23,6 +24,9 @@ from service.edge.screening import Screen
 from service.edge.uploads import MultipartUpload
 from service.gateway.providers.openai.passthrough import as_it_arrives
 from service.gateway.routing import Router
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 TRANSCRIPTIONS = "/audio/transcriptions"
 TRANSLATIONS = "/audio/translations"
@@ -44,7 +48,7 @@ class Transcribe(JsonRoute):
         self.prices = prices
         self.screen = screen
 
-    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+    def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         upload = MultipartUpload(environ[UPLOAD])
         fields = upload.read_fields("model")
         model = fields.get("model")
@@ -65,8 +69,8 @@ class Transcribe(JsonRoute):
         )
         names = media.price_names(deployment)
 
-        def cost(seconds: float | None) -> tuple[float | None, dict]:
-            details: dict = {}
+        def cost(seconds: float | None) -> tuple[float | None, dict[str, Any]]:
+            details: dict[str, Any] = {}
             if seconds is None:
                 seconds = upload.upload.received * 60 / ESTIMATED_BYTES_PER_MINUTE
                 details["estimated"] = True
@@ -143,7 +147,7 @@ class Speech(JsonRoute):
         self.prices = prices
         self.screen = screen
 
-    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+    def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         model = body.get("model")
         deployment = media.deployment_for(self.router, model, self.path)
         spoken = body.get("input")

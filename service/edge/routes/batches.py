@@ -25,6 +25,7 @@ from service.edge.bodies import json_object
 from service.edge.routes import media
 from service.edge.routes.files import FILE, default_deployment, not_found, owned_list, relay_json
 from service.gateway.providers.http_pool import TransportError
+from service.gateway.providers.openai import OpenAICompatible
 from service.gateway.routing import Router
 from service.governance.ownership import Ownership
 from service.governance.usage import ProviderCall, measured, normalise_usage
@@ -50,7 +51,7 @@ def blueprint(router: Router, ownership: Ownership, prices: PriceTable) -> Bluep
         if isinstance(file_id, str) and not ownership.owns(media.client_name(), FILE, file_id):
             raise not_found("File", file_id, param="input_file_id")
 
-        def record(status: int, answer: dict) -> None:
+        def record(status: int, answer: dict[str, Any]) -> None:
             if status < 300 and isinstance(answer.get("id"), str):
                 ownership.record(media.client_name(), BATCH, answer["id"])
 
@@ -68,7 +69,7 @@ def blueprint(router: Router, ownership: Ownership, prices: PriceTable) -> Bluep
     def retrieve_batch(batch_id: str) -> ClientResponse:
         own(batch_id)
 
-        def charge_when_done(status: int, batch: dict) -> None:
+        def charge_when_done(status: int, batch: dict[str, Any]) -> None:
             completed = status < 300 and batch.get("status") == "completed"
             if completed and ownership.first_charge(media.client_name(), BATCH, batch_id):
                 charge(router, prices, batch_id, batch)
@@ -83,7 +84,7 @@ def blueprint(router: Router, ownership: Ownership, prices: PriceTable) -> Bluep
     return routes
 
 
-def charge(router: Router, prices: PriceTable, batch_id: str, batch: dict) -> None:
+def charge(router: Router, prices: PriceTable, batch_id: str, batch: dict[str, Any]) -> None:
     """Write the completed batch's usage record with its cost (added to the request's totals, so
     to the client's budget when the request settles)."""
     provider, _ = default_deployment(router)
@@ -125,7 +126,7 @@ def _lines(answer: Any) -> Iterator[bytes]:
         yield pending
 
 
-def _output_usage(provider, file_id: str) -> dict[str, dict[str, int]]:
+def _output_usage(provider: OpenAICompatible, file_id: str) -> dict[str, dict[str, int]]:
     """Token counts per model of the answers in a batch's output file, read line by line."""
     totals: dict[str, dict[str, int]] = {}
     call = ProviderCall(None, deployment=provider.name)

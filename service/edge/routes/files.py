@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, request
 
@@ -23,6 +24,9 @@ from service.gateway.providers.openai.passthrough import as_it_arrives
 from service.gateway.routing import Router
 from service.governance.ownership import Ownership
 from service.governance.usage import ProviderCall
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 PATH = "/v1/files"
 FILE = "file"
@@ -48,7 +52,7 @@ def relay_json(
     *,
     body: bytes | None = None,
     query: str | None = None,
-    then: Callable[[int, dict], None] | None = None,
+    then: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> ClientResponse:
     """Send a small request to the default upstream and relay its JSON answer; `then(status,
     answer)` sees a parsed 2xx answer first (ownership recorded, a batch charged)."""
@@ -76,7 +80,7 @@ def owned_list(data: bytes, owned: set[str]) -> bytes:
     return json.dumps(parsed).encode()
 
 
-def _object(data: bytes) -> dict:
+def _object(data: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(data)
     except ValueError:
@@ -95,7 +99,7 @@ class FileUpload(JsonRoute):
         self.router = router
         self.ownership = ownership
 
-    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+    def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         upload = MultipartUpload(environ[UPLOAD])
         upload.read_fields("purpose")
         provider, call = default_deployment(self.router)
@@ -145,7 +149,7 @@ def blueprint(router: Router, ownership: Ownership) -> Blueprint:
     def delete_file(file_id: str) -> ClientResponse:
         own(file_id)
 
-        def forget(status: int, answer: dict) -> None:
+        def forget(status: int, answer: dict[str, Any]) -> None:
             if status < 300 and answer.get("deleted") is True:
                 ownership.forget(media.client_name(), FILE, file_id)
 

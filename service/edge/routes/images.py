@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.config.prices import PriceTable
 from service.core.responses import ClientResponse, JsonRoute, json_bytes
@@ -22,6 +22,9 @@ from service.edge.uploads import MultipartUpload
 from service.gateway.providers.http_pool import UpstreamResponse
 from service.gateway.routing import Deployment, Router
 from service.governance.usage import ProviderCall
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 GENERATIONS = "/images/generations"
 EDITS = "/images/edits"
@@ -73,7 +76,7 @@ class _ImageRoute(JsonRoute):
 class ImageGenerations(_ImageRoute):
     path = GENERATIONS
 
-    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+    def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         model = body.get("model")
         deployment = media.deployment_for(self.router, model, self.path)
         prompt = body.get("prompt")
@@ -91,7 +94,7 @@ class ImageEdits(_ImageRoute):
     path = EDITS
     streams_body = True
 
-    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+    def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         upload = MultipartUpload(environ[UPLOAD])
         fields = upload.read_fields("model", "prompt")
         model = fields.get("model")

@@ -10,7 +10,7 @@ never sent twice, so it is neither retried nor passed on to another deployment.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.core import request_state
 from service.core.errors import RequestRejected
@@ -22,6 +22,9 @@ from service.gateway.providers.openai import OpenAICompatible
 from service.gateway.providers.openai.passthrough import answer_headers
 from service.gateway.routing import Deployment, Router
 from service.governance.usage import ProviderCall, measured
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 DEPLOYMENT_HEADER = "x-aiproxy-deployment"
 BEDROCK_SERVES = "/v1/chat/completions"
@@ -54,7 +57,7 @@ def call_for(deployment: Deployment, *, stream: bool = False) -> ProviderCall:
     return ProviderCall(deployment.model or None, deployment=deployment.name, stream=stream)
 
 
-def upstream_headers(environ: dict, content_type: str | None = None) -> dict[str, str]:
+def upstream_headers(environ: WSGIEnvironment, content_type: str | None = None) -> dict[str, str]:
     headers = forwarded_headers(environ)
     if content_type:
         headers["Content-Type"] = content_type
@@ -66,7 +69,7 @@ def open_call(
     call: ProviderCall,
     method: str,
     path: str,
-    environ: dict,
+    environ: WSGIEnvironment,
     *,
     body: bytes | Iterable[bytes] | None = None,
     length: int | None = None,

@@ -9,9 +9,14 @@ own) may name any defined policy. Served by the request pipeline like the relay 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from service.core.errors import RequestRejected
 from service.core.responses import ClientResponse, JsonRoute
 from service.safety.gate import SafetyGate
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 PATH = "/v1/safety/check"
 ROLES = ("user", "assistant")
@@ -24,7 +29,7 @@ class SafetyCheckRoute(JsonRoute):
     def __init__(self, gate: SafetyGate) -> None:
         self.gate = gate
 
-    def __call__(self, body: dict, raw: bytes, environ: dict) -> ClientResponse:
+    def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         unknown = sorted(set(body) - set(FIELDS))
         if unknown:
             raise RequestRejected(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import socket
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import gevent
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
@@ -237,8 +237,12 @@ class OriginPool:
         # The request line's fixed part, encoded once.
         host_header = host if self.port == default_port else f"{host}:{self.port}"
         self._host_line = f" HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
-        self._options = {"size": size, "connection_timeout": connect_timeout, "network_timeout": read_timeout}
-        self._pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._options: _PoolOptions = {
+            "size": size,
+            "connection_timeout": connect_timeout,
+            "network_timeout": read_timeout,
+        }
+        self._pools: weakref.WeakKeyDictionary[Any, ConnectionPool] = weakref.WeakKeyDictionary()
 
     def _pool(self) -> ConnectionPool:
         hub = gevent.get_hub()  # one per OS thread; gevent sockets cannot cross between them

@@ -113,7 +113,7 @@ class AccessToken:
                 f"Could not reach Google's token endpoint for the upstream {self._provider!r}.",
                 provider=self._provider,
             ) from None
-        token = self._credentials.token
+        token: str = self._credentials.token  # set by a refresh that succeeded
         now = self._clock()
         expiry = self._credentials.expiry  # naive UTC (google-auth's convention), or None
         lifetime = 3600.0 if expiry is None else expiry.replace(tzinfo=datetime.UTC).timestamp() - now
@@ -126,7 +126,10 @@ class AccessToken:
 
         try:
             info = json.loads(key)
-            return service_account.Credentials.from_service_account_info(info, scopes=list(SCOPES))
+            # google-auth ships py.typed but leaves this classmethod unannotated.
+            return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, scopes=list(SCOPES)
+            )
         except (ValueError, TypeError, KeyError, AttributeError):
             # What is wrong, never the content: it holds a private key.
             raise ProviderKeyMissing(

@@ -152,9 +152,10 @@ class UpstreamStream:
         kept = []
         for frame in sse.split_events(data):
             if b'"usage"' in frame and (strip_usage or b'"usage"' in _NULL_USAGE.sub(b"", frame)):
-                frame = self._usage_event(frame, call, strip_usage)
-                if frame is None:
+                noted = self._usage_event(frame, call, strip_usage)
+                if noted is None:
                     continue
+                frame = noted
             kept.append(frame)
         return b"".join(kept)
 
