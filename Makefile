@@ -64,13 +64,15 @@ SLOW_GROUPS := e2e or infra or browser or node or slow or deployed
 check: lint
 	$(BIN)/python -m pytest -q -m "not ($(SLOW_GROUPS))" $(CHECK_FOLDERS)
 
-## `make lint`, then every test (unit, routes, lab, bench, end-to-end, infrastructure, checkov).
+## `make lint`, the CDK app's type check, then every test (unit, routes, lab, bench, end-to-end,
+## infrastructure, checkov).
 test: lint $(CHECKOV_VENV)/.deps $(NODE_TESTS)/node_modules/.installed
+	$(BIN)/mypy infra_cdk app.py
 	$(BIN)/python -m pytest
 
 ## Lint and format check (ruff), then the type check (mypy, as pyproject.toml's [tool.mypy] says:
-## service/, the CDK app and the lab, strictly). mypy takes about 50 s on a fresh clone, most of it
-## reading aws_cdk's types, then a few seconds with its cache (.mypy_cache/).
+## service/ and the lab, strictly): a few seconds. `make test` also checks the CDK app, which takes
+## about a minute on a fresh clone (reading aws_cdk's types), then seconds with .mypy_cache/.
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
