@@ -139,7 +139,9 @@ class ScriptedModel:
     def student_of(self, request: Recorded) -> str:
         return self.students_by_code[request.body["messages"][-1]["content"]]
 
-    def __call__(self, request: Recorded) -> Reply | Fail:
+    def __call__(self, request: Recorded) -> Reply | Fail | None:
+        if not request.path.endswith("/chat/completions"):
+            return None  # files and batches: the fake's own answers (a batch's lines come here as chats)
         student = self.student_of(request)
         if student == REJECTED:
             return Fail(
