@@ -19,10 +19,13 @@ this proxy's `/v1`, where files and batches belong to the client whose key the l
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +103,8 @@ class BatchRun:
         self.cache = cache
         self.show_progress = show_progress
         self.sleep = sleep
+        self._calling = False  # a call to the provider is under way
+        self._interrupted = False  # Ctrl-C came during one: acted on once it is over
 
     def run(self, bodies: Iterable[dict[str, Any]]) -> BatchAnswers:
         """Send the bodies the cache cannot answer as one batch; wait for it; its answers."""
@@ -116,13 +121,17 @@ class BatchRun:
             for key, body in pending.items()
         ]
         data = b"".join(json_bytes(line) + b"\n" for line in lines)
+        with self._interrupts_between_calls():
+            return self._send_and_wait(lines, data, result)
+
+    def _send_and_wait(self, lines: list[dict[str, Any]], data: bytes, result: BatchAnswers) -> BatchAnswers:
         uploaded = self._call("upload the batch's input file", "POST", "/files", *_multipart(data))
         batch = self._call(
             "create the batch",
             "POST",
             "/batches",
             json_bytes({"input_file_id": uploaded["id"], "endpoint": ENDPOINT, "completion_window": "24h"}),
-        )
+        )  # (Ctrl-C during the upload or this: the next check in _wait cancels the batch)
         result.batch_id = batch["id"]
         print(
             f"Batch {batch['id']}: {len(lines)} request{'' if len(lines) == 1 else 's'} sent "
@@ -143,6 +152,7 @@ class BatchRun:
         pause = FIRST_POLL
         try:
             while batch.get("status") not in FINISHED:
+                self._raise_if_interrupted()
                 self.sleep(pause)
                 pause = min(2 * pause, LONGEST_POLL)
                 batch = self._call(f"retrieve the batch {batch['id']}", "GET", f"/batches/{batch['id']}")
@@ -155,6 +165,30 @@ class BatchRun:
             raise
         progress.close()
         return batch
+
+    @contextmanager
+    def _interrupts_between_calls(self) -> Iterator[None]:
+        """Ctrl-C during a call to the provider is raised once the call is over, never inside it:
+        the client's gevent sockets torn mid-answer could leave the cancel that follows hanging."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread receives signals
+            return
+
+        def on_interrupt(signum: int, frame: Any) -> None:
+            if not self._calling:
+                raise KeyboardInterrupt
+            self._interrupted = True
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _raise_if_interrupted(self) -> None:
+        if self._interrupted:
+            self._interrupted = False
+            raise KeyboardInterrupt
 
     def _cancel(self, batch_id: str) -> None:
         try:
@@ -208,12 +242,15 @@ class BatchRun:
     def _send(
         self, what: str, method: str, path: str, body: bytes | None = None, headers: Headers = None
     ) -> Any:
+        self._calling = True
         try:
             return self.upstream.request(method, path, body=body, headers=headers)
         except ProviderError as error:
             status = getattr(error, "provider_status", None)
             told = f" (HTTP {status})" if status else ""
             raise BatchFailed(f"Could not {what}: {error.message}{told}") from None
+        finally:
+            self._calling = False
 
 
 def _multipart(data: bytes) -> tuple[bytes, dict[str, str]]:
