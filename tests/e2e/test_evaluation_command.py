@@ -267,6 +267,7 @@ def test_the_command_prints_the_measures_and_where_the_report_is(first_run):
     assert "Accuracy: 82.5% exact, 95.0% pass/fail, kappa 0.9326" in result.stdout
     assert "Failed: hana (502)" in result.stdout and "Failed: lea (400)" in result.stdout
     assert "Report: report/report.html" in result.stdout
+    assert "Cost: $0.0008 at the listed prices, $0.0008 spent now" in result.stdout  # gpt-4o-mini's
     assert "12/12 students, 2 failed" in result.stderr  # the progress bar
     assert PROVIDER_KEY not in result.stdout + result.stderr
 
