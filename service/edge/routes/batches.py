@@ -69,7 +69,7 @@ def blueprint(router: Router, ownership: Ownership, prices: PriceTable) -> Bluep
     def retrieve_batch(batch_id: str) -> ClientResponse:
         own(batch_id)
 
-        def settle(status: int, batch: dict) -> None:
+        def settle(status: int, batch: dict[str, Any]) -> None:
             if status >= 300:
                 return
             # The files the provider made of the client's batch (its answers, its errors) are the
