@@ -60,6 +60,10 @@ class AnswerCache:
         key = cache_key(body, self.base_url)
         return self.folder / key[:2] / f"{key}.json"
 
+    def lookup(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The cached answer the wrapper would use for `body` (None: it would ask), uncounted."""
+        return self._read(self.path(body)) if self.read else None
+
     def wrap(self, complete: Complete) -> Complete:
         def cached_complete(body: dict[str, Any]) -> dict[str, Any]:
             path = self.path(body)

@@ -7,8 +7,11 @@ show it to teachers: `lab.confidence`). With thresholds it exits 1 when a measur
 it can gate a prompt change in CI. docs/accuracy-lab.md explains the dataset,
 the measures and cost; docs/accuracy-lab-report.md the report and confidence.json.
 
+With `--batch` every request goes to the provider in one batch, at the batch price (`lab.batch`).
+
 Exit status: 0 done (and every threshold met), 1 a threshold not met, 2 bad dataset, option,
-thresholds file or setting, 3 no student could be graded, 130 interrupted (Ctrl-C).
+thresholds file or setting, 3 no student could be graded (or the batch failed), 130 interrupted
+(Ctrl-C; a batch waited for is cancelled).
 """
 
 from __future__ import annotations
@@ -24,15 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from lab import thresholds as gate
-from lab.cache import AnswerCache
+from lab.batch import BatchAnswers, BatchFailed, BatchRun, Collector
+from lab.cache import AnswerCache, cache_key
+from lab.cost import price_table, run_cost
 from lab.dataset import Dataset, DatasetError, load_dataset
-from lab.provider import provider_for
-from lab.report import decimal, percent, write_outputs
-from lab.runner import Parameters, grade_all
+from lab.provider import Provider, provider_for
+from lab.report import decimal, describe_cost, percent, write_outputs
+from lab.runner import Parameters, grade_all, grade_student
 from lab.summary import build_summary
 from service.assessment.fields import MAX_RESPONSES, MAX_TEMPERATURE
 from service.config.setting import SettingsError
 from service.config.settings import load_settings
+from service.gateway.providers.openai import OpenAICompatible
 
 DEFAULT_OUTPUT = Path("evaluation-output")
 DEFAULT_CACHE = Path(".assessment-cache")
@@ -102,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="neither read nor write cached answers")
     run.add_argument(
         "--refresh-cache", action="store_true", help="ask the model again and overwrite the cache"
+    )
+    run.add_argument(
+        "--batch",
+        action="store_true",
+        help="send every request in one batch (OpenAI's Batch API, at its lower price) and wait for it",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--verbose", action="store_true", help="log each graded student and dropped answer")
@@ -197,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, DatasetError, gate.ThresholdsError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except BatchFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NOTHING_GRADED
     except KeyboardInterrupt:
         print("\ninterrupted: no report written; the answers received so far are cached", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -221,22 +235,33 @@ def run(args: argparse.Namespace) -> int:
         read=not (args.no_cache or args.refresh_cache),
         write=not args.no_cache,
     )
-    complete = cache.wrap(provider.complete)
-
     print(
         f"Grading {len(students)} student{'' if len(students) == 1 else 's'} of {dataset.name} "
         f"with {parameters.model} "
         f"(num-responses {parameters.num_responses}, temperature {parameters.temperature:g})",
         file=sys.stderr,
     )
+    complete = provider.complete
+    batch: BatchAnswers | None = None
+    if args.batch:
+        batch = _through_batch(args, dataset, students, parameters, provider, cache)
+        complete = batch.complete(lambda body: cache_key(body, provider.location))
     results = grade_all(
         dataset,
         students,
         parameters,
-        complete,
+        cache.wrap(complete),
         agent=provider.agent,
         workers=args.workers,
-        show_progress=not args.quiet,
+        show_progress=not (args.quiet or args.batch),  # a batch had its own bar
+    )
+    deployment = provider.deployment
+    cost = run_cost(
+        price_table(settings),
+        [f"{deployment.provider.name}/{deployment.model}", parameters.model, deployment.model],
+        cache.usage,
+        cache.fresh_usage,
+        batch=args.batch,
     )
     summary = build_summary(
         dataset,
@@ -250,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
         calls={"upstream": cache.upstream, "cached": cache.cached},
         usage=cache.usage,
         fresh_usage=cache.fresh_usage,
+        cost=cost,
+        batch=None if batch is None else batch.as_json(),
     )
     checks = gate.check(limits, summary)
     summary["thresholds"] = {
@@ -270,6 +297,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no student could be graded; the first failure: {first}", file=sys.stderr)
         return EXIT_NOTHING_GRADED
     return EXIT_OK if summary["thresholds"]["passed"] else EXIT_BELOW_THRESHOLD
+
+
+def _through_batch(
+    args: argparse.Namespace,
+    dataset: Dataset,
+    students: list[str],
+    parameters: Parameters,
+    provider: Provider,
+    cache: AnswerCache,
+) -> BatchAnswers:
+    """Every request the run makes, sent in one batch and waited for: the batch's answers."""
+    upstream = provider.deployment.provider
+    if not isinstance(upstream, OpenAICompatible):
+        raise UsageError(
+            f"--batch: {parameters.model} is served by {upstream.name}, which has no Batch API here; "
+            "grade it without --batch."
+        )
+    collector = Collector()
+    for student in students:
+        grade_student(dataset, student, parameters, collector, provider.agent)
+    print(
+        f"Collected {len(collector.bodies)} grading request{'' if len(collector.bodies) == 1 else 's'} "
+        f"of {len(students)} student{'' if len(students) == 1 else 's'} for a batch",
+        file=sys.stderr,
+    )
+    batch = BatchRun(upstream, provider.deployment.model, cache, show_progress=not args.quiet)
+    return batch.run(collector.bodies)
 
 
 def _print_summary(summary: dict[str, Any], checks: list[gate.Check]) -> None:
@@ -296,6 +350,7 @@ def _print_summary(summary: dict[str, Any], checks: list[gate.Check]) -> None:
         f"{usage['completion_tokens']} completion); "
         f"model calls: {calls['upstream']} upstream, {calls['cached']} cached"
     )
+    lines.append(describe_cost(summary))
     lines += [check.describe() for check in checks]
     print("\n".join(lines))
 

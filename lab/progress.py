@@ -34,6 +34,15 @@ class Progress:
             if self.enabled:
                 self._draw()
 
+    def update(self, done: int, *, failed: int = 0) -> None:
+        """Counts reported by someone else (a batch's finished requests); drawn when they change."""
+        with self._lock:
+            if (done, failed) == (self.done, self.failed):
+                return
+            self.done, self.failed = min(done, self.total), failed
+            if self.enabled:
+                self._draw()
+
     def close(self) -> None:
         if self.enabled and self._interactive:
             self.stream.write("\n")

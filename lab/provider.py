@@ -13,7 +13,7 @@ from typing import Any
 from service.assessment.providers import Grading
 from service.config.secrets import SecretStore
 from service.config.settings import Settings
-from service.gateway.routing import build_router
+from service.gateway.routing import Deployment, build_router
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Provider:
     agent: str  # "openai" or "bedrock", as in the response metadata of POST /assessment
     complete: Callable[[dict[str, Any]], dict[str, Any]]
     location: str  # where answers come from; part of the cache key
+    deployment: Deployment  # the first that serves the model: where a batch (`--batch`) goes
 
 
 def provider_for(model: str, settings: Settings) -> Provider:
@@ -30,5 +31,5 @@ def provider_for(model: str, settings: Settings) -> Provider:
         settings.source, settings.environment_type, settings.environment, ttl=settings.secrets_ttl
     )
     grading = Grading(build_router(settings, secrets), model)
-    first = grading.deployments[0].provider
-    return Provider(grading.model, first.agent, grading, first.location)
+    first = grading.deployments[0]
+    return Provider(grading.model, first.provider.agent, grading, first.provider.location, first)

@@ -56,6 +56,29 @@ def thousands(value: int) -> str:
     return f"{value:,}"
 
 
+def dollars(value: float | None) -> str:
+    """US dollars as a person reads them: cents for a dollar or more, else four decimals."""
+    if value is None:
+        return "n/a"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def describe_cost(summary: dict[str, Any]) -> str:
+    """The cost of the run in one line: the terminal's, and the report card's detail."""
+    cost = summary.get("cost")
+    if not cost:
+        return "Cost: not known"
+    if cost["usd"] is None:
+        return f"Cost: not known (the price table has no price for {summary['parameters']['model']})"
+    if cost["pricing"] == "batch":
+        pricing = f"at batch prices ({100 * cost['share']:g}% of the listed price)"
+    else:
+        pricing = "at the listed prices"
+    batch = summary.get("batch") or {}
+    sent = f"; batch {batch['id']}" if batch.get("id") else ""
+    return f"Cost: {dollars(cost['usd'])} {pricing}, {dollars(cost['fresh_usd'])} spent now{sent}"
+
+
 def readable_time(iso: str) -> str:
     """'2026-11-30T14:05:09+00:00' -> '30 November 2026, 14:05 UTC'."""
     moment = datetime.fromisoformat(iso).astimezone(UTC)
@@ -204,7 +227,7 @@ def render_html(summary: dict[str, Any]) -> str:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        percent=percent, decimal=decimal, thousands=thousands, readable_time=readable_time
+        percent=percent, decimal=decimal, thousands=thousands, readable_time=readable_time, dollars=dollars
     )
     template = environment.get_template("report.html")
     checks = summary.get("thresholds", {}).get("checks", [])

@@ -26,10 +26,13 @@ def build_summary(
     calls: dict[str, int],
     usage: dict[str, int],
     fresh_usage: dict[str, int],
+    cost: dict[str, Any] | None = None,
+    batch: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`selection` says how the students were chosen; `calls` counts upstream and cached answers;
     `usage` is the tokens of every answer used (failed assessments' answers too), `fresh_usage`
-    those fetched from the upstream in this run."""
+    those fetched from the upstream in this run; `cost` what they cost (`lab.cost.run_cost`);
+    `batch` the batch the answers came from (`--batch`: its id, status and request count)."""
     graded = [r for r in results if not r.failed]
     pairs = {
         concept: [(dataset.labels[r.student][concept], r.rows[concept]["Grade"]) for r in graded]
@@ -54,6 +57,8 @@ def build_summary(
         "usage": _tokens(usage),
         "calls": calls,
         "fresh_usage": _tokens(fresh_usage),
+        "cost": cost,
+        "batch": batch,
         "results": [_student_row(dataset, r) for r in results],
     }
 

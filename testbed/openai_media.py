@@ -10,7 +10,10 @@ answers them through `media_answer`), in OpenAI's shapes.
   seconds apart, so a test can see the first ones arrive before the last is sent;
 - `/files` (upload, list, retrieve, content, delete) and `/batches` (create, retrieve, list,
   cancel): kept in memory; a batch completes on its `batch_polls`-th retrieve, its output file
-  holding a chat completion (with usage) for each line of its input file.
+  holding a chat completion (with usage) for each line of its input file. Each line is answered
+  by `answer_line` (FakeOpenAI's: the chat `responder`, as if the line's body came as a chat)
+  when it says how; a refused line goes to the batch's error file with its status and error body,
+  as OpenAI's does. Set `fail_batch` to the `errors` a batch should fail validation with.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ class MediaState:
     speech_chunks: int = 4
     speech_pause: float = 0.3
     batch_polls: int = 1  # the retrieve on which a batch completes
+    # (status, body) for a line's chat body, or None for the default answer (FakeOpenAI sets it)
+    answer_line: Any = None
+    fail_batch: list[dict] | None = None  # the `errors` a batch fails with (status `failed`)
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
@@ -202,9 +208,11 @@ async def _batches(state: MediaState, request: web.Request, route: str, raw: byt
     if len(parts) == 3 and request.method == "POST":
         batch["status"] = "cancelled"
         return _json(batch)
-    if batch["status"] not in ("completed", "cancelled"):
+    if batch["status"] not in ("completed", "cancelled", "failed"):
         state.polls[batch_id] = state.polls.get(batch_id, 0) + 1
-        if state.polls[batch_id] >= state.batch_polls:
+        if state.fail_batch is not None:
+            batch.update(status="failed", errors={"object": "list", "data": state.fail_batch})
+        elif state.polls[batch_id] >= state.batch_polls:
             _complete(state, batch)
         else:
             batch["status"] = "in_progress"
@@ -213,38 +221,55 @@ async def _batches(state: MediaState, request: web.Request, route: str, raw: byt
 
 
 def _complete(state: MediaState, batch: dict) -> None:
-    """Answer each line of the input file with a chat completion, in an output file."""
-    out = []
+    """Answer each line of the input file with a chat completion, in an output file; refused
+    lines go to an error file."""
+    out, errors = [], []
     for line in state.contents[batch["input_file_id"]].splitlines():
         if not line.strip():
             continue
         asked = json.loads(line)
-        usage = {
-            "prompt_tokens": BATCH_PROMPT_TOKENS,
-            "completion_tokens": BATCH_COMPLETION_TOKENS,
-            "total_tokens": BATCH_PROMPT_TOKENS + BATCH_COMPLETION_TOKENS,
-        }
-        content = json.dumps({"grade": "pass"})
-        body = {
-            "id": "chatcmpl-batch",
-            "object": "chat.completion",
-            "model": asked.get("body", {}).get("model", "gpt-4o-mini"),
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-            ],
-            "usage": usage,
-        }
-        answer = {"id": f"req-{asked.get('custom_id')}", "custom_id": asked.get("custom_id")}
-        out.append(json.dumps({**answer, "response": {"status_code": 200, "body": body}, "error": None}))
-    output_id = f"file-{next(state.numbers)}"
-    state.contents[output_id] = ("\n".join(out) + "\n").encode()
-    state.files[output_id] = {
-        "id": output_id,
+        custom_id = asked.get("custom_id")
+        answered = state.answer_line(asked.get("body") or {}) if state.answer_line else None
+        status, body = answered or (200, _default_line_answer(asked))
+        answer = {"id": f"req-{custom_id}", "custom_id": custom_id}
+        into = out if status < 400 else errors
+        into.append(json.dumps({**answer, "response": {"status_code": status, "body": body}, "error": None}))
+    output_id = _stored_file(state, "batch_output.jsonl", out)
+    error_id = _stored_file(state, "batch_errors.jsonl", errors) if errors else None
+    batch.update(status="completed", output_file_id=output_id, error_file_id=error_id)
+    batch["request_counts"].update(completed=len(out), failed=len(errors))
+
+
+def _default_line_answer(asked: dict) -> dict:
+    usage = {
+        "prompt_tokens": BATCH_PROMPT_TOKENS,
+        "completion_tokens": BATCH_COMPLETION_TOKENS,
+        "total_tokens": BATCH_PROMPT_TOKENS + BATCH_COMPLETION_TOKENS,
+    }
+    return {
+        "id": "chatcmpl-batch",
+        "object": "chat.completion",
+        "model": asked.get("body", {}).get("model", "gpt-4o-mini"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": json.dumps({"grade": "pass"})},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage,
+    }
+
+
+def _stored_file(state: MediaState, name: str, lines: list[str]) -> str:
+    file_id = f"file-{next(state.numbers)}"
+    state.contents[file_id] = ("\n".join(lines) + "\n").encode() if lines else b""
+    state.files[file_id] = {
+        "id": file_id,
         "object": "file",
-        "bytes": len(state.contents[output_id]),
+        "bytes": len(state.contents[file_id]),
         "created_at": int(time.time()),
-        "filename": "batch_output.jsonl",
+        "filename": name,
         "purpose": "batch_output",
     }
-    batch.update(status="completed", output_file_id=output_id)
-    batch["request_counts"]["completed"] = len(out)
+    return file_id

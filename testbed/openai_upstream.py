@@ -22,10 +22,12 @@ Queued behaviours are used first-in first-out, each by the first request whose p
 chat/completions answers `n` choices (streamed when `"stream": true`, with a usage chunk when
 `stream_options.include_usage` is set), and embeddings, responses, completions, moderations,
 models and models/<id> answer in the OpenAI shapes; images, audio, files and batches too
-(`testbed.openai_media`, its state in `fake.media`). Streamed chat chunks are OpenAI's: every
-choice has `finish_reason` (null until the last content chunk), and once usage was asked for every
-chunk has `"usage": null` but the final usage chunk. Embeddings come as base64 (little-endian
-float32) when the request says `encoding_format: base64`, as the Node SDK's does by default.
+(`testbed.openai_media`, its state in `fake.media`; each line of a batch is answered by
+`responder` as the same chat would be, without being recorded as a request). Streamed chat chunks
+are OpenAI's: every choice has `finish_reason` (null until the last content chunk), and once usage
+was asked for every chunk has `"usage": null` but the final usage chunk. Embeddings come as
+base64 (little-endian float32) when the request says `encoding_format: base64`, as the Node SDK's
+does by default.
 `delay` pauses before every answer, `stream_pause` between streamed chunks, `stream_chunks` sets
 how many content chunks a default stream has. `api_key` (when set) must arrive as
 `Authorization: Bearer <key>`, else 401 quoting the key sent, masked, as OpenAI does; `bearer`
@@ -162,6 +164,7 @@ class FakeOpenAI(FakeServer[Recorded]):
         self.responder: Callable[[Recorded], Behaviour | None] | None = None
         self._queue: collections.deque[tuple[str | None, Behaviour]] = collections.deque()
         self.media = MediaState()  # files, batches and the speech pacing (testbed.openai_media)
+        self.media.answer_line = self._answer_batch_line
 
     @property
     def url(self) -> str:
@@ -184,6 +187,24 @@ class FakeOpenAI(FakeServer[Recorded]):
                     del self._queue[index]
                     return behaviour
         return self.responder(recorded) if self.responder else None
+
+    def _answer_batch_line(self, body: dict) -> tuple[int, dict] | None:
+        """A batch line's chat body answered as that chat would be, when `responder` decides
+        (a Reply or a Fail); None leaves the line to the batch's default answer."""
+        if self.responder is None:
+            return None
+        recorded = Recorded("POST", "/v1/chat/completions", {}, {}, body, json.dumps(body).encode())
+        behaviour = self.responder(recorded)
+        if isinstance(behaviour, Fail):
+            error = _error(behaviour.status, behaviour.message, behaviour.type, behaviour.code)
+            return behaviour.status, json.loads(error.body)
+        if not isinstance(behaviour, Reply):
+            return None
+        if behaviour.body is not None:
+            return 200, behaviour.body
+        answer = self._default_answer("/chat/completions", recorded, body, behaviour)
+        assert isinstance(answer, web.Response)
+        return 200, json.loads(answer.body)
 
     # --- request handling ------------------------------------------------------------------
 

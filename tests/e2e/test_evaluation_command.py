@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -20,8 +21,12 @@ import pytest
 
 from lab.dataset import load_dataset
 from service.assessment.comments import remove_comments
+from service.governance.key_store import hash_key
 from testbed.bedrock_runtime import Answer, FakeBedrock
 from testbed.openai_upstream import Fail, FakeOpenAI, Recorded, Reply
+from testbed.proxy import proxy_with_fake_openai
+from tests.support.http import fetch
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "datasets" / "sample"
@@ -139,7 +144,9 @@ class ScriptedModel:
     def student_of(self, request: Recorded) -> str:
         return self.students_by_code[request.body["messages"][-1]["content"]]
 
-    def __call__(self, request: Recorded) -> Reply | Fail:
+    def __call__(self, request: Recorded) -> Reply | Fail | None:
+        if not request.path.endswith("/chat/completions"):
+            return None  # files and batches: the fake's own answers (a batch's lines come here as chats)
         student = self.student_of(request)
         if student == REJECTED:
             return Fail(
@@ -260,6 +267,7 @@ def test_the_command_prints_the_measures_and_where_the_report_is(first_run):
     assert "Accuracy: 82.5% exact, 95.0% pass/fail, kappa 0.9326" in result.stdout
     assert "Failed: hana (502)" in result.stdout and "Failed: lea (400)" in result.stdout
     assert "Report: report/report.html" in result.stdout
+    assert "Cost: $0.0008 at the listed prices, $0.0008 spent now" in result.stdout  # gpt-4o-mini's
     assert "12/12 students, 2 failed" in result.stderr  # the progress bar
     assert PROVIDER_KEY not in result.stdout + result.stderr
 
@@ -572,3 +580,163 @@ def test_without_a_provider_key_nothing_is_graded_and_the_command_says_why(fake,
     assert summary["overall"]["accuracy"] is None
     # Nothing shows the AI grades any key concept well: every one is LOW, none left out.
     assert read_confidence(tmp_path / "out") == dict.fromkeys(summary["key_concepts"], "LOW")
+
+
+# --- through a batch (--batch) -----------------------------------------------------------------------
+
+
+def batch_calls(fake: FakeOpenAI) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in fake.requests if "/files" in r.path or "/batches" in r.path]
+
+
+def test_a_batch_run_grades_as_the_normal_run_at_the_batch_price(fake, first_run, tmp_path):
+    _, first_workdir, _ = first_run
+    normal = read_summary(first_workdir / "report")
+    chats_before, calls_before = len(chat_requests(fake)), len(batch_calls(fake))
+
+    result = evaluate(fake, tmp_path, "--output", "batch", "--batch", "--cache-dir", "cache")
+
+    assert result.returncode == 0, result.stderr
+    assert len(chat_requests(fake)) == chats_before  # not one chat call: one batch
+    calls = batch_calls(fake)[calls_before:]
+    assert calls[:2] == [("POST", "/v1/files"), ("POST", "/v1/batches")]
+    assert calls.count(("POST", "/v1/batches")) == 1
+    batch_id = next(iter(reversed(fake.media.batches)))
+    batch = fake.media.batches[batch_id]
+    assert (batch["endpoint"], batch["completion_window"], batch["status"]) == (
+        "/v1/chat/completions",
+        "24h",
+        "completed",
+    )
+    upload = next(r for r in reversed(fake.requests_to("/files")) if r.method == "POST")
+    assert b'name="purpose"\r\n\r\nbatch\r\n' in upload.raw
+    lines = [json.loads(line) for line in fake.media.contents[batch["input_file_id"]].splitlines()]
+    assert len(lines) == 12 and len({line["custom_id"] for line in lines}) == 12
+    assert {(line["method"], line["url"]) for line in lines} == {("POST", "/v1/chat/completions")}
+    # The very bodies the normal run sent, one per student.
+    assert sorted(json.dumps(line["body"], sort_keys=True) for line in lines) == sorted(
+        json.dumps(request.body, sort_keys=True) for request in first_run[2]
+    )
+
+    summary = read_summary(tmp_path / "batch")
+    for same in ("students", "overall", "per_concept", "failed", "usage", "fresh_usage", "calls", "results"):
+        assert summary[same] == normal[same], same
+    assert summary["batch"] == {"id": batch_id, "status": "completed", "requests": 12}
+    listed = (3300 * 0.15 + 550 * 0.6) / 1e6  # gpt-4o-mini's listed prices, 11 answers of 300 + 50
+    assert normal["cost"] == {"pricing": "listed", "share": 1.0, "usd": listed, "fresh_usd": listed}
+    assert summary["cost"]["pricing"] == "batch" and summary["cost"]["share"] == 0.5
+    assert summary["cost"]["usd"] == pytest.approx(listed / 2, abs=1e-6)
+    assert f"at batch prices (50% of the listed price), $0.0004 spent now; batch {batch_id}" in result.stdout
+    assert f"{batch_id}: 12 requests sent at the batch price" in result.stderr
+    assert "12/12 requests" in result.stderr  # the progress bar counted the batch's requests
+    report = read_report(tmp_path / "batch")
+    assert " ".join(report.measures["cost.pricing"].split()) == "at batch prices"
+    assert report.measures["batch.id"] == batch_id
+
+    # The answers are cached as a normal run's are: a rerun sends only lea's refused request.
+    rerun = evaluate(fake, tmp_path, "--output", "again", "--batch", "--cache-dir", "cache")
+    assert rerun.returncode == 0, rerun.stderr
+    again = read_summary(tmp_path / "again")
+    assert again["calls"] == {"upstream": 1, "cached": 11}
+    assert again["batch"]["requests"] == 1 and again["overall"] == normal["overall"]
+    assert len(chat_requests(fake)) == chats_before
+
+
+def test_a_failed_batch_is_a_clear_error_naming_it(fake, tmp_path):
+    fake.media.fail_batch = [
+        {"code": "invalid_model", "message": "Batches of this model are off.", "line": 1}
+    ]
+    try:
+        result = evaluate(fake, tmp_path, "--output", "out", "--batch", "--no-cache", "--students", "ada")
+    finally:
+        fake.media.fail_batch = None
+    batch_id = next(iter(reversed(fake.media.batches)))
+    assert result.returncode == 3
+    assert (
+        f"error: The batch {batch_id} failed: line 1: Batches of this model are off. (invalid_model)"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_refused_batch_upload_is_a_clear_error(fake, tmp_path):
+    fake.enqueue(Fail(403, "This organisation may not use the Batch API."), path="/files")
+    result = evaluate(fake, tmp_path, "--output", "out", "--batch", "--no-cache", "--students", "ada")
+    assert result.returncode == 3
+    assert (
+        "error: Could not upload the batch's input file: "
+        "This organisation may not use the Batch API. (HTTP 403)" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_cancels_the_batch_being_waited_for(fake, tmp_path):
+    settings = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
+    settings |= {"PYTHONPATH": str(ROOT), "OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": PROVIDER_KEY}
+    known = set(fake.media.batches)
+    fake.media.batch_polls = 1000
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lab.evaluate", str(SAMPLE), "--batch", "--no-cache", "--output", "out"],
+            cwd=tmp_path,
+            env=settings,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(lambda: fake.media.polls.keys() - known, timeout=30)  # created and polled once
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        fake.media.batch_polls = 1
+    (batch_id,) = fake.media.batches.keys() - known
+    assert process.returncode == 130
+    assert fake.media.batches[batch_id]["status"] == "cancelled"
+    assert ("POST", f"/v1/batches/{batch_id}/cancel") in batch_calls(fake)
+    assert f"Cancelled the batch {batch_id}." in stderr and "Traceback" not in stderr
+
+
+def test_a_bedrock_model_cannot_go_through_a_batch(fake, tmp_path):
+    result = evaluate(fake, tmp_path, "--output", "out", "--batch", "--model", "bedrock/claude-x")
+    assert result.returncode == 2
+    assert "--batch: bedrock/claude-x is served by bedrock, which has no Batch API here" in result.stderr
+
+
+def test_a_batch_through_the_proxy_belongs_to_the_lab_s_client_and_is_charged_at_half_price(tmp_path):
+    lab_key, other_key = (
+        "aip_lab-batch-teacher-00000000000000000000001",
+        "aip_lab-batch-other-000000000000000000000002",
+    )
+    settings = {
+        "OPENAI_API_KEY": PROVIDER_KEY,
+        "AIPROXY_CLIENT_KEYS": json.dumps(
+            {"lab": {"keys": [hash_key(lab_key)]}, "other": {"keys": [hash_key(other_key)]}}
+        ),
+        "LOG_FORMAT": "json",
+    }
+    with proxy_with_fake_openai(settings) as (fake, server):
+        fake.responder = ScriptedModel(SAMPLE)
+        proxy = server.url + "/v1"
+        result = evaluate(
+            fake,
+            tmp_path,
+            "--output",
+            "out",
+            "--batch",
+            env={"OPENAI_BASE_URL": proxy, "OPENAI_API_KEY": lab_key},
+        )
+        assert result.returncode == 0, result.stderr
+        assert chat_requests(fake) == []
+        (batch_id,) = fake.media.batches
+        mine = fetch(proxy + "/batches", headers={"Authorization": f"Bearer {lab_key}"})
+        theirs = fetch(proxy + "/batches", headers={"Authorization": f"Bearer {other_key}"})
+        assert [b["id"] for b in json.loads(mine.body)["data"]] == [batch_id]
+        assert json.loads(theirs.body)["data"] == []
+        output = fake.media.batches[batch_id]["output_file_id"]
+        refused = fetch(f"{proxy}/files/{output}/content", headers={"Authorization": f"Bearer {other_key}"})
+        assert refused.status == 404
+        wait_until(lambda: any(r.get("batch_id") == batch_id for r in server.log_records()), timeout=5)
+        (charge,) = [r for r in server.log_records() if r.get("batch_id") == batch_id]
+    summary = read_summary(tmp_path / "out")
+    assert summary["overall"] == EXPECTED_OVERALL and summary["calls"] == {"upstream": 12, "cached": 0}
+    assert charge["client"] == "lab"
+    assert charge["cost_usd"] == pytest.approx(summary["cost"]["usd"], abs=1e-6)

@@ -248,7 +248,13 @@ def test_a_batch_is_its_clients_own_and_is_charged_at_half_price_when_it_complet
         bob.batches.retrieve(batch.id)
     assert batch.id not in [b.id for b in bob.batches.list()]
     assert batch.id in [b.id for b in alice.batches.list()]
-    assert alice.batches.retrieve(batch.id).status == "completed"
+    done = alice.batches.retrieve(batch.id)
+    assert done.status == "completed"
+    # Its answers are alice's to download, and still nobody else's.
+    answers = [json.loads(line) for line in alice.files.content(done.output_file_id).read().splitlines()]
+    assert [a["custom_id"] for a in answers] == ["r0", "r1", "r2"]
+    with pytest.raises(openai.NotFoundError):
+        bob.files.content(done.output_file_id)
     alice.batches.retrieve(batch.id)  # charged once only
     charges = [r for r in usage_records(server, "/v1/batches/<batch_id>") if r.get("batch_id") == batch.id]
     assert len(charges) == 1

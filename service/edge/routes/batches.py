@@ -1,6 +1,7 @@
 """`/v1/batches`: create, retrieve, list and cancel, relayed to the default upstream and owned per
 client like files (`service.edge.routes.files`): a batch may only be made of the client's own
-input file, and another client's batch id is a 404.
+input file, and another client's batch id is a 404. The output and error files of a batch the
+client retrieves become its own files, so it can download them (and no other client can).
 
 A batch costs nothing until it completes. The first request of its client that sees it
 `completed` (a retrieve: the SDKs and the accuracy lab poll it) charges it, once: its tokens at
@@ -69,12 +70,19 @@ def blueprint(router: Router, ownership: Ownership, prices: PriceTable) -> Bluep
     def retrieve_batch(batch_id: str) -> ClientResponse:
         own(batch_id)
 
-        def charge_when_done(status: int, batch: dict[str, Any]) -> None:
-            completed = status < 300 and batch.get("status") == "completed"
+        def settle(status: int, batch: dict[str, Any]) -> None:
+            if status >= 300:
+                return
+            # The files the provider made of the client's batch (its answers, its errors) are the
+            # client's too, or it could never download them.
+            for name in ("output_file_id", "error_file_id"):
+                if isinstance(batch.get(name), str):
+                    ownership.record(media.client_name(), FILE, batch[name])
+            completed = batch.get("status") == "completed"
             if completed and ownership.first_charge(media.client_name(), BATCH, batch_id):
                 charge(router, prices, batch_id, batch)
 
-        return relay_json(router, "GET", f"/batches/{batch_id}", then=charge_when_done)
+        return relay_json(router, "GET", f"/batches/{batch_id}", then=settle)
 
     @routes.post(PATH + "/<batch_id>/cancel")
     def cancel_batch(batch_id: str) -> ClientResponse:
