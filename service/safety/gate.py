@@ -77,20 +77,32 @@ class SafetyGate:
             raise input_refused(path, verdict.safety())
         return body
 
+    def guard_text(self, policy: Policy, text: str, *, param: str) -> str:
+        """A prompt sent alone (an image's, the text to speak) as the client's field `param`:
+        its personal data redacted (or refused), then the input checks; raises as `guard_input`."""
+        if policy.pii != "off" and self._personal_data(policy, [text], "prompt", None, param=param):
+            text = pii.redact(text)
+        verdict = run_phase(policy, "input", text, self.services)
+        if verdict.flagged:
+            raise input_refused("prompt", verdict.safety(), param=param)
+        return text
+
     def guard_code(self, policy: Policy, code: str) -> str:
         """A student's program for grading (`/assessment`), its personal data redacted (or refused)."""
         if policy.pii == "off" or not self._personal_data(policy, [code], "code", None):
             return code
         return pii.redact(code)
 
-    def _personal_data(self, policy: Policy, texts: Iterable[str], path: str, user: str | None) -> bool:
+    def _personal_data(
+        self, policy: Policy, texts: Iterable[str], path: str, user: str | None, *, param: str | None = None
+    ) -> bool:
         """Whether `texts` hold personal data to redact; raises ContentRefused when the policy blocks it."""
         started = time.perf_counter()
         kinds = pii_kinds(texts)
         if kinds and policy.pii == "block":
             record("input", "pii", "flagged", started)
             incident("input", "pii", kinds, user)
-            raise input_refused(path, safety_object("input", "pii", {"categories": kinds}))
+            raise input_refused(path, safety_object("input", "pii", {"categories": kinds}), param=param)
         record("input", "pii", "redacted" if kinds else "passed", started)
         return bool(kinds)
 
