@@ -37,8 +37,11 @@ class SafetyUnavailable(Unavailable):
     kind = UNAVAILABLE_CODE
 
 
+_PARAMS = {"/chat/completions": "messages", "/completions": "prompt", "code": "code"}
+
+
 def input_refused(path: str, safety: dict[str, Any], *, param: str | None = None) -> ContentRefused:
-    param = param or {"/completions": "prompt", "/responses": "input", "code": "code"}.get(path, "messages")
+    param = param or _PARAMS.get(path, "input")  # the Responses API, embeddings, moderations
     check = safety["blocked_by"]
     what = "personal data" if check == "pii" else f"the {check} check"
     return ContentRefused(

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from service.core import request_state
-from service.core.errors import RequestRejected
 from service.core.responses import ClientResponse
 from service.safety import pii
 from service.safety.answers import input_refused, safety_object
@@ -23,7 +22,7 @@ from service.safety.policies import SafetyPolicies
 from service.safety.policy import Policy
 from service.safety.runner import Verdict, incident, record, run_phase
 from service.safety.stream import filtered
-from service.safety.texts import RESPONSES, answer_texts, emptied, every_text, rewritten, user_text
+from service.safety.texts import INPUTS, answer_texts, emptied, every_text, rewritten, user_text
 
 # An end user's id is logged only when it is plainly an id (an e-mail address would be personal data).
 _END_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -60,18 +59,14 @@ class SafetyGate:
             name = state.safety_policy if state is not None else None
         return None if name is None else self.policies.get(name)
 
-    def guard_input(self, policy: Policy, path: str, body: dict, *, stream: bool = False) -> dict:
+    def guard_input(self, policy: Policy, path: str, body: dict) -> dict:
         """The body to send on (personal data redacted when the policy says so); raises
         ContentRefused (400) or SafetyUnavailable (503). The provider is asked only after this."""
-        if stream and path == RESPONSES and policy.output:
-            raise RequestRejected(
-                "A streamed /v1/responses answer cannot be checked by this client's content safety "
-                "policy yet; send it with stream: false, or use /v1/chat/completions.",
-                param="stream",
-            )
         user = end_user(body)
         if policy.pii != "off" and self._personal_data(policy, every_text(path, body), path, user):
             body = rewritten(path, body, pii.redact)
+        if path in INPUTS:  # embeddings and moderations: their input is data, not a message to check
+            return body
         verdict = run_phase(policy, "input", user_text(path, body), self.services, end_user=user)
         if verdict.flagged:
             raise input_refused(path, verdict.safety())

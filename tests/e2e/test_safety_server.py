@@ -57,7 +57,7 @@ def respond(request: Recorded):
     body = request.body or {}
     if request.path.endswith("/moderations"):
         moderated = body.get("input")
-        if isinstance(moderated, list):  # an image: [{"type": "image_url", "image_url": {"url": ...}}]
+        if isinstance(moderated, list) and moderated[0].get("type") == "image_url":  # an image
             url = moderated[0]["image_url"]["url"]
             score = 0.9 if b"unsafe" in base64.b64decode(url.partition("base64,")[2]) else 0.0
             return Reply(
@@ -202,6 +202,37 @@ def test_a_flagged_third_stream_segment_never_reaches_the_client(server, fake):
     parts = [(c.choices[0].delta.content, c.choices[0].finish_reason) for c in stream]
     assert "".join(text or "" for text, _ in parts) == "One. Two. "
     assert parts[-1][1] == "content_filter"
+
+
+def test_a_streamed_response_is_checked_segment_by_segment(server, fake):
+    GENERATION["next"] = Stream(["One. ", "Two. ", "Three mod-bad. ", "Four."])
+    with sdk(server).responses.create(model="gpt-4o-mini", input="Count", stream=True) as stream:
+        events = list(stream)
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert deltas == ["One. ", "Two. "]
+    assert all("mod-bad" not in e.model_dump_json() for e in events)
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.id == "resp-fake"
+    assert events[-1].response.incomplete_details.reason == "content_filter"
+    # A stream that passes arrives whole, ended as the provider ended it.
+    GENERATION["next"] = Stream(["One. ", "Two."])
+    with sdk(server).responses.create(model="gpt-4o-mini", input="Count", stream=True) as stream:
+        events = list(stream)
+    assert [e.delta for e in events if e.type == "response.output_text.delta"] == ["One. ", "Two."]
+    assert events[-1].type == "response.completed"
+
+
+def test_personal_data_is_redacted_from_embeddings_and_moderations_input(server, fake):
+    client = sdk(server)
+    client.embeddings.create(model="text-embedding-3-small", input=["Write to kid.name@school.org", "hello"])
+    client.moderations.create(
+        model="omni-moderation-latest", input=[{"type": "text", "text": "call 555-123-4567"}]
+    )
+    [embedded] = fake.requests_to("/embeddings")
+    assert embedded.body["input"] == ["Write to [EMAIL]", "hello"]
+    moderated = [r.body["input"] for r in fake.requests_to("/moderations")]
+    assert [{"type": "text", "text": "call [PHONE]"}] in moderated
+    assert all(b"kid.name@school.org" not in r.raw and b"555-123-4567" not in r.raw for r in fake.requests)
 
 
 def test_a_failing_moderation_fails_closed_with_503_and_open_with_200(server, fake):
