@@ -118,12 +118,10 @@ def _checked(check: Callable[[str], Any], text: str, last: dict, path: str) -> b
 
 def incomplete_event(response: dict[str, Any], safety: dict[str, Any]) -> bytes:
     """The last event of a refused Responses API stream (it has no `[DONE]`)."""
-    ended = {
-        **{key: response[key] for key in ("id", "object", "created_at", "model") if key in response},
-        "status": "incomplete",
-        "incomplete_details": {"reason": "content_filter"},
-        "output": [],
+    ended: dict[str, Any] = {
+        key: response[key] for key in ("id", "object", "created_at", "model") if key in response
     }
+    ended.update(status="incomplete", incomplete_details={"reason": "content_filter"}, output=[])
     data = {"type": "response.incomplete", "response": ended, "safety": safety}
     return b"event: response.incomplete\n" + sse.event(data)
 
