@@ -31,13 +31,15 @@ from service.config.secrets import (
 # Values a secret starts with. The client key store must exist for the service to start in test
 # and production (it fails closed); `{}` is a store with no clients, so the first deploy comes up
 # locked (only GET / answers) until an administrator adds keys, instead of failing and rolling back.
-INITIAL_VALUES = {"client_api_keys": "{}"}
+# The safety policies start as `{}` too: no policies (a client's entry naming one stops start-up).
+INITIAL_VALUES = {"client_api_keys": "{}", "safety_policies": "{}"}
 
 DESCRIPTIONS = {
     "honeybadger_api_key": "Honeybadger API key (error reports); empty turns reporting off",
     "openai_api_key": "Key of the OpenAI-compatible upstream; empty makes the LLM routes answer 503",
     "client_api_keys": "Client key store as JSON (docs/client-keys.md); required in test and production",
     REDIS_AUTH: "Password of the shared limits store (Valkey); generated, nobody needs to type it",
+    "safety_policies": "Safety policies as JSON (docs/safety.md); `{}`: none, no client is checked",
     END_USER_HASH_KEY: "Key of the hash naming end users in records (docs/end-users.md); generated",
     ANSWER_SIGNING_KEY: "Seed of the Ed25519 key signing answers (docs/end-users.md); generated",
 }

@@ -21,6 +21,7 @@ from infra_cdk.environments import AppConfig, ServiceEnvironment
 from infra_cdk.ingress import Ingress
 from infra_cdk.monitoring import Monitoring
 from infra_cdk.network import Network
+from infra_cdk.safety import grant_comprehend
 from infra_cdk.secrets import METRICS_KEY, ServiceSecrets
 from infra_cdk.store import SharedStore
 from service.config.secrets import REDIS_AUTH, secret_id
@@ -169,6 +170,8 @@ class ServiceStack(Stack):
         self.secrets.grant_read(self.compute.task_definition.task_role)
         # Amazon Bedrock: the configured models and inference profiles only (infra_cdk/bedrock.py).
         grant_invoke(self.compute.task_definition.task_role, config.bedrock_models)
+        # Amazon Comprehend, for a safety policy's `comprehend` check: only when the option says so.
+        grant_comprehend(self.compute.task_definition.task_role, config.safety_comprehend)
 
         self.store = SharedStore(
             self,

@@ -19,7 +19,7 @@ from service.core import request_state
 from service.core.errors import SERVER_ERROR_MESSAGE, ProxyError, RequestRejected, error_answer
 from service.core.responses import ClientResponse, JsonRoute
 from service.edge import openapi
-from service.edge.caching import CachedRelay
+from service.edge.caching import CachedRelay, check_cache
 from service.edge.pipeline import RequestPipeline
 from service.edge.routes import (
     assessment,
@@ -35,7 +35,6 @@ from service.edge.routes import (
     signing_keys,
     status,
 )
-from service.edge.screening import NoScreen
 from service.edge.signing import AnswerSigner
 from service.gateway.routing import build_router
 from service.governance.auth import ClientGate, ClientKeys
@@ -48,6 +47,7 @@ from service.runtime import Runtime
 from service.safety.check import Services
 from service.safety.gate import SafetyGate
 from service.safety.policies import SafetyPolicies
+from service.safety.screen import PolicyScreen
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
             settings.redis_url, lambda: secrets.get(REDIS_AUTH), cluster=settings.redis_cluster
         )
     router = build_router(settings, secrets, store)
+    answers = build_answer_cache(store)
     runtime = Runtime(
         settings=settings,
         secrets=secrets,
@@ -101,8 +102,8 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
         limiter=build_limiter(settings, store),
         router=router,
         prices=PriceTable({**shipped_prices(), **settings.prices}),
-        safety=SafetyGate(policies, Services(router, settings.source)),
-        answers=build_answer_cache(store),
+        safety=SafetyGate(policies, Services(router, settings.source, check_cache(answers))),
+        answers=answers,
     )
 
     app = ProxyApp(__name__)
@@ -137,9 +138,7 @@ def create_app(settings: Settings | None = None, secrets: SecretStore | None = N
     signer = AnswerSigner(secrets)
     app.register_blueprint(signing_keys.blueprint(signer))
     ownership = build_ownership(store)  # who owns which file and batch
-    # A client's safety policy on the image and audio routes: none until the safety package's
-    # screen is handed over here (service.edge.screening).
-    screen = NoScreen()
+    screen = PolicyScreen(runtime.safety)  # a client's safety policy on the image and audio routes
     app.register_blueprint(files.blueprint(runtime.router, ownership))
     app.register_blueprint(batches.blueprint(runtime.router, ownership, runtime.prices))
     # Each relayed route through the answer cache, for the clients whose entry turns it on.

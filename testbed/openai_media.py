@@ -1,9 +1,10 @@
 """The fake upstream's image, audio, file and batch routes (`testbed.openai_upstream.FakeOpenAI`
 answers them through `media_answer`), in OpenAI's shapes.
 
-- `POST /images/generations` and `/images/edits`: `n` images of PNG_BYTES, as `b64_json` (or
-  `url` when `response_format` asks), with the request's size and quality;
-- `POST /audio/transcriptions` and `/translations`: "Heard <n> bytes." in the asked
+- `POST /images/generations` and `/images/edits`: `n` images of `image_bytes` (PNG_BYTES unless
+  a test sets another), as `b64_json` (or `url` when `response_format` asks), with the request's
+  size and quality;
+- `POST /audio/transcriptions` and `/translations`: `transcript`, by default "Heard <n> bytes.", in the asked
   `response_format` (json, verbose_json with a duration of one second per BYTES_PER_SECOND, text,
   srt, vtt) or, with `stream=true`, `transcript.text.delta` and `transcript.text.done` events;
 - `POST /audio/speech`: `speech_chunks` blocks of SPEECH_CHUNK bytes of "audio", `speech_pause`
@@ -51,6 +52,8 @@ class MediaState:
     # (status, body) for a line's chat body, or None for the default answer (FakeOpenAI sets it)
     answer_line: Any = None
     fail_batch: list[dict] | None = None  # the `errors` a batch fails with (status `failed`)
+    image_bytes: bytes = PNG_BYTES  # what every generated image holds
+    transcript: str | None = None  # what every transcription says (None: "Heard <n> bytes.")
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
@@ -68,9 +71,9 @@ async def media_answer(
     """The answer of a media route (`raw` the request's body as recorded), or None for any other."""
     method = request.method
     if route in ("/images/generations", "/images/edits") and method == "POST":
-        return _images(_fields(request, raw))
+        return _images(state, _fields(request, raw))
     if route in ("/audio/transcriptions", "/audio/translations") and method == "POST":
-        return await _transcription(request, _fields(request, raw))
+        return await _transcription(state, request, _fields(request, raw))
     if route == "/audio/speech" and method == "POST":
         return await _speech(state, request)
     if route.startswith("/files"):
@@ -94,12 +97,12 @@ def _fields(request: web.Request, raw: bytes) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _images(fields: dict) -> web.Response:
+def _images(state: MediaState, fields: dict) -> web.Response:
     count = int(fields.get("n") or 1)
     if fields.get("response_format") == "url":
         data = [{"url": f"https://images.example/fake-{i}.png"} for i in range(count)]
     else:
-        data = [{"b64_json": base64.b64encode(PNG_BYTES).decode()} for _ in range(count)]
+        data = [{"b64_json": base64.b64encode(state.image_bytes).decode()} for _ in range(count)]
     answer: dict[str, Any] = {"created": int(time.time()), "data": data}
     if str(fields.get("model", "")).startswith("gpt-image"):
         answer["size"] = fields.get("size") or "1024x1024"
@@ -107,10 +110,10 @@ def _images(fields: dict) -> web.Response:
     return _json(answer)
 
 
-async def _transcription(request: web.Request, fields: dict) -> web.StreamResponse:
+async def _transcription(state: MediaState, request: web.Request, fields: dict) -> web.StreamResponse:
     upload = fields.get("file")
     size = len(upload.read()) if upload is not None and hasattr(upload, "read") else 0
-    text = f"Heard {size} bytes."
+    text = state.transcript if state.transcript is not None else f"Heard {size} bytes."
     seconds = size / BYTES_PER_SECOND
     if str(fields.get("stream", "")).lower() == "true":
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

@@ -454,8 +454,15 @@ def _prompt_tokens(body: dict) -> int:
 
 
 def _inputs(body: dict) -> list:
-    """The `input` of an embeddings or moderations request: one item or a list of them."""
+    """The `input` of an embeddings or moderations request: one item or a list of them (a list of
+    typed parts, `{"type": "image_url", ...}` or `{"type": "text", ...}`, is one moderation input)."""
     inputs = body.get("input")
+    if (
+        isinstance(inputs, list)
+        and inputs
+        and all(isinstance(item, dict) and "type" in item for item in inputs)
+    ):
+        return [inputs]
     return inputs if isinstance(inputs, list) else [inputs]
 
 

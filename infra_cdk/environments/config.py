@@ -80,6 +80,9 @@ class AppConfig:
     size_overrides: Mapping[str, int] = field(default_factory=dict)
     # Amazon Bedrock model ids / inference profile ids the service may invoke (none yet).
     bedrock_models: tuple[str, ...] = ()
+    # Amazon Comprehend's DetectToxicContent for the task, for a safety policy with a `comprehend`
+    # check (the policies are a runtime secret, so the stack cannot see them); off: no grant.
+    safety_comprehend: bool = False
     # Provider credentials beyond the service's own secrets, created empty under each deployment's
     # prefix for an administrator to fill in: a Vertex AI upstream's service account key
     # (`credentials_secret`), the credentials clients name in the key store (`upstream_credentials`).

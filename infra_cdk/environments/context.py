@@ -117,7 +117,12 @@ _TEXT_KEYS = (
     "production_base_domain",
 )
 # Context keys read as flags and numbers (the AppConfig attribute of the same name).
-_FLAG_KEYS = ("customer_managed_keys", "prometheus_metrics", "production_manual_approval")
+_FLAG_KEYS = (
+    "customer_managed_keys",
+    "prometheus_metrics",
+    "production_manual_approval",
+    "safety_comprehend",
+)
 _NUMBER_KEYS = {"waf_rate_limit": _positive_int, "latency_p99_alarm_seconds": _positive_number}
 
 

@@ -25,8 +25,7 @@ OPENAI_API_KEY = "openai_api_key"
 HONEYBADGER_API_KEY = "honeybadger_api_key"
 CLIENT_API_KEYS = "client_api_keys"
 REDIS_AUTH = "redis_auth"  # the shared limits store's password (AIPROXY_REDIS_URL)
-# Not in SECRET_NAMES: a deployment that uses safety policies creates this secret itself.
-SAFETY_POLICIES = "safety_policies"  # named safety policies (service.safety.policy)
+SAFETY_POLICIES = "safety_policies"  # named safety policies (service.safety.policy); `{}`: none
 END_USER_HASH_KEY = "end_user_hash_key"  # keys the hash that names end users in records
 ANSWER_SIGNING_KEY = "answer_signing_key"  # signs answers (X-AIProxy-Signature)
 
@@ -36,6 +35,7 @@ SECRET_NAMES: tuple[str, ...] = (
     OPENAI_API_KEY,
     CLIENT_API_KEYS,
     REDIS_AUTH,
+    SAFETY_POLICIES,
     END_USER_HASH_KEY,
     ANSWER_SIGNING_KEY,
 )

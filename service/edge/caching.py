@@ -2,8 +2,8 @@
 
 `through_cache` is the one way a route uses the cache (`service.cache`): the relayed `/v1` routes
 (`CachedRelay`, around `service.edge.routes.openai_api.RelayRoute`), `POST /assessment`, and any
-route that asks a provider a question whose answer depends only on the question (the safety checks:
-`through_cache(cache, kind="safety:<check>", model=..., body=<the check's input>, ...)`).
+route that asks a provider a question whose answer depends only on the question (the safety
+checks' model calls, through `check_cache`: `kind="safety:<check>"`).
 
 It does nothing for a client whose key store entry has no `cache`. For one that has: a hit is
 answered from the entry, with `x-aiproxy-cache: hit` and `Age`, a usage record saying what it saved
@@ -16,7 +16,7 @@ stream once it has (it goes to the client as it comes, copied on the way).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from service.cache.entries import AnswerCache, Entry
@@ -75,6 +75,34 @@ def through_cache(
     if wanted.write and answer.status == 200 and not answer.header("Content-Encoding"):
         _keep_when_sent(cache, key, kind, model, settings, state, answer)
     return answer
+
+
+def check_cache(cache: AnswerCache) -> Callable[[str, str, Mapping[str, Any], Callable[[], bytes]], bytes]:
+    """The cache as the safety checks use it (`service.safety.check.CheckCache`): a check's model
+    call through `through_cache`, deterministic (`is_sampled=False`), whatever the request's
+    `Cache-Control` says of its own answer. A check's hit or miss is its own: it writes its usage
+    record (a hit's says what it saved), but does not make the request's answer a hit or a miss."""
+
+    def cached(kind: str, model: str, body: Mapping[str, Any], ask: Callable[[], bytes]) -> bytes:
+        state = request_state.current()
+        if state is None or state.cache_settings is None:
+            return ask()  # the common case: a client without a cache
+        own = state.cache, state.saved_usd
+        try:
+            answer = through_cache(
+                cache,
+                kind=kind,
+                model=model,
+                body=body,
+                is_sampled=False,
+                cache_control=None,
+                ask=lambda: ClientResponse.of_bytes(200, ask(), "application/json"),
+            )
+        finally:
+            state.cache, state.saved_usd = own
+        return answer.content()
+
+    return cached
 
 
 def _keep_when_sent(

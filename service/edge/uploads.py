@@ -4,7 +4,8 @@ first, then everything sent on as it arrives, byte for byte, and read on the way
 Clients put their fields before their files (the OpenAI SDKs do), so reading up to `model` holds
 a few hundred bytes. A body whose file comes first (`curl -F file=@... -F model=...`) is held up
 to its `model` field: in memory up to HELD_IN_MEMORY, past that in a temporary file, never more
-than AIPROXY_MAX_UPLOAD_BYTES. Only a `model` that routing renamed is rewritten on the way.
+than AIPROXY_MAX_UPLOAD_BYTES. Only a `model` that routing renamed (and a prompt whose personal
+data a safety policy redacted) is rewritten on the way.
 """
 
 from __future__ import annotations

@@ -37,8 +37,11 @@ class SafetyUnavailable(Unavailable):
     kind = UNAVAILABLE_CODE
 
 
-def input_refused(path: str, safety: dict[str, Any]) -> ContentRefused:
-    param = {"/completions": "prompt", "/responses": "input", "code": "code"}.get(path, "messages")
+_PARAMS = {"/chat/completions": "messages", "/completions": "prompt", "code": "code"}
+
+
+def input_refused(path: str, safety: dict[str, Any], *, param: str | None = None) -> ContentRefused:
+    param = param or _PARAMS.get(path, "input")  # the Responses API, embeddings, moderations
     check = safety["blocked_by"]
     what = "personal data" if check == "pii" else f"the {check} check"
     return ContentRefused(
@@ -50,3 +53,14 @@ def input_refused(path: str, safety: dict[str, Any]) -> ContentRefused:
 
 def unavailable() -> SafetyUnavailable:
     return SafetyUnavailable("The content safety checks could not be completed; try again later.")
+
+
+def output_refused(safety: dict[str, Any]) -> ContentRefused:
+    """400 for generated media (an image, a transcript) the policy refused: nothing of it is sent
+    (as Azure OpenAI answers an image its filter refused)."""
+    what = f"the {safety['blocked_by']} check"
+    return ContentRefused(
+        f"The generated content was refused by the content safety policy ({what}); none of it was sent.",
+        safety,
+        param=None,
+    )

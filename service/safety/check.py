@@ -7,9 +7,9 @@ services)` answers an `Outcome` or raises `CheckFailed` (the runner applies the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from service.gateway.routing import Router
 
@@ -32,12 +32,24 @@ class CheckFailed(Exception):
     """The check could not say (its provider failed, answered nonsense, or took too long)."""
 
 
+class CheckCache(Protocol):
+    """The answer cache as a check uses it (the app hands over `service.edge.caching.check_cache`):
+    the JSON answer kept for the same `kind` of call to the same `model` with the same `body`, else
+    `ask()`'s, kept for the next one. Only an answer is kept, never a failure (`ask` raising)."""
+
+    def __call__(
+        self, kind: str, model: str, body: Mapping[str, Any], ask: Callable[[], bytes], /
+    ) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Services:
-    """What checks call: the proxy's own routing, and the settings' AWS sources (service.config.aws)."""
+    """What checks call: the proxy's own routing, the settings' AWS sources (service.config.aws),
+    and the answer cache for the model calls of clients whose entry turns it on."""
 
     router: Router
     source: Mapping[str, str]
+    cache: CheckCache | None = None
 
 
 @dataclass(frozen=True)

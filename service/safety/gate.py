@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from service.core import request_state
-from service.core.errors import RequestRejected
 from service.core.responses import ClientResponse, unsent
 from service.safety import pii
 from service.safety.answers import input_refused, safety_object
@@ -23,7 +22,7 @@ from service.safety.policies import SafetyPolicies
 from service.safety.policy import Policy
 from service.safety.runner import Verdict, incident, record, run_phase
 from service.safety.stream import filtered
-from service.safety.texts import RESPONSES, answer_texts, emptied, every_text, rewritten, user_text
+from service.safety.texts import INPUTS, answer_texts, emptied, every_text, rewritten, user_text
 
 # An end user's id is logged only when it is plainly an id (an e-mail address would be personal data).
 _END_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -60,24 +59,28 @@ class SafetyGate:
             name = state.safety_policy if state is not None else None
         return None if name is None else self.policies.get(name)
 
-    def guard_input(
-        self, policy: Policy, path: str, body: dict[str, Any], *, stream: bool = False
-    ) -> dict[str, Any]:
+    def guard_input(self, policy: Policy, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send on (personal data redacted when the policy says so); raises
         ContentRefused (400) or SafetyUnavailable (503). The provider is asked only after this."""
-        if stream and path == RESPONSES and policy.output:
-            raise RequestRejected(
-                "A streamed /v1/responses answer cannot be checked by this client's content safety "
-                "policy yet; send it with stream: false, or use /v1/chat/completions.",
-                param="stream",
-            )
         user = end_user(body)
         if policy.pii != "off" and self._personal_data(policy, every_text(path, body), path, user):
             body = rewritten(path, body, pii.redact)
+        if path in INPUTS:  # embeddings and moderations: their input is data, not a message to check
+            return body
         verdict = run_phase(policy, "input", user_text(path, body), self.services, end_user=user)
         if verdict.flagged:
             raise input_refused(path, verdict.safety())
         return body
+
+    def guard_text(self, policy: Policy, text: str, *, param: str) -> str:
+        """A prompt sent alone (an image's, the text to speak) as the client's field `param`:
+        its personal data redacted (or refused), then the input checks; raises as `guard_input`."""
+        if policy.pii != "off" and self._personal_data(policy, [text], "prompt", None, param=param):
+            text = pii.redact(text)
+        verdict = run_phase(policy, "input", text, self.services)
+        if verdict.flagged:
+            raise input_refused("prompt", verdict.safety(), param=param)
+        return text
 
     def guard_code(self, policy: Policy, code: str) -> str:
         """A student's program for grading (`/assessment`), its personal data redacted (or refused)."""
@@ -85,14 +88,16 @@ class SafetyGate:
             return code
         return pii.redact(code)
 
-    def _personal_data(self, policy: Policy, texts: Iterable[str], path: str, user: str | None) -> bool:
+    def _personal_data(
+        self, policy: Policy, texts: Iterable[str], path: str, user: str | None, *, param: str | None = None
+    ) -> bool:
         """Whether `texts` hold personal data to redact; raises ContentRefused when the policy blocks it."""
         started = time.perf_counter()
         kinds = pii_kinds(texts)
         if kinds and policy.pii == "block":
             record("input", "pii", "flagged", started)
             incident("input", "pii", kinds, user)
-            raise input_refused(path, safety_object("input", "pii", {"categories": kinds}))
+            raise input_refused(path, safety_object("input", "pii", {"categories": kinds}), param=param)
         record("input", "pii", "redacted" if kinds else "passed", started)
         return bool(kinds)
 

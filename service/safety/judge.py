@@ -69,10 +69,12 @@ class Judge(Check):
             {"role": "user", "content": f"<text>\n{text.replace('</text>', '</ text>')}\n</text>"},
         ]
         body = {"messages": messages, "temperature": 0, "max_tokens": MAX_ANSWER_TOKENS}
-        answer = _content(completion(services, self.model, body)).strip()
+        answer = _content(completion(services, self.model, body, kind=self.kind, keep=_plain)).strip()
         if answer not in ANSWERS:
             structured = {**body, "max_tokens": 4 * MAX_ANSWER_TOKENS, "response_format": _VERDICT_SCHEMA}
-            answer = _verdict(_content(completion(services, self.model, structured)))
+            answer = _verdict(
+                _content(completion(services, self.model, structured, kind=self.kind, keep=_json))
+            )
         details = {"prompt": self.prompt.name, "version": self.prompt.version, "locale": self.prompt.locale}
         if answer == "INAPPROPRIATE":
             return Outcome(True, ("inappropriate",), details)
@@ -85,6 +87,20 @@ def _content(data: dict[str, Any]) -> str:
     except (KeyError, IndexError, TypeError):
         content = None
     return content if isinstance(content, str) else ""
+
+
+def _plain(data: dict[str, Any]) -> bool:
+    """Whether a plain answer may be kept by the answer cache: it is a verdict."""
+    return _content(data).strip() in ANSWERS
+
+
+def _json(data: dict[str, Any]) -> bool:
+    """Whether a structured answer may be kept: it holds a verdict."""
+    try:
+        _verdict(_content(data))
+    except CheckFailed:
+        return False
+    return True
 
 
 def _verdict(content: str) -> str:

@@ -23,10 +23,18 @@ class Moderation(Check):
     thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def run(self, text: str, services: Services) -> Outcome:
-        data = relayed(services, self.model, "/moderations", {"input": text})
-        results = data.get("results")
-        if not isinstance(results, list) or not results or not all(isinstance(r, dict) for r in results):
+        return self.judged(text, services)
+
+    def judged(
+        self, moderated: str | list[dict[str, Any]], services: Services, *, cached: bool = True
+    ) -> Outcome:
+        """The outcome for `moderated`: a text, or a list of typed inputs (an image's
+        `{"type": "image_url", "image_url": {"url": ...}}`: omni-moderation models accept them)."""
+        keep = _scored if cached else None
+        data = relayed(services, self.model, "/moderations", {"input": moderated}, kind=self.kind, keep=keep)
+        if not _scored(data):
             raise CheckFailed(f"{self.model}: the moderation answer has no results")
+        results: list[dict[str, Any]] = data["results"]
         flagged: dict[str, float] = {}
         provider_flagged = False
         for result in results:
@@ -51,6 +59,28 @@ class Moderation(Check):
             )
             return Outcome(True, tuple(categories), {"flagged_by": "provider"})
         return PASSED
+
+
+@dataclass(frozen=True, eq=False)
+class ImageModeration(Check):
+    """A policy's moderation check applied to one generated image (a check of its own, so the
+    runner runs the images concurrently, each within the check's timeout, as any other)."""
+
+    kind: ClassVar[str] = "moderation"
+    moderation: Moderation = Moderation()
+    url: str = ""  # an https URL, or a `data:image/png;base64,...` URL
+    index: int = 0
+
+    def run(self, text: str, services: Services) -> Outcome:
+        image = [{"type": "image_url", "image_url": {"url": self.url}}]
+        outcome = self.moderation.judged(image, services, cached=False)  # each image is new: no repeat
+        return Outcome(outcome.flagged, outcome.categories, {**outcome.details, "image": self.index})
+
+
+def _scored(data: dict[str, Any]) -> bool:
+    """Whether a moderation answer has results to judge by (only such an answer is kept)."""
+    results = data.get("results")
+    return isinstance(results, list) and bool(results) and all(isinstance(r, dict) for r in results)
 
 
 def parse(entry: Mapping[str, Any], where: str) -> Moderation:

@@ -50,6 +50,19 @@ def run_phase(
     checks = policy.checks(phase)
     if not checks or not text.strip():
         return Verdict(False, phase)
+    return run_checks(policy, phase, checks, text, services, end_user=end_user)
+
+
+def run_checks(
+    policy: Policy,
+    phase: str,
+    checks: Sequence[Check],
+    text: str,
+    services: Services,
+    *,
+    end_user: str | None = None,
+) -> Verdict:
+    """The verdict of `checks` (of `policy`'s `phase`, or made from them: an image's moderation)."""
     results: list[tuple[Check, Outcome | None]] = []
     for check in checks:
         if check.local:  # no wait to time out, no model to charge: run as it is (the hot path)

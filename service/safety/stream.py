@@ -5,7 +5,10 @@ back while their text builds a segment; a segment ends at a sentence end, once i
 `output_segment_chars` characters, and at the end of the stream. Each segment is checked; when it
 passes, every event held so far goes out (as one chunk) in the order it came; when it is refused,
 the client gets a last chunk whose `finish_reason` is `content_filter` (with the `safety`
-object), then `[DONE]`, and the provider's stream is closed: no refused text is ever sent.
+object), then `[DONE]`, and the provider's stream is closed: no refused text is ever sent. A
+Responses API stream (`response.output_text.delta` events) ends instead with a
+`response.incomplete` event whose response says `incomplete_details.reason: content_filter`, as
+a whole refused Responses answer does.
 
 The cost is the wait for a segment: the first token reaches the client once the first sentence
 is complete and checked (docs/safety.md has the measured figures).
@@ -19,7 +22,7 @@ from typing import Any
 
 from service.core.errors import ProxyError
 from service.gateway import sse
-from service.safety.texts import CHAT, delta_text
+from service.safety.texts import CHAT, RESPONSES, delta_text
 
 # A sentence ends with . ! ? (or their CJK forms, or an ellipsis), perhaps closed by quotes or
 # brackets, before white space or at the end of the text so far; a line break ends one too.
@@ -68,7 +71,10 @@ def filtered(
                 held.append(event)
                 if data is None:
                     continue
-                last = data
+                if path != RESPONSES:
+                    last = data  # the latest chunk: its id, model and created stamp the refusal
+                elif isinstance(data.get("response"), dict):
+                    last = data["response"]  # the Responses API's response, as its events say it
                 text = delta_text(data)
                 if not text:
                     continue
@@ -105,7 +111,19 @@ def _checked(check: Callable[[str], Any], text: str, last: dict[str, Any], path:
         return sse.error_event(error)
     if not verdict.flagged:
         return None
+    if path == RESPONSES:
+        return incomplete_event(last, verdict.safety())
     return refusal_chunk(last, path, verdict.safety()) + sse.DONE
+
+
+def incomplete_event(response: dict[str, Any], safety: dict[str, Any]) -> bytes:
+    """The last event of a refused Responses API stream (it has no `[DONE]`)."""
+    ended: dict[str, Any] = {
+        key: response[key] for key in ("id", "object", "created_at", "model") if key in response
+    }
+    ended.update(status="incomplete", incomplete_details={"reason": "content_filter"}, output=[])
+    data = {"type": "response.incomplete", "response": ended, "safety": safety}
+    return b"event: response.incomplete\n" + sse.event(data)
 
 
 def refusal_chunk(last: dict[str, Any], path: str, safety: dict[str, Any]) -> bytes:

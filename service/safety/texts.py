@@ -1,10 +1,12 @@
 """The text in OpenAI-shaped requests and answers: what is checked, redacted, or emptied.
 
-Requests: chat `messages` (string content and `text` parts), completions' `prompt`, and the
-Responses API's `input` and `instructions`. What the input checks read is what the user wrote
-(the `user` messages, the prompt, the input); personal data is redacted from everything the
-client sends. Answers: each choice's message content (chat), text (completions), or the output
-text of a Responses answer.
+Requests: chat `messages` (string content and `text` parts), completions' `prompt`, the
+Responses API's `input` and `instructions`, and the `input` of embeddings and moderations (a
+string, a list of strings, or moderation's typed `text` parts; token arrays carry no text).
+What the input checks read is what the user wrote (the `user` messages, the prompt, the input);
+personal data is redacted from everything the client sends. Answers: each choice's message
+content (chat), text (completions), or the output text of a Responses answer (whole, or its
+stream's deltas).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 CHAT, COMPLETIONS, RESPONSES = "/chat/completions", "/completions", "/responses"
+INPUTS = ("/embeddings", "/moderations")  # an `input` only: redacted, never checked
 
 
 def _content_texts(content: Any) -> Iterator[str]:
@@ -58,8 +61,35 @@ def user_text(path: str, body: dict[str, Any]) -> str:
     return "\n\n".join(text for text in found if text)
 
 
+def _inputs(value: Any) -> Iterator[str]:
+    """The texts of an embeddings or moderations `input`."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict) and isinstance(item.get("text"), str):
+            yield item["text"]
+
+
+def _rewrite_inputs(value: Any, change: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return change(value)
+    if not isinstance(value, list):
+        return value
+    return [
+        change(item)
+        if isinstance(item, str)
+        else {**item, "text": change(item["text"])}
+        if isinstance(item, dict) and isinstance(item.get("text"), str)
+        else item
+        for item in value
+    ]
+
+
 def every_text(path: str, body: dict[str, Any]) -> Iterator[str]:
     """Every text the client sends (what PII redaction covers)."""
+    if path in INPUTS:
+        yield from _inputs(body.get("input"))
+        return
     for field in ("prompt", "input", "instructions"):
         value = body.get(field)
         if isinstance(value, str):
@@ -74,6 +104,9 @@ def every_text(path: str, body: dict[str, Any]) -> Iterator[str]:
 def rewritten(path: str, body: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
     """`body` with `change` applied to every text the client sends (a new object; `body` is kept)."""
     new = dict(body)
+    if path in INPUTS:
+        new["input"] = _rewrite_inputs(body.get("input"), change)
+        return new
     for field in ("prompt", "input", "instructions"):
         value = body.get(field)
         if isinstance(value, str):
@@ -133,8 +166,18 @@ def emptied(path: str, data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "choices": choices}
 
 
+# The Responses API's stream events that add text the client reads (the `.done` events after them
+# repeat it whole: they are held behind the deltas until those passed).
+RESPONSES_DELTAS = ("response.output_text.delta", "response.refusal.delta")
+
+
 def delta_text(event: dict[str, Any]) -> str:
-    """The text a streamed chat or completions chunk adds (every choice's)."""
+    """The text a streamed chat or completions chunk adds (every choice's), or a Responses API
+    stream event's delta."""
+    kind = event.get("type")
+    if kind is not None:
+        delta = event.get("delta")
+        return delta if kind in RESPONSES_DELTAS and isinstance(delta, str) else ""
     parts = []
     for choice in event.get("choices") or ():
         if isinstance(choice, dict):

@@ -1,4 +1,6 @@
-"""The task role may invoke exactly the configured Bedrock models and inference profiles (issue 9)."""
+"""The task role may invoke exactly the configured Bedrock models and inference profiles (issue 9),
+and Comprehend's DetectToxicContent when `safety_comprehend` asks for it (issue 28; without it the
+task role has no such statement: tests/infra/test_service_stack.py lists all it has)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from infra_cdk.snapshots import cdk_json_context
 
 PROFILE = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 MODEL = "amazon.nova-lite-v1:0"
-CONFIG = AppConfig(bedrock_models=(PROFILE, MODEL))
+CONFIG = AppConfig(bedrock_models=(PROFILE, MODEL), safety_comprehend=True)
 ACTIONS = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
 
 
@@ -28,7 +30,8 @@ def outdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def template(outdir) -> Template:
-    """One development environment with two Bedrock models, synthesized with the cdk-nag checks."""
+    """One development environment with two Bedrock models and Comprehend, synthesized with the
+    cdk-nag checks."""
     app = cdk.App(outdir=str(outdir), context=cdk_json_context(), analytics_reporting=False)
     [environment] = service_environments(CONFIG, "development", "bedrock-example")
     stack = ServiceStack(
@@ -64,6 +67,12 @@ def test_task_role_may_invoke_only_the_configured_models_and_profiles(template):
         ]
     )
     assert "Condition" not in statement
+
+
+def test_task_role_may_detect_toxic_content_and_nothing_else_of_comprehend(template):
+    [statement] = [s for s in task_role_statements(template) if "comprehend" in str(s["Action"])]
+    # The action has no resource type: `*` is the only resource IAM takes for it.
+    assert statement == {"Action": "comprehend:DetectToxicContent", "Effect": "Allow", "Resource": "*"}
 
 
 def test_template_passes_cfn_lint(template, outdir):

@@ -269,6 +269,7 @@ def test_deployment_context_rebuilds_the_same_deployment():
             alarm_emails="ops@example.org",
             customer_managed_keys="true",
             prometheus_metrics="true",
+            safety_comprehend="true",
             production_account="333333333333",
             production_hosted_zone_id="Z0PROD",
             production_manual_approval="false",
@@ -277,6 +278,7 @@ def test_deployment_context_rebuilds_the_same_deployment():
         )
     )
     assert deployment_from_context(deployment.context().get) == deployment
+    assert deployment.config.safety_comprehend
     arguments = deployment.context_arguments()
     assert arguments.startswith(
         "-c environment_type=production -c branch=otherbranch -c account=222222222222"

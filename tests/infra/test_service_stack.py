@@ -359,6 +359,7 @@ def test_secrets_are_created_empty_with_the_names_the_service_reads(templates, s
         "openai_api_key": None,
         "client_api_keys": "{}",
         "redis_auth": None,
+        "safety_policies": "{}",  # no policies: no client is checked
         "end_user_hash_key": None,
         "answer_signing_key": None,
         **dict.fromkeys(credentials),  # nothing Google-specific at synth time: empty until set
@@ -399,6 +400,7 @@ def test_task_role_reads_only_its_own_secret_prefix(templates, stack):
     policies = template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": task_role}]}})
     statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
     key_id, _ = only(template, "AWS::KMS::Key")
+    # Nothing else: no Bedrock model is configured, and no Comprehend (safety_comprehend is off).
     assert statements == [
         {
             "Action": "secretsmanager:GetSecretValue",

@@ -28,6 +28,7 @@ def test_id_follows_the_naming_convention():
         "openai_api_key",
         "client_api_keys",
         "redis_auth",
+        "safety_policies",
         "end_user_hash_key",
         "answer_signing_key",
     )

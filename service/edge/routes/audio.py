@@ -152,10 +152,13 @@ class Speech(JsonRoute):
         deployment = media.deployment_for(self.router, model, self.path)
         spoken = body.get("input")
         spoken = spoken if isinstance(spoken, str) else ""
+        sent = dict(body)
         if spoken:
-            self.screen.input_text(spoken)
+            spoken = sent["input"] = self.screen.input_text(spoken, "input")
         if deployment.model and deployment.model != model:
-            raw = json_bytes({**body, "model": deployment.model})
+            sent["model"] = deployment.model
+        if sent != body:
+            raw = json_bytes(sent)
         call = media.call_for(deployment, stream=True)
         provider = media.provider_of(deployment)
         answer, key = media.open_call(provider, call, "POST", self.path, environ, body=raw)

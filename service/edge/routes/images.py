@@ -80,10 +80,13 @@ class ImageGenerations(_ImageRoute):
         model = body.get("model")
         deployment = media.deployment_for(self.router, model, self.path)
         prompt = body.get("prompt")
+        sent = dict(body)
         if isinstance(prompt, str):
-            self.screen.input_text(prompt)
+            sent["prompt"] = self.screen.input_text(prompt)
         if deployment.model and deployment.model != model:
-            raw = json_bytes({**body, "model": deployment.model})
+            sent["model"] = deployment.model
+        if sent != body:
+            raw = json_bytes(sent)
         call = media.call_for(deployment)
         provider = media.provider_of(deployment)
         answer, key = media.open_call(provider, call, "POST", self.path, environ, body=raw)
@@ -99,9 +102,11 @@ class ImageEdits(_ImageRoute):
         fields = upload.read_fields("model", "prompt")
         model = fields.get("model")
         deployment = media.deployment_for(self.router, model, self.path)
-        if "prompt" in fields:
-            self.screen.input_text(fields["prompt"])
         renamed = {"model": deployment.model} if deployment.model and deployment.model != model else {}
+        if "prompt" in fields:
+            prompt = self.screen.input_text(fields["prompt"])
+            if prompt != fields["prompt"]:
+                renamed["prompt"] = prompt  # its personal data redacted
         call = media.call_for(deployment)
         provider = media.provider_of(deployment)
         answer, key = media.open_call(

@@ -8,9 +8,9 @@ proxy's hot path and need nothing of Flask's routing, Request and Response objec
 Each route resolves the body's `model` to its deployments (`service.gateway.routing`), relays the
 request to the first that answers (`service.gateway.fallback`) and names it in `x-aiproxy-deployment`.
 Bodies go to the provider as the client sent them, but for `model` when routing renamed it, and
-for personal data when the client's safety policy redacts it. A client with a safety policy
-(`service.safety`) has its chat, completions and responses checked: the input before any provider
-is asked, the answer before the client gets it (a stream segment by segment).
+for personal data when the client's safety policy redacts it (on every route). A client with a
+safety policy (`service.safety`) has its chat, completions and responses checked: the input before
+any provider is asked, the answer before the client gets it (a stream segment by segment).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 PATHS = ("/chat/completions", "/embeddings", "/responses", "/completions", "/moderations")
 STREAMABLE = ("/chat/completions", "/completions", "/responses")
 NO_OUTPUT = ("/embeddings", "/moderations")
-CHECKED = STREAMABLE  # the routes a client's safety policy applies to (their input and output text)
+CHECKED = STREAMABLE  # the routes whose input and output text a client's safety policy checks
 DEPLOYMENT_HEADER = "x-aiproxy-deployment"
 
 
@@ -43,7 +43,7 @@ class RelayRoute(JsonRoute):
         self.path = path
         self.router = router
         self.generates = path not in NO_OUTPUT
-        self.safety = safety if path in CHECKED else None
+        self.safety = safety  # on every route: personal data is redacted from embeddings' input too
 
     def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         model = body.get("model")
@@ -59,7 +59,7 @@ class RelayRoute(JsonRoute):
         gate = self.safety
         policy = gate.policy() if gate is not None else None
         if gate is not None and policy is not None:
-            checked = gate.guard_input(policy, self.path, body, stream=stream)
+            checked = gate.guard_input(policy, self.path, body)
             if checked is not body:  # personal data redacted: the provider gets the new body
                 body, raw = checked, json_bytes(checked)
         headers = forwarded_headers(environ)
@@ -85,7 +85,7 @@ class RelayRoute(JsonRoute):
 
         deployment, answer = first_answer(self.router, deployments, attempt)
         answer.headers.append((DEPLOYMENT_HEADER, deployment.name))
-        if gate is not None and policy is not None:
+        if gate is not None and policy is not None and self.path in CHECKED:
             guard = gate.guard_stream if stream else gate.guard_answer
             guard(policy, self.path, answer, body)
         return answer
