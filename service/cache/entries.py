@@ -17,9 +17,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.store.answers import AnswerStore
+
+if TYPE_CHECKING:
+    from service.store.connections import Along
 
 KEY_PREFIX = "aiproxy:answer:"
 
@@ -77,9 +80,13 @@ class AnswerCache:
 
     key = staticmethod(cache_key)
 
-    def lookup(self, key: str, *, max_age: float | None = None) -> Entry | None:
+    def along(self, key: str) -> Along | None:
+        """The read of `key` to send with the request's admission (`lookup(..., along=)`)."""
+        return self.store.along(key)
+
+    def lookup(self, key: str, *, max_age: float | None = None, along: Along | None = None) -> Entry | None:
         """The entry under `key`, when there is one no older than `max_age` seconds (None: any)."""
-        value = self.store.get(key)
+        value = self.store.get(key, along)
         entry = Entry.decode(value) if value is not None else None
         if entry is None or (max_age is not None and entry.age(self.clock()) > max_age):
             return None

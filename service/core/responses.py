@@ -159,3 +159,8 @@ class JsonRoute:
 
     def __call__(self, body: dict[str, Any], raw: bytes, environ: WSGIEnvironment) -> ClientResponse:
         raise NotImplementedError
+
+    def read_ahead(self, body: dict[str, Any], environ: WSGIEnvironment) -> Any:
+        """A store read the route will need (an answer cache's entry), for the pipeline to send
+        with the request's admission: one round trip for both. None: nothing to read."""
+        return None

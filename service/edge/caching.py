@@ -32,6 +32,20 @@ from service.governance.usage import cached_answer, usage_in
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+    from service.store.connections import Along
+
+# In a request's environ: the entry read `CachedRelay.read_ahead` had sent with the admission.
+READ_AHEAD = "aiproxy.cache_read_ahead"
+
+
+def question_key(
+    cache: AnswerCache, state: RequestState, kind: str, model: str, body: Any, variant: str
+) -> str:
+    settings = state.cache_settings
+    assert settings is not None
+    # `variant`: what else decides the answer (the client's safety policy), so it is in the key too.
+    return cache.key(settings.owner(state.client), f"{kind} {variant}" if variant else kind, model, body)
+
 
 def through_cache(
     cache: AnswerCache | None,
@@ -43,18 +57,19 @@ def through_cache(
     cache_control: str | None,
     ask: Callable[[], ClientResponse],
     variant: str = "",
+    ahead: tuple[str, Along | None] | None = None,
 ) -> ClientResponse:
     """The answer to `body` (a `kind` of question for `model`): from the cache when the client's
-    entry turns it on and it has a usable entry, else `ask()`'s, kept when it may be."""
+    entry turns it on and it has a usable entry, else `ask()`'s, kept when it may be. `ahead`:
+    the key and the entry's read already sent with the admission (`CachedRelay.read_ahead`)."""
     state = request_state.current()
     settings: CacheSettings | None = state.cache_settings if state is not None else None
     if cache is None or state is None or settings is None:
         return ask()
     wanted = plan(settings, cache_control, is_sampled=is_sampled)
-    # `variant`: what else decides the answer (the client's safety policy), so it is in the key too.
-    key = cache.key(settings.owner(state.client), f"{kind} {variant}" if variant else kind, model, body)
+    key, along = ahead or (question_key(cache, state, kind, model, body, variant), None)
     if wanted.read:
-        entry = cache.lookup(key, max_age=wanted.max_age)
+        entry = cache.lookup(key, max_age=wanted.max_age, along=along)
         if entry is not None:
             prices = state.prices  # what the answer would cost now (service.config.prices)
             names = [entry.deployment, entry.model]
@@ -174,7 +189,7 @@ class CachedRelay(JsonRoute):
         state = request_state.current()
         if state is None or state.cache_settings is None:
             return self.route(body, raw, environ)  # the common case: a client without a cache
-        if self.route.path == "/responses" and body.get("store") is not False:
+        if not self._cacheable(body):
             return self.route(body, raw, environ)
         return through_cache(
             self.cache,
@@ -184,5 +199,27 @@ class CachedRelay(JsonRoute):
             is_sampled=sampled(body),
             cache_control=environ.get("HTTP_CACHE_CONTROL"),
             ask=lambda: self.route(body, raw, environ),
-            variant=self.route.safety.fingerprint() if self.route.safety is not None else "",
+            variant=self._variant(),
+            ahead=environ.get(READ_AHEAD),
         )
+
+    def read_ahead(self, body: dict[str, Any], environ: dict[str, Any]) -> Along | None:
+        """The entry's read, sent with the request's admission when the limits share the cache's
+        store: a hit then waits for one round trip, not two."""
+        state = request_state.current()
+        if state is None or state.cache_settings is None or not self._cacheable(body):
+            return None
+        cache_control = environ.get("HTTP_CACHE_CONTROL")
+        if not plan(state.cache_settings, cache_control, is_sampled=sampled(body)).read:
+            return None
+        model = resolved_model(self.route, body.get("model"))
+        key = question_key(self.cache, state, self.kind, model, body, self._variant())
+        along = self.cache.along(key)
+        environ[READ_AHEAD] = (key, along)
+        return along
+
+    def _cacheable(self, body: dict[str, Any]) -> bool:
+        return self.route.path != "/responses" or body.get("store") is False
+
+    def _variant(self) -> str:
+        return self.route.safety.fingerprint() if self.route.safety is not None else ""

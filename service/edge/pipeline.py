@@ -223,7 +223,11 @@ class RequestPipeline:
         if client is not None and path not in self._unmetered:
             generates = route.generates if route is not None else path in self._generating
             estimate = bodies.estimate_tokens(body, len(raw), self._output_estimate if generates else 0)
-            state.admission = self._limiter.admit(client.name, client.limits, estimate, end_user)
+            # A store read the route needs next (a cached answer) goes with the admission's call.
+            along = None
+            if route is not None and body is not None and client.cache is not None:
+                along = route.read_ahead(body, environ)
+            state.admission = self._limiter.admit(client.name, client.limits, estimate, end_user, along)
             extra_headers.extend(state.admission.headers())
         if route is None:
             return self._flask

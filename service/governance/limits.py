@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from service.core.errors import LimitExceeded, Unauthenticated
 from service.core.request_state import Usage
@@ -47,6 +47,9 @@ from service.governance.windows import (
     window_resets,
     windows,
 )
+
+if TYPE_CHECKING:
+    from service.store.connections import Along  # a server without a store imports no Redis client
 
 __all__ = [
     "WINDOW_SECONDS",
@@ -141,9 +144,17 @@ class ClientUsage(TypedDict):
 
 
 class Limiter(Protocol):
-    def admit(self, client: str, limits: Limits, estimate: int, end_user: EndUser | None = None) -> Admission:
+    def admit(
+        self,
+        client: str,
+        limits: Limits,
+        estimate: int,
+        end_user: EndUser | None = None,
+        along: Along | None = None,
+    ) -> Admission:
         """Admit one request of `client` (and of its `end_user`) or raise LimitExceeded (a refused
-        request counts nowhere), or Unauthenticated for a token used before."""
+        request counts nowhere), or Unauthenticated for a token used before. A shared limiter
+        sends `along` (a store read the request needs next) with its call, one round trip for both."""
         ...
 
     def settle(self, admission: Admission, used: Usage) -> None:
@@ -261,7 +272,14 @@ class LocalLimiter:
         self._admissions = 0
         self._lock = threading.Lock()
 
-    def admit(self, client: str, limits: Limits, estimate: int, end_user: EndUser | None = None) -> Admission:
+    def admit(
+        self,
+        client: str,
+        limits: Limits,
+        estimate: int,
+        end_user: EndUser | None = None,
+        along: Along | None = None,
+    ) -> Admission:
         with self._lock:
             now = self.clock()
             if end_user is not None and self._seen.get(f"{client}/{end_user.token_id}", 0) > now:

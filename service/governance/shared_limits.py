@@ -54,7 +54,7 @@ from service.governance.limits import (
     windows,
 )
 from service.store.client import STORE_ERRORS, Store
-from service.store.connections import OpenConnections, Sent
+from service.store.connections import Along, OpenConnections, Sent
 from service.store.scripts import ADMIT, SETTLE, USAGE
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,14 @@ class SharedLimiter:
 
     # --- the limiter interface -------------------------------------------------------------
 
-    def admit(self, client: str, limits: Limits, estimate: int, end_user: EndUser | None = None) -> Admission:
+    def admit(
+        self,
+        client: str,
+        limits: Limits,
+        estimate: int,
+        end_user: EndUser | None = None,
+        along: Along | None = None,
+    ) -> Admission:
         if not self._store_usable():
             return self._without_store(client, limits, estimate, end_user)
         now = self.clock()
@@ -164,7 +171,7 @@ class SharedLimiter:
             *[value for subject in subjects for value in subject],
         ]
         try:
-            answer = self._calls.run(self._admit, names, arguments)
+            answer = self._calls.run(self._admit, names, arguments, along)
         except STORE_ERRORS as error:
             self._failed(error)
             return self._without_store(client, limits, estimate, end_user)

@@ -13,14 +13,23 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from service.store.connections import Along  # imports redis: only a shared store's
 
 LOCAL_MAX_BYTES = 64 * 1024 * 1024  # a process's whole answer cache, without a shared store
 
 
 class AnswerStore(Protocol):
-    def get(self, key: str) -> bytes | None:
-        """The value under `key`, or None (never stored, expired, evicted, or the store failed)."""
+    def along(self, key: str) -> Along | None:
+        """The read of `key` as a call to send with the request's admission, or None (a store of
+        this process reads without a round trip)."""
+        ...
+
+    def get(self, key: str, along: Along | None = None) -> bytes | None:
+        """The value under `key`, or None (never stored, expired, evicted, or the store failed);
+        `along`'s reply when it came with the admission."""
         ...
 
     def put(self, key: str, value: bytes, ttl_s: int) -> None:
@@ -43,7 +52,10 @@ class LocalAnswers:
         """The bytes of the values held now."""
         return self._bytes
 
-    def get(self, key: str) -> bytes | None:
+    def along(self, key: str) -> None:
+        return None
+
+    def get(self, key: str, along: Along | None = None) -> bytes | None:
         with self._lock:
             held = self._values.get(key)
             if held is None:

@@ -21,6 +21,26 @@ class Connection(Protocol):
 
     def disconnect(self) -> None: ...
 
+    def pack_commands(self, commands: list[tuple[Any, ...]]) -> list[bytes]: ...
+
+    def send_packed_command(self, command: list[bytes]) -> None: ...
+
+
+@dataclass
+class Along:
+    """A call to send with another on its connection (`OpenConnections.send(along=...)`): both
+    go out in one write and their replies come back together, one round trip for the two. How a
+    cache hit's entry read rides with the request's admission. A call that could not go along
+    (another store, or another node of a cluster) or got an error reply stays unanswered: its
+    owner makes it on its own."""
+
+    store: object  # the client the call is meant for: never sent along to another store
+    script: Script
+    names: list[str]
+    arguments: list[Any]
+    reply: Any = None
+    answered: bool = False
+
 
 @dataclass
 class Sent:
@@ -32,6 +52,7 @@ class Sent:
     connection: Connection
     idle: list[Connection]  # where the connection goes back once its reply is read
     reused: bool  # the connection had served before (the store may have closed it meanwhile)
+    along: Along | None = None  # sent just before the call, its reply read first
 
 
 class OpenConnections:
@@ -52,29 +73,51 @@ class OpenConnections:
         self.store = store
         self._idle: dict[str, list[Connection]] = {}  # node -> connections open and not in use
 
-    def run(self, script: Script, names: list[str], arguments: list[Any]) -> Any:
-        return self.receive(self.send(script, names, arguments))
+    def run(self, script: Script, names: list[str], arguments: list[Any], along: Along | None = None) -> Any:
+        return self.receive(self.send(script, names, arguments, along=along))
 
-    def send(self, script: Script, names: list[str], arguments: list[Any], *, fresh: bool = False) -> Sent:
-        """Send the call; `receive` its reply (the connection is the call's until then)."""
+    def send(
+        self,
+        script: Script,
+        names: list[str],
+        arguments: list[Any],
+        *,
+        fresh: bool = False,
+        along: Along | None = None,
+    ) -> Sent:
+        """Send the call (and `along` before it, in the same write, when it is for the same store
+        and node); `receive` its reply (the connection is the call's until then)."""
         node, pool = self._pool_for(names[0])
+        if along is not None and (along.store is not self.store or self._pool_for(along.names[0])[0] != node):
+            along = None
         idle = self._idle.setdefault(node, [])
         reused = bool(idle) and not fresh
         connection: Connection = idle.pop() if reused else pool.make_connection()
+        call = ("EVALSHA", script.sha, len(names), *names, *arguments)
         try:
-            connection.send_command("EVALSHA", script.sha, len(names), *names, *arguments)
+            if along is None:
+                connection.send_command(*call)
+            else:
+                first = ("EVALSHA", along.script.sha, len(along.names), *along.names, *along.arguments)
+                connection.send_packed_command(connection.pack_commands([first, call]))
         except redis.ConnectionError:
             connection.disconnect()
             if not reused:
                 raise
-            return self.send(script, names, arguments, fresh=True)  # closed while idle: a new one
+            return self.send(script, names, arguments, fresh=True, along=along)  # closed while idle
         except BaseException:
             connection.disconnect()  # anything may have been written of it
             raise
-        return Sent(script, names, arguments, connection, idle, reused)
+        return Sent(script, names, arguments, connection, idle, reused, along)
 
     def receive(self, sent: Sent) -> Any:
         try:
+            if sent.along is not None:
+                try:
+                    sent.along.reply = sent.connection.read_response()
+                    sent.along.answered = True
+                except redis.ResponseError:
+                    pass  # read whole; unanswered, so its owner makes the call itself
             answer = sent.connection.read_response()
         except redis.ResponseError:
             sent.idle.append(sent.connection)  # an error reply, read whole: ready for more
@@ -84,7 +127,9 @@ class OpenConnections:
             if not sent.reused:
                 raise
             # The store closed it while it was idle (a restart, a failover, an idle timeout).
-            return self.receive(self.send(sent.script, sent.names, sent.arguments, fresh=True))
+            return self.receive(
+                self.send(sent.script, sent.names, sent.arguments, fresh=True, along=sent.along)
+            )
         except BaseException:
             sent.connection.disconnect()  # anything else may have left half a reply on it
             raise

@@ -1,7 +1,9 @@
 """Answers kept in the shared store (Redis/Valkey), for every process and task: `SharedAnswers`.
 
 A read is one GET on a connection held open for the request path (`connections.OpenConnections`,
-through a one-line script: the pool's own checkout costs as much as the round trip); a write, made
+through a one-line script: the pool's own checkout costs as much as the round trip), sent with the
+request's admission when the limits are in the same store (`along`: a hit waits for one round
+trip, not two); a write, made
 once the answer has gone out, is one SET with an expiry through the client. Every value has a time
 to live, so the store's eviction (LRU among the keys that expire, when it is full) and the TTL
 bound its memory. A store that fails is a miss, never an error: after a failure the store is left
@@ -17,7 +19,7 @@ import time
 import redis
 
 from service.store.client import STORE_ERRORS
-from service.store.connections import OpenConnections
+from service.store.connections import Along, OpenConnections
 from service.store.scripts import GET
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,14 @@ class SharedAnswers:
         self._down_until = 0.0
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> bytes | None:
+    def along(self, key: str) -> Along | None:
+        """The read of `key`, to send along with the request's admission (one round trip for
+        both); `get(key, along)` takes its reply, or reads on its own when it has none."""
+        return None if self._resting() else Along(self.store, self._get, [key], [])
+
+    def get(self, key: str, along: Along | None = None) -> bytes | None:
+        if along is not None and along.answered:
+            return along.reply if isinstance(along.reply, bytes) else None
         if self._resting():
             return None
         try:

@@ -376,6 +376,34 @@ def test_the_lab_re_runs_a_graded_dataset_through_the_proxy_at_no_cost(server, f
     assert second["overall"] == first["overall"]
 
 
+def store_reads(store: RedisServer) -> int:
+    """The read events the store has processed: one a round trip (a pipelined write is one)."""
+    import redis
+
+    client = redis.Redis.from_url(store.url, password=STORE_PASSWORD)
+    try:
+        return int(client.info("stats")["total_reads_processed"])
+    finally:
+        client.close()
+
+
+def test_a_hit_waits_for_one_round_trip_to_the_store_its_entry_read_sent_with_the_admission(server, store):
+    text = question()
+    for _ in range(3):  # kept, then hits on both workers: the store's scripts are loaded
+        chat(server, "cached", text)
+    hits = 20
+    before = store_reads(store)
+    answers = [chat(server, "cached", text) for _ in range(hits)]
+    time.sleep(0.3)  # each hit's settle, sent once its answer has gone out
+    reads = store_reads(store) - before
+    assert {a.headers["x-aiproxy-cache"] for a in answers} == {"hit"}
+    assert [content(a) for a in answers] == [content(answers[0])] * hits
+    # A hit: its admission and its entry read in one write (one read event), then its settle; the
+    # entry read on its own would make three a hit. About ten more: the INFO calls' connections
+    # (HELLO, INFO), a lease renewal.
+    assert reads < 2.5 * hits + 8, reads
+
+
 def test_with_the_store_stopped_requests_are_answered_as_misses(server, fake, store):
     text = question()
     chat(server, "cached", text)

@@ -2,6 +2,7 @@
 (the lock file, nothing from the dev requirements), holds only what the image copies, and starts
 with the image's command (the same as `make run`'s)."""
 
+import ast
 import json
 import shlex
 import shutil
@@ -50,6 +51,10 @@ def test_a_venv_from_the_runtime_lock_alone_serves(tmp_path: Path):
     # A server with a store loads redis-py and the store's Lua scripts (files, read at import).
     store = "import service.governance.shared_limits, service.gateway.shared_cooldowns, service.store.client"
     subprocess.run([str(venv / "bin" / "python"), "-c", store], cwd=app, check=True, timeout=60)
+    # Every library the service imports anywhere, those imported only when a feature is used too
+    # (Vertex's `requests` transport, say): the dev venv has them all, a fresh install must as well.
+    libraries = "import " + ", ".join(sorted(third_party_imports(ROOT / "service")))
+    subprocess.run([str(venv / "bin" / "python"), "-c", libraries], cwd=app, check=True, timeout=60)
 
     [cmd] = instructions("CMD")
     args = json.loads(cmd)
@@ -63,3 +68,30 @@ def test_a_venv_from_the_runtime_lock_alone_serves(tmp_path: Path):
         assert response.status == 200
         assert response.read() == b"AI Proxy is running.\n"
     assert "gevent" in server.log()
+
+
+def third_party_imports(package: Path) -> set[str]:
+    """The modules outside the standard library that `package` imports, at any depth of its code
+    (imports for type checkers only left out)."""
+    found: set[str] = set()
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for inner in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+    return {
+        name
+        for name in found
+        if name.split(".")[0] not in sys.stdlib_module_names
+        and name.split(".")[0] not in ("service", "__future__")
+    }

@@ -216,6 +216,29 @@ def test_a_connection_is_reused_once_its_answer_was_read_to_the_end(read):
         assert [len(c.requests) for c in server.connections] == [3]
 
 
+@pytest.mark.parametrize("idle_end", ["closed", "stray bytes"])
+def test_an_idle_connection_the_upstream_ended_is_not_reused_and_the_request_gets_a_new_one(idle_end):
+    def answer_once_then_end(connection: RawConnection) -> None:
+        connection.read_request()
+        connection.send(FRAMINGS["chunked"][0] + chunk(b"one\n") + b"0\r\n\r\n")
+        time.sleep(0.05)  # after the answer, while the connection is idle in the pool
+        if idle_end == "stray bytes":  # what nobody asked for: the next answer would be garbled
+            connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+        else:
+            connection.sock.shutdown(socket.SHUT_WR)  # an upstream's idle timeout
+        connection.wait_for_eof(5)
+
+    with RawServer(answer_once_then_end) as server:
+        origin = pool(server.url)
+        for _ in range(2):
+            answer_ = get(origin)
+            assert answer_.read() == b"one\n"
+            answer_.close()
+            time.sleep(0.2)  # the upstream's close or bytes arrive while the connection is idle
+        assert len(server.connections) == 2
+        assert all(len(c.requests) == 1 for c in server.connections)
+
+
 CLOSING_ANSWERS = {
     "until close": HEAD + b"\r\none\ntwo\n",
     "Connection: close": HEAD + b"Connection: close\r\nContent-Length: 8\r\n\r\none\ntwo\n",
