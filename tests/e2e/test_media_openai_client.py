@@ -167,7 +167,9 @@ def test_a_20_mb_recording_is_transcribed_while_the_workers_memory_stays_flat(cl
     )
     grown = memory_kb(pid, "VmHWM:") - before  # at its highest while the upload went through
     assert answer.text == f"Heard {len(recording)} bytes."
-    assert grown < 4 * MB, f"the worker grew by {grown / MB:.1f} MB for a 20 MB upload"
+    # Held whole, the upload would raise the peak by its 20 MiB at least; streamed, what grows is
+    # the allocator's working set for blocks in flight (4 to 5 MiB seen on a loaded machine).
+    assert grown < 8 * MB, f"the worker grew by {grown / MB:.1f} MB for a 20 MB upload"
     record = last_usage(server, "/v1/audio/transcriptions")
     minutes = len(recording) / 16000 / 60  # the fake's duration
     assert record["cost_usd"] == pytest.approx(0.006 * minutes, rel=1e-3)
