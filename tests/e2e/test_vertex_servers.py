@@ -16,6 +16,7 @@ from testbed.google_token import FakeGoogleToken
 from testbed.openai_upstream import FakeOpenAI
 from testbed.server import running_server
 from tests.support.http import fetch
+from tests.support.waiting import wait_until
 
 KEYS = {name: f"aip_{name}-client-key-0123456789" for name in ("plain", "tutor", "lab", "revoked")}
 DEFAULT_OPENAI_KEY = "sk-default-openai-key-vertex"
@@ -115,14 +116,19 @@ def test_two_clients_with_their_own_credentials_reach_the_provider_with_differen
         f"Bearer {LAB_OPENAI_KEY}",
         f"Bearer {DEFAULT_OPENAI_KEY}",
     ]
-    usage = [r for r in server.log_records() if r.get("message", "").startswith("usage")]
-    paid = {(r["client"], r["deployment"].partition("/")[0], r["credential"]) for r in usage}
-    assert {
+    expected = {
         ("tutor", "vertex", "vertex_sa_tutor"),
         ("lab", "vertex", "vertex_sa_lab"),
         ("lab", "openai", "openai_key_chat_lab"),
         ("plain", "openai", "openai_api_key"),
-    } <= paid
+    }
+
+    def paid() -> set[tuple[str, str, str]]:
+        usage = [r for r in server.log_records() if r.get("message", "").startswith("usage")]
+        return {(r["client"], r["deployment"].partition("/")[0], r["credential"]) for r in usage}
+
+    # Records are written once each answer has gone out: the last may follow its answer a little.
+    wait_until(lambda: expected <= paid(), timeout=5)
     access = [r for r in server.log_records() if r.get("Credential") == "vertex_sa_tutor"]
     assert access and access[-1]["Client"] == "tutor"  # EMF: cost by credential
     # The tutor's budget counts its own credential's calls, as any other.
