@@ -1,10 +1,9 @@
 """Pooled HTTP/1.1 connections to one upstream origin, on gevent sockets, and the answers read
 from them: the one place the service speaks HTTP to an upstream.
 
-The connections are gevent sockets kept open between requests (`_Connections`: at most `size` in
-use at once, the idle ones reused newest first after a liveness check that is one `poll` with no
-wait and no switch to the hub; a connect timeout that also bounds the TLS handshake; TLS with the
-system's trust store, SSL_CERT_FILE honoured). The answers are read here, on the socket itself, and parsed by
+The connections come from geventhttpclient's pool (its public `get_socket`, `return_socket`,
+`release_socket` and `after_connect` hook: connect and TLS timeouts, the system trust store, a
+stale idle connection replaced). The answers are read here, on the socket itself, and parsed by
 httptools (llhttp, in C): each `recv` hands whatever has arrived to the parser, so a caller can
 take "what is available now" (`read_available`, one upstream read: a stream relays every event
 that came in it at once) as well as the whole body (`read`). Chunked, Content-Length and
@@ -20,17 +19,14 @@ workers) gets a pool per thread. `OriginPool` hides that.
 
 from __future__ import annotations
 
-import select
 import socket
-import ssl
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from urllib.parse import urlsplit
+from collections.abc import Iterable, Mapping
+from typing import Any, TypedDict
 
 import gevent
-import gevent.lock
-import gevent.socket
-from gevent import monkey
+from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
+from geventhttpclient.url import URL
 from httptools import HttpParserError, HttpResponseParser
 
 _BLOCK_SIZE = 65536
@@ -67,72 +63,18 @@ def _reason(error: BaseException) -> str:
     return str(text)[:200] or type(error).__name__
 
 
-# The system call itself, also where gevent has patched `select`: gevent's would switch to the hub.
-_poll: Callable[[], select.poll] = monkey.get_original("select", "poll")
+class _NoDelay:
+    def after_connect(self, sock: socket.socket) -> None:
+        # Small writes (a stream's chunks, a short answer) go out at once, not after an ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _idle_and_open(sock: socket.socket) -> bool:
-    """Whether a pooled connection can carry a request: an idle keep-alive connection has nothing
-    to read, so anything readable (the upstream closed it, or sent what nobody asked for) or an
-    error means no. One poll, no wait (poll, not select: a worker may hold fds beyond 1024)."""
-    try:
-        poller = _poll()
-        poller.register(sock, select.POLLIN)
-        return not poller.poll(0)
-    except (OSError, ValueError):  # closed meanwhile
-        return False
+class _Pool(_NoDelay, ConnectionPool):
+    pass
 
 
-class _Connections:
-    """One gevent hub's connections to the origin: at most `size` in use at once (a request beyond
-    waits for one), the idle ones reused newest first."""
-
-    def __init__(self, origin: OriginPool, tls: ssl.SSLContext | None) -> None:
-        self._origin = origin
-        self._tls = tls
-        self._idle: list[socket.socket] = []
-        self._slots = gevent.lock.BoundedSemaphore(origin.size)
-
-    def get(self) -> socket.socket:
-        """An idle connection still open, or a new one. Raises OSError (TimeoutError included)."""
-        self._slots.acquire()
-        try:
-            idle = self._idle
-            while idle:
-                sock = idle.pop()
-                if _idle_and_open(sock):
-                    return sock
-                sock.close()
-            return self._connect()
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def give_back(self, sock: socket.socket) -> None:
-        self._idle.append(sock)
-        self._slots.release()
-
-    def discard(self, sock: socket.socket) -> None:
-        try:
-            sock.close()
-        finally:
-            self._slots.release()
-
-    def _connect(self) -> socket.socket:
-        origin = self._origin
-        sock: socket.socket = gevent.socket.create_connection(
-            (origin.host, origin.port), timeout=origin.connect_timeout
-        )
-        try:
-            # Small writes (a stream's chunks, a short answer) go out at once, not after an ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls is not None:  # the handshake within the connect timeout too
-                sock = self._tls.wrap_socket(sock, server_hostname=origin.host)
-            sock.settimeout(origin.read_timeout)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+class _TLSPool(_NoDelay, SSLConnectionPool):
+    pass
 
 
 class UpstreamResponse:
@@ -141,7 +83,7 @@ class UpstreamResponse:
     It is also the parser's protocol: the `on_*` methods are httptools' callbacks.
     """
 
-    def __init__(self, sock: socket.socket, pool: _Connections, method: str) -> None:
+    def __init__(self, sock: socket.socket, pool: ConnectionPool, method: str) -> None:
         self._sock: socket.socket | None = sock  # None once handed back or closed
         self._pool = pool
         self._parser = HttpResponseParser(self)
@@ -263,9 +205,9 @@ class UpstreamResponse:
         if sock is None:
             return
         if reuse:
-            self._pool.give_back(sock)
+            self._pool.return_socket(sock)
         else:
-            self._pool.discard(sock)
+            self._pool.release_socket(sock)
 
     def close(self) -> None:
         """Give the connection back when the answer was read to its end, else close it (which is
@@ -280,31 +222,42 @@ def _transport_error(error: BaseException) -> TransportError:
     return Broken(_reason(error))
 
 
+class _PoolOptions(TypedDict):
+    size: int
+    connection_timeout: float
+    network_timeout: float
+
+
 class OriginPool:
     """Keep-alive connections to the origin of `base_url`; `request()` sends one request."""
 
     def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float, size: int) -> None:
-        url = urlsplit(base_url)
+        url = URL(base_url)
         self.https = url.scheme == "https"
         default_port = 443 if self.https else 80
-        self.host, self.port = url.hostname or "", url.port or default_port
-        self.size, self.connect_timeout, self.read_timeout = size, connect_timeout, read_timeout
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.host, self.port = url.host, url.port or default_port  # URL gives http(s)'s default port
+        host = f"[{url.host}]" if ":" in url.host else url.host
         # The request line's fixed part, encoded once.
         host_header = host if self.port == default_port else f"{host}:{self.port}"
         self._host_line = f" HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
-        self._tls: ssl.SSLContext | None = None
-        self._pools: weakref.WeakKeyDictionary[object, _Connections] = weakref.WeakKeyDictionary()
+        self._options: _PoolOptions = {
+            "size": size,
+            "connection_timeout": connect_timeout,
+            "network_timeout": read_timeout,
+        }
+        self._pools: weakref.WeakKeyDictionary[Any, ConnectionPool] = weakref.WeakKeyDictionary()
 
-    def _pool(self) -> _Connections:
+    def _pool(self) -> ConnectionPool:
         hub = gevent.get_hub()  # one per OS thread; gevent sockets cannot cross between them
         pool = self._pools.get(hub)
         if pool is None:
-            if self.https and self._tls is None:
-                from gevent import ssl as gevent_ssl  # only for https: the system's trust store
-
-                self._tls = gevent_ssl.create_default_context()  # certificates and names verified
-            pool = self._pools[hub] = _Connections(self, self._tls)
+            if self.https:
+                # ca_certs None: the system's trust store (SSL_CERT_FILE honoured), not certifi's.
+                tls = {"ca_certs": None}
+                pool = _TLSPool(self.host, self.port, self.host, self.port, ssl_options=tls, **self._options)
+            else:
+                pool = _Pool(self.host, self.port, self.host, self.port, **self._options)
+            self._pools[hub] = pool
         return pool
 
     def request(
@@ -335,7 +288,7 @@ class OriginPool:
         data = head + body if isinstance(body, bytes) and body else head
         pool = self._pool()
         try:
-            sock = pool.get()  # a pooled connection, or a new one (all it can fail on)
+            sock = pool.get_socket()  # a pooled connection, or a new one (all it can fail on)
         except TimeoutError as error:
             raise ConnectTimeout(_reason(error)) from None
         except OSError as error:  # refused, no route, DNS, TLS handshake and certificate errors
@@ -345,10 +298,10 @@ class OriginPool:
             if chunks is not None:
                 send_chunks(sock, chunks, chunked=length is None)
         except OSError as error:
-            pool.discard(sock)
+            pool.release_socket(sock)
             raise _transport_error(error) from None
         except BaseException:
-            pool.discard(sock)
+            pool.release_socket(sock)
             raise
         # The answer hands the socket back to the pool (or closes it) itself.
         return UpstreamResponse(sock, pool, method)
