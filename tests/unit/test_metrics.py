@@ -182,7 +182,7 @@ def test_each_access_line_has_the_directives_of_its_own_members_written_as_json_
     for line, document in zip(lines, documents, strict=True):
         assert line == json.dumps(document)
         assert_valid_emf(document)
-    assert [d["request_id"] for d in documents] == ["req-1", "req-2", "req-1", "req-1"]
+    assert [d["message"].split()[-1] for d in documents] == ["200", "404", "200", "200"]
     assert ("CostUSD", ("Environment", "Client")) in series(documents[2])
     assert ("CostUSD", ("Environment", "Client")) not in series(documents[3])
     assert ("Errors", ("Environment", "ErrorKind")) in series(documents[1])
