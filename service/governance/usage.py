@@ -36,6 +36,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from service.core import request_state, shutdown
+from service.core.errors import ProxyError, ServerStopping
 
 log = logging.getLogger("service.usage")
 
@@ -324,8 +325,6 @@ def note_credential(name: str) -> None:
 def measured(call: ProviderCall) -> Iterator[ProviderCall]:
     """Run a provider call; a ProviderError (or anything else) finishes its record as failed. A
     call cut by the server's shutdown (`service.core.shutdown`) raises ServerStopping, a 503."""
-    from service.core.errors import ProxyError, ServerStopping
-
     token = _measuring.set(call)
     try:
         try:

@@ -56,12 +56,46 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {
         k: v
         for k, v in vars(record).items()
-        if k not in _STANDARD_ATTRS and (not k.startswith("_") or k in _KEPT_PRIVATE)
+        if k not in _STANDARD_ATTRS and (k[:1] != "_" or k in _KEPT_PRIVATE)
     }
 
 
 # One encoder for every line (json.dumps with `default` builds a new one per call).
 _ENCODER = json.JSONEncoder(default=str)
+
+
+class Encoded(dict[str, Any]):
+    """A dict that carries its own JSON text (as `_ENCODER` writes it), for a member of every line
+    whose larger part repeats (the access line's EMF metadata, service.ops.metrics): JsonFormatter
+    writes `json` as it is rather than encoding the same lists again. Elsewhere it is a plain dict."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, value: dict[str, Any], json_text: str) -> None:
+        super().__init__(value)
+        self.json = json_text
+
+
+def encode(value: Any) -> str:
+    """`value` in JSON, as a line writes it."""
+    return _ENCODER.encode(value)
+
+
+def _encode_line(line: dict[str, Any]) -> str:
+    aws = line.get("_aws")
+    if not isinstance(aws, Encoded):
+        return _ENCODER.encode(line)
+    # The members before and after it are encoded as usual; the text is the same as encoding all.
+    keys = list(line)
+    at = keys.index("_aws")
+    head = _ENCODER.encode({k: line[k] for k in keys[:at]}) if at else "{}"
+    tail = _ENCODER.encode({k: line[k] for k in keys[at + 1 :]})
+    return (
+        (head[:-1] + ", " if at else "{")
+        + '"_aws": '
+        + aws.json
+        + (", " + tail[1:] if len(keys) > at + 1 else "}")
+    )
 
 
 class JsonFormatter(logging.Formatter):
@@ -77,7 +111,7 @@ class JsonFormatter(logging.Formatter):
         line.update(_extras(record))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(line)
+        return _encode_line(line)
 
 
 # Starts each line of a traceback in the text format: a line that does not start with it is the

@@ -58,6 +58,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeGuard
 
 from service.core.request_state import RequestState
+from service.ops import logformat
 
 access_log = logging.getLogger("service.access")
 log = logging.getLogger(__name__)
@@ -184,7 +185,10 @@ class RequestMetrics:
                 except Exception:  # a fault in the counting must not cost the request its access line
                     log.exception("Could not count request %s in the Prometheus metrics", state.id)
             if self.emf:
-                fields.update(emf_document({k: v for k, v in figures.items() if k != ATTRIBUTES}))
+                if ATTRIBUTES in figures:  # for Prometheus only, not an EMF member
+                    figures = {k: v for k, v in figures.items() if k != ATTRIBUTES}
+                fields["_aws"] = emf_metadata(figures)
+                fields.update(figures)
         access_log.info("%s %s %s", state.method, state.path, status, extra=fields)
 
     def route(self, state: RequestState) -> str:
@@ -270,9 +274,37 @@ _USAGE = ("PromptTokens", "CompletionTokens", "CostUSD")
 ATTRIBUTES = "Attributes"  # the figure holding every attribute of the request (bounded values)
 
 
+# The directives of each set of members seen (they depend on which members a request has, not on
+# their values): most requests repeat a handful of sets, so each is built once. Bounded, since
+# safety checks' names are part of the set.
+_DIRECTIVES: dict[tuple[str, ...], tuple[list[dict[str, Any]], str]] = {}
+MAX_DIRECTIVE_SETS = 256
+
+
 def emf_document(figures: dict[str, Any]) -> dict[str, Any]:
     """The members to add to a JSON log line to make it an EMF document of `figures`."""
+    return {"_aws": emf_metadata(figures), **figures}
 
+
+def emf_metadata(figures: dict[str, Any]) -> dict[str, Any]:
+    """The `_aws` member of the EMF document of `figures`."""
+    members = tuple(figures)
+    known = _DIRECTIVES.get(members)
+    if known is None:
+        directives = _directives(figures)
+        known = directives, logformat.encode(directives)  # written as it is (logformat.Encoded)
+        if len(_DIRECTIVES) < MAX_DIRECTIVE_SETS:
+            _DIRECTIVES[members] = known
+    directives, encoded = known
+    # Timestamp: when the request ended, in milliseconds since the epoch (the spec's unit).
+    timestamp = int(time.time() * 1000)
+    return logformat.Encoded(
+        {"Timestamp": timestamp, "CloudWatchMetrics": directives},
+        f'{{"Timestamp": {timestamp}, "CloudWatchMetrics": {encoded}}}',
+    )
+
+
+def _directives(figures: dict[str, Any]) -> list[dict[str, Any]]:
     def directive(dimension_sets: list[list[str]], names: Iterable[str]) -> dict[str, Any]:
         metrics = [{"Name": name, "Unit": _UNITS[name]} for name in names if name in figures]
         return {"Namespace": NAMESPACE, "Dimensions": dimension_sets, "Metrics": metrics}
@@ -299,5 +331,4 @@ def emf_document(figures: dict[str, Any]) -> dict[str, Any]:
     directives.append(directive([[env, "Client"]], ["Requests"]))
     if "Attribute" in figures:
         directives.append(directive([[env, "Client", "Attribute"]], ["Requests", "CostUSD"]))
-    # Timestamp: when the request ended, in milliseconds since the epoch (the spec's unit).
-    return {"_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": directives}, **figures}
+    return directives

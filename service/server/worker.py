@@ -39,6 +39,7 @@ from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
 
 from service.config.settings import load_settings
+from service.server.answer_socket import AnswerSocket
 
 if TYPE_CHECKING:
     from gunicorn.http.message import Request
@@ -149,10 +150,13 @@ class ProxyWorker(GeventWorker):
         connection = self.connections.get(gevent.getcurrent())
         if connection is not None:
             connection.busy = True
+        answer_sock = AnswerSocket(sock)  # a whole answer's head and body in one send
         try:
-            keep_alive: bool = super().handle_request(listener_name, req, sock, addr)
+            keep_alive: bool = super().handle_request(listener_name, req, answer_sock, addr)
             return keep_alive
         finally:
+            with contextlib.suppress(OSError):
+                answer_sock.flush()  # before the connection is read again or closed
             if connection is not None:
                 connection.busy = False
                 connection.requests += 1

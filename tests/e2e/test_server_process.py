@@ -1,5 +1,6 @@
 """The real server process, started as `make run` starts it, over real HTTP."""
 
+import http.client
 import json
 import subprocess
 import time
@@ -22,6 +23,30 @@ def test_server_answers_health_and_json_errors():
         assert json.loads(missing.body)["error"]["type"] == "not_found_error"
         log = server.log()
     assert "gevent" in log
+
+
+def test_answers_with_and_without_a_body_follow_each_other_whole_on_one_connection():
+    # A whole answer's head waits for its body to go out with it (service.server.answer_socket);
+    # one with no body (HEAD, a 304) must still have its head sent, before the next request is read.
+    with running_server() as server:
+        host, port = urlsplit(server.url).netloc.split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            answers = []
+            for method, path in [("HEAD", "/"), ("GET", "/"), ("HEAD", "/"), ("GET", "/no/such/route")]:
+                connection.request(method, path)
+                response = connection.getresponse()
+                answers.append((method, response.status, response.read(), response.getheader("Connection")))
+        finally:
+            connection.close()
+    assert [(method, status, connection) for method, status, _, connection in answers] == [
+        ("HEAD", 200, "keep-alive"),
+        ("GET", 200, "keep-alive"),
+        ("HEAD", 200, "keep-alive"),
+        ("GET", 404, "keep-alive"),
+    ]
+    assert answers[0][2] == answers[2][2] == b""
+    assert answers[1][2] and json.loads(answers[3][2])["error"]["type"] == "not_found_error"
 
 
 def test_real_server_reports_to_honeybadger_and_logs_json():

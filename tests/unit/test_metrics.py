@@ -165,6 +165,31 @@ def test_the_access_line_is_the_emf_document_in_json_only(caplog):
             assert (line["PromptTokens"], line["CompletionTokens"], line["Model"]) == (3, 4, "gpt-4o-mini")
 
 
+def test_each_access_line_has_the_directives_of_its_own_members_written_as_json_writes_them(caplog):
+    # The directives are built once per set of members and their JSON text reused: a line must
+    # read exactly as encoding it whole would, and never carry another request's directives.
+    requests = [
+        finished_request(prompt_tokens=3, completion_tokens=4),
+        RequestState("req-2", "GET", "/v1/models", status=404, error_kind="not_found"),
+        finished_request(prompt_tokens=3, completion_tokens=4, cost_usd=0.5),
+        finished_request(prompt_tokens=5, completion_tokens=6),
+    ]
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        for state in requests:
+            metrics.RequestMetrics(emf=True).record(state)
+    lines = [JsonFormatter().format(record) for record in caplog.records]
+    documents = [json.loads(line) for line in lines]
+    for line, document in zip(lines, documents, strict=True):
+        assert line == json.dumps(document)
+        assert_valid_emf(document)
+    assert [d["message"].split()[-1] for d in documents] == ["200", "404", "200", "200"]
+    assert ("CostUSD", ("Environment", "Client")) in series(documents[2])
+    assert ("CostUSD", ("Environment", "Client")) not in series(documents[3])
+    assert ("Errors", ("Environment", "ErrorKind")) in series(documents[1])
+    assert documents[0]["_aws"]["CloudWatchMetrics"] == documents[3]["_aws"]["CloudWatchMetrics"]
+    assert (documents[0]["PromptTokens"], documents[3]["PromptTokens"]) == (3, 5)
+
+
 @pytest.mark.parametrize("route", ["/", "/metrics"])
 def test_the_health_check_and_the_scraper_are_not_counted(caplog, route):
     state = RequestState("req-3", "GET", route, status=200)

@@ -1,0 +1,65 @@
+"""The client's socket as gunicorn's answer writer sees it: a whole answer's head and body in one send.
+
+Gunicorn writes an answer's head on its own, just before the first body bytes. When the app says
+the answer is whole (in memory, with its length: `hold_head`, called by service.edge.pipeline
+before the head is written), the head waits for those bytes and both go out in one send: one
+system call and one packet fewer a request. A stream's head is never held (its first event may
+be seconds away). Whatever else writes or ends the connection sends a held head first, so the
+bytes on the wire are the same, in the same order; every other use is the socket's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+
+class AnswerSocket:
+    __slots__ = ("_held", "_holding", "_sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._holding = False  # the next write is a whole answer's head: keep it for the body
+        self._held: bytes | None = None
+
+    def hold_head(self) -> None:
+        self._holding = True
+
+    def sendall(self, data: Any, *flags: int) -> None:
+        if self._holding:
+            self._holding = False
+            self._held = bytes(data)
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + bytes(data)
+        self._sock.sendall(data, *flags)
+
+    def flush(self) -> None:
+        """Send a held head (an answer with no body bytes, or one that failed after its head)."""
+        self._holding = False
+        held, self._held = self._held, None
+        if held is not None:
+            self._sock.sendall(held)
+
+    def send(self, data: Any, *flags: int) -> int:
+        self.flush()
+        return self._sock.send(data, *flags)
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        self.flush()
+        return self._sock.sendfile(file, offset, count)
+
+    def shutdown(self, how: int) -> None:
+        self.flush()
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.flush()
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
