@@ -23,6 +23,7 @@ from testbed.openai_upstream import Fail, FakeOpenAI, Recorded, Reply
 from testbed.redis_server import RedisServer
 from testbed.server import running_server
 from tests.support.http import Response, fetch
+from tests.support.waiting import wait_until
 
 PROVIDER_KEY = "sk-provider-key-answer-cache"
 STORE_PASSWORD = "store-password-answer-cache"
@@ -305,7 +306,12 @@ def test_a_hit_costs_nothing_in_the_clients_limits_and_says_what_it_saved(server
     assert after_hits["tokens_last_minute"] == after_miss["tokens_last_minute"]
     assert after_hits["requests_last_minute"] == after_miss["requests_last_minute"] + 3  # rpm counts hits
     assert first.status == 200
-    time.sleep(0.5)  # the access lines are written once the answers have gone out
+
+    def all_written() -> bool:  # the access lines are written once the answers have gone out
+        lines = server.log_records()
+        return len([r for r in lines if r.get("client") == "metered" and r.get("CacheHits") == 1]) >= 3
+
+    wait_until(all_written, timeout=5)
     records = server.log_records()
     hits = [r for r in records if r.get("message", "").startswith("usage") and r.get("cache") == "hit"]
     mine = [r for r in hits if r.get("client") == "metered"]

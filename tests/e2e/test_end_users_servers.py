@@ -203,8 +203,15 @@ def test_an_organisation_token_is_served_and_attributed_to_a_hashed_student(serv
         "script_id": "12",
         "lesson_id": "3",
     }
-    access = next(r for r in servers[0].log_records() if r.get("request_id") == request_id and "_aws" in r)
-    assert (access["Attribute"], access["end_user"]) == ("ai-tutor", expected)
+
+    def access_line() -> dict | None:
+        lines = [r for r in servers[0].log_records() if r.get("request_id") == request_id and "_aws" in r]
+        return lines[0] if lines else None
+
+    # The access line is the request's last record, written once the answer has gone out.
+    wait_until(access_line, timeout=5)
+    access = access_line()
+    assert access is not None and (access["Attribute"], access["end_user"]) == ("ai-tutor", expected)
     assert "student-attributed" not in servers[0].log() + servers[1].log()
 
 
