@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from service.core.errors import Unavailable
 from service.core.request_state import Usage
@@ -274,46 +275,47 @@ class SharedLimiter:
             self._read_replies()
 
     def usage(self, client: str, limits: Limits) -> ClientUsage:
-        if self._store_usable():
-            now = self.clock()
-            try:
-                requests, tokens, in_flight, day, month, _ = self._usage(
-                    keys=keys(client, now), args=[int(now * 1000), int(WINDOW_SECONDS * 1000)]
-                )
-            except STORE_ERRORS as error:
-                self._failed(error)
-            else:
-                self._recovered()
-                return {
-                    "requests_last_minute": int(requests),
-                    "tokens_last_minute": int(tokens),
-                    "in_flight": int(in_flight),
-                    "spent_usd_today": round(float(day), 6),
-                    "spent_usd_this_month": round(float(month), 6),
-                }
-        return self.local.usage(client, limits)
+        counted = self._counted(client, None)
+        if counted is None:
+            return self.local.usage(client, limits)
+        requests, tokens, in_flight, day, month, _ = counted
+        return {
+            "requests_last_minute": int(requests),
+            "tokens_last_minute": int(tokens),
+            "in_flight": int(in_flight),
+            "spent_usd_today": round(float(day), 6),
+            "spent_usd_this_month": round(float(month), 6),
+        }
 
     def end_user_usage(self, client: str, end_user: EndUser) -> EndUserUsage:
-        if self._store_usable():
-            now = self.clock()
-            try:
-                requests, tokens, in_flight, day, month, today = self._usage(
-                    keys=keys(client, now, end_user.hashed),
-                    args=[int(now * 1000), int(WINDOW_SECONDS * 1000)],
-                )
-            except STORE_ERRORS as error:
-                self._failed(error)
-            else:
-                self._recovered()
-                return {
-                    "requests_last_minute": int(requests),
-                    "tokens_last_minute": int(tokens),
-                    "tokens_today": int(today),
-                    "in_flight": int(in_flight),
-                    "spent_usd_today": round(float(day), 6),
-                    "spent_usd_this_month": round(float(month), 6),
-                }
-        return self.local.end_user_usage(client, end_user)
+        counted = self._counted(client, end_user.hashed)
+        if counted is None:
+            return self.local.end_user_usage(client, end_user)
+        requests, tokens, in_flight, day, month, today = counted
+        return {
+            "requests_last_minute": int(requests),
+            "tokens_last_minute": int(tokens),
+            "tokens_today": int(today),
+            "in_flight": int(in_flight),
+            "spent_usd_today": round(float(day), 6),
+            "spent_usd_this_month": round(float(month), 6),
+        }
+
+    def _counted(self, client: str, end_user: str | None) -> list[Any] | None:
+        """The USAGE script's figures for `client` (or its end user), or None when the store is
+        not usable now (the caller then answers from this process's counts)."""
+        if not self._store_usable():
+            return None
+        now = self.clock()
+        try:
+            counted = self._usage(
+                keys=keys(client, now, end_user), args=[int(now * 1000), int(WINDOW_SECONDS * 1000)]
+            )
+        except STORE_ERRORS as error:
+            self._failed(error)
+            return None
+        self._recovered()
+        return list(counted)
 
     @property
     def shared(self) -> bool:
