@@ -53,20 +53,11 @@ class Transcribe(JsonRoute):
         fields = upload.read_fields("model")
         model = fields.get("model")
         deployment = media.deployment_for(self.router, model, self.path)
-        renamed = {"model": deployment.model} if deployment.model and deployment.model != model else {}
+        renamed = media.renamed_model(deployment, model)
         streamed = fields.get("stream", "").lower() == "true"
         call = media.call_for(deployment, stream=streamed)
         provider = media.provider_of(deployment)
-        answer, key = media.open_call(
-            provider,
-            call,
-            "POST",
-            self.path,
-            environ,
-            body=upload.chunks(renamed),
-            length=upload.length(renamed),
-            content_type=upload.upload.content_type,
-        )
+        answer, key = media.send_upload(provider, call, self.path, environ, upload, renamed)
         names = media.price_names(deployment)
 
         def cost(seconds: float | None) -> tuple[float | None, dict[str, Any]]:

@@ -103,16 +103,7 @@ class FileUpload(JsonRoute):
         upload = MultipartUpload(environ[UPLOAD])
         upload.read_fields("purpose")
         provider, call = default_deployment(self.router)
-        answer, key = media.open_call(
-            provider,
-            call,
-            "POST",
-            "/files",
-            environ,
-            body=upload.chunks(),
-            length=upload.length({}),
-            content_type=upload.upload.content_type,
-        )
+        answer, key = media.send_upload(provider, call, "/files", environ, upload, {})
         data, headers = media.whole_answer(provider, call, answer, key)
         call.finish(answer.status, cost=0.0, details={"upload_bytes": upload.upload.received})
         file_id = _object(data).get("id")

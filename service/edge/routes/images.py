@@ -102,23 +102,14 @@ class ImageEdits(_ImageRoute):
         fields = upload.read_fields("model", "prompt")
         model = fields.get("model")
         deployment = media.deployment_for(self.router, model, self.path)
-        renamed = {"model": deployment.model} if deployment.model and deployment.model != model else {}
+        renamed = media.renamed_model(deployment, model)
         if "prompt" in fields:
             prompt = self.screen.input_text(fields["prompt"])
             if prompt != fields["prompt"]:
                 renamed["prompt"] = prompt  # its personal data redacted
         call = media.call_for(deployment)
         provider = media.provider_of(deployment)
-        answer, key = media.open_call(
-            provider,
-            call,
-            "POST",
-            self.path,
-            environ,
-            body=upload.chunks(renamed),
-            length=upload.length(renamed),
-            content_type=upload.upload.content_type,
-        )
+        answer, key = media.send_upload(provider, call, self.path, environ, upload, renamed)
         return self._answer(deployment, call, answer, key, upload.reader.fields)
 
 

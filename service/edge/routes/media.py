@@ -26,6 +26,8 @@ from service.governance.usage import ProviderCall, measured
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+    from service.edge.uploads import MultipartUpload
+
 DEPLOYMENT_HEADER = "x-aiproxy-deployment"
 BEDROCK_SERVES = "/v1/chat/completions"
 
@@ -86,6 +88,33 @@ def open_call(
             query=environ.get("QUERY_STRING", "") if query is None else query,
             headers=upstream_headers(environ, content_type),
         )
+
+
+def send_upload(
+    provider: OpenAICompatible,
+    call: ProviderCall,
+    path: str,
+    environ: WSGIEnvironment,
+    upload: MultipartUpload,
+    replace: Mapping[str, str],
+) -> tuple[UpstreamResponse, str]:
+    """POST a multipart upload on as it arrives, the fields in `replace` rewritten (the model
+    routing named, a redacted prompt); the open answer and key."""
+    return open_call(
+        provider,
+        call,
+        "POST",
+        path,
+        environ,
+        body=upload.chunks(replace),
+        length=upload.length(replace),
+        content_type=upload.upload.content_type,
+    )
+
+
+def renamed_model(deployment: Deployment, asked: Any) -> dict[str, str]:
+    """The upload's `model` field to rewrite: the name routing gave the deployment, if it differs."""
+    return {"model": deployment.model} if deployment.model and deployment.model != asked else {}
 
 
 def whole_answer(
