@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,13 @@ KEY_PREFIX = "aiproxy:answer:"
 def canonical(body: Any) -> bytes:
     """`body` as JSON with its keys sorted and no whitespace: the same for the same question."""
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def deployments_key(names: Iterable[str]) -> str:
+    """The `model` part of a key: the deployments a model routes to, in no particular order (a
+    weighted group shuffles them), so the same question for the same deployments is one entry
+    whichever of them answers. The relay and the safety checks key on it alike."""
+    return ",".join(sorted(set(names)))
 
 
 def cache_key(owner: str, kind: str, model: str, body: Any) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from service.cache.entries import AnswerCache, Entry
+from service.cache.entries import AnswerCache, Entry, deployments_key
 from service.cache.policy import finished_stream, finished_whole, plan, sampled
 from service.cache.recording import CACHE_HEADER, MISS, Recording, replay
 from service.cache.settings import CacheSettings
@@ -168,11 +168,10 @@ def _keep_when_sent(
 
 
 def resolved_model(route: RelayRoute, model: Any) -> str:
-    """What `model` routes to: its deployments, in no particular order (a weighted group shuffles
-    them), so the same question for the same deployments is the same entry whichever answers."""
+    """What `model` routes to (`deployments_key`)."""
     if not isinstance(model, str) or not model:
         return ""
-    return ",".join(sorted({deployment.name for deployment in route.router.deployments(model)}))
+    return deployments_key(deployment.name for deployment in route.router.deployments(model))
 
 
 class CachedRelay(JsonRoute):

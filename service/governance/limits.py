@@ -230,8 +230,10 @@ def replayed() -> Unauthenticated:
     )
 
 
-def end_user_key(client: str, end_user: EndUser) -> str:
-    return f"{client}/{end_user.hashed}"
+def end_user_key(client: str, end_user: str) -> str:
+    """Where this process counts the end user of hash `end_user` of `client` (admission, settling
+    and usage alike)."""
+    return f"{client}/{end_user}"
 
 
 class PerMinute:
@@ -299,7 +301,7 @@ class LocalLimiter:
             budget_refusal(client, limits, spent_day, spent_month, now)
             user_counts = None
             if end_user is not None and end_user.limits is not None:
-                user_counts = self._counts(self._end_users, end_user_key(client, end_user), now)
+                user_counts = self._counts(self._end_users, end_user_key(client, end_user.hashed), now)
                 end_user_limits.check_locally(user_counts, client, end_user.limits, estimate, now)
             admission = Admission(client, limits, estimate if limits.tpm is not None else 0, now)
             counts.admitted.append(now)
@@ -363,7 +365,7 @@ class LocalLimiter:
                 for window in (day, month):
                     counts.spent[window] = counts.spent.get(window, 0.0) + used.cost_usd
             if admission.end_user is not None:
-                key = f"{admission.client}/{admission.end_user.hashed}"
+                key = end_user_key(admission.client, admission.end_user.hashed)
                 end_user_limits.settle_locally(
                     self._end_users.setdefault(key, Counts()),
                     admission.end_user,
@@ -389,7 +391,7 @@ class LocalLimiter:
     def end_user_usage(self, client: str, end_user: EndUser) -> EndUserUsage:
         with self._lock:
             now = self.clock()
-            counts = self._end_users.get(end_user_key(client, end_user))
+            counts = self._end_users.get(end_user_key(client, end_user.hashed))
             if counts is None:
                 return end_user_limits.usage_of(Counts(), now)
             counts.expire(now)

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from service.cache.entries import deployments_key
 from service.core.errors import ProxyError
 from service.core.responses import ClientResponse, json_bytes, unsent
 from service.gateway.fallback import first_answer
@@ -120,7 +121,7 @@ def _through_cache(
             raise _NotKept(content)  # through the cache without being kept
         return content
 
-    model = ",".join(sorted({deployment.name for deployment in deployments}))
+    model = deployments_key(deployment.name for deployment in deployments)
     try:
         return services.cache(f"safety:{kind}", model, body, kept_only_when_usable)
     except _NotKept as unusable:
