@@ -27,18 +27,7 @@ from service.safety.texts import CHAT, RESPONSES, delta_text
 # A sentence ends with . ! ? (or their CJK forms, or an ellipsis), perhaps closed by quotes or
 # brackets, before white space or at the end of the text so far; a line break ends one too.
 _SENTENCE_END = re.compile(r"(?:[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*(?:\s|$)|\n)")
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
 _DONE = b"[DONE]"
-
-
-def events_of(chunk: bytes) -> Iterator[bytes]:
-    """The whole events of one chunk, each with its terminating blank line."""
-    start = 0
-    for end in _EVENT_END.finditer(chunk):
-        yield chunk[start : end.end()]
-        start = end.end()
-    if start < len(chunk):
-        yield chunk[start:]
 
 
 def ends_segment(text: str, segment_chars: int) -> bool:
@@ -60,7 +49,7 @@ def filtered(
     source = iter(chunks)
     try:
         for chunk in source:
-            for event in events_of(chunk):
+            for event in sse.split_events(chunk):
                 data = sse.event_data(event)
                 if data is None and _DONE in event and pending:
                     refusal = _checked(check, pending, last, path)

@@ -9,12 +9,13 @@ import pytest
 
 from service.config.secrets import SecretStore
 from service.gateway.routing import build_router
+from service.gateway.sse import split_events
 from service.safety import pii
 from service.safety.answers import SafetyUnavailable
 from service.safety.check import CheckFailed, Services
 from service.safety.policy import parse_policies
 from service.safety.runner import run_phase
-from service.safety.stream import events_of, filtered
+from service.safety.stream import filtered
 from testbed.comprehend import FakeComprehend
 from testbed.openai_upstream import FakeOpenAI, Hang, Reply
 from tests.support.app import make_settings
@@ -227,7 +228,7 @@ def chunk(text):
 
 
 def test_events_of_a_chunk_holding_several_whole_events():
-    assert list(events_of(chunk("a") + chunk("b") + b"data: [DONE]\n\n")) == [
+    assert list(split_events(chunk("a") + chunk("b") + b"data: [DONE]\n\n")) == [
         chunk("a"),
         chunk("b"),
         b"data: [DONE]\n\n",
