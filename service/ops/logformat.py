@@ -16,6 +16,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from service.core import request_state
 from service.core.escaping import log_text
 
@@ -60,12 +62,23 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
-# One encoder for every line (json.dumps with `default` builds a new one per call).
-_ENCODER = json.JSONEncoder(default=str)
+def _stdlib_encode(value: Any) -> str:
+    # What orjson refuses (integers beyond 64 bits, non-string keys, lone surrogates: a line must
+    # never fail to be written), in the same compact form; non-ASCII is escaped here.
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def encode(value: Any) -> str:
+    """`value` in compact JSON, as a line writes it: orjson (in C, a quarter of the standard
+    library's time for a line), with anything it cannot encode written by `str()`."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except orjson.JSONEncodeError:
+        return _stdlib_encode(value)
 
 
 class Encoded(dict[str, Any]):
-    """A dict that carries its own JSON text (as `_ENCODER` writes it), for a member of every line
+    """A dict that carries its own JSON text (as `encode` writes it), for a member of every line
     whose larger part repeats (the access line's EMF metadata, service.ops.metrics): JsonFormatter
     writes `json` as it is rather than encoding the same lists again. Elsewhere it is a plain dict."""
 
@@ -76,26 +89,22 @@ class Encoded(dict[str, Any]):
         self.json = json_text
 
 
-def encode(value: Any) -> str:
-    """`value` in JSON, as a line writes it."""
-    return _ENCODER.encode(value)
+# Characters a JSON string may hold as they are but that str.splitlines() and some log viewers take
+# for line breaks: escaped, so that one record stays one line whatever a client sent.
+_LINE_BREAKS = {ord("\x85"): "\\u0085", ord("\u2028"): "\\u2028", ord("\u2029"): "\\u2029"}
 
 
 def _encode_line(line: dict[str, Any]) -> str:
     aws = line.get("_aws")
-    if not isinstance(aws, Encoded):
-        return _ENCODER.encode(line)
-    # The members before and after it are encoded as usual; the text is the same as encoding all.
-    keys = list(line)
-    at = keys.index("_aws")
-    head = _ENCODER.encode({k: line[k] for k in keys[:at]}) if at else "{}"
-    tail = _ENCODER.encode({k: line[k] for k in keys[at + 1 :]})
-    return (
-        (head[:-1] + ", " if at else "{")
-        + '"_aws": '
-        + aws.json
-        + (", " + tail[1:] if len(keys) > at + 1 else "}")
-    )
+    if isinstance(aws, Encoded):
+        line["_aws"] = orjson.Fragment(aws.json)  # written as it is, in its place
+    try:
+        text = orjson.dumps(line, default=str).decode()
+    except orjson.JSONEncodeError:
+        if isinstance(aws, Encoded):
+            line["_aws"] = aws
+        return _stdlib_encode(line)
+    return text if text.isascii() else text.translate(_LINE_BREAKS)
 
 
 class JsonFormatter(logging.Formatter):

@@ -300,7 +300,7 @@ def emf_metadata(figures: dict[str, Any]) -> dict[str, Any]:
     timestamp = int(time.time() * 1000)
     return logformat.Encoded(
         {"Timestamp": timestamp, "CloudWatchMetrics": directives},
-        f'{{"Timestamp": {timestamp}, "CloudWatchMetrics": {encoded}}}',
+        f'{{"Timestamp":{timestamp},"CloudWatchMetrics":{encoded}}}',
     )
 
 

@@ -76,7 +76,8 @@ def test_a_store_broken_by_a_rotation_keeps_the_last_valid_one_and_logs_one_erro
         clock.now += TTL
         assert status(client, OLD_KEY) == 200
         assert status(client, NEW_KEY) == 401
-    errors = [json.loads(line) for line in logs.getvalue().splitlines() if '"level": "ERROR"' in line]
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    errors = [line for line in lines if line["level"] == "ERROR"]
     assert len(errors) == 1
     assert errors[0]["message"].startswith(f"The client key store in {SECRET} is not valid (not valid JSON")
     assert "keeping the last valid one" in errors[0]["message"]

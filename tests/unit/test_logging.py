@@ -145,3 +145,19 @@ def test_a_path_with_a_line_break_is_one_access_line(captured):
     app.test_client().get(forged_path, headers={"X-Request-Id": "inj-1"}, buffered=True)
     [line] = buffer.getvalue().splitlines()
     assert f" INFO [inj-1 anonymous] service.access: GET /\\r\\n{FORGED} 404 duration_ms=" in line
+
+
+def test_a_json_line_is_written_whatever_its_fields_hold():
+    # orjson writes the lines; what it refuses (an integer beyond 64 bits, a non-string key, a lone
+    # surrogate from a client's JSON escape) is still written, the same fields in the same order.
+    record = logging.LogRecord("service.test", logging.INFO, __file__, 1, "odd fields", (), None)
+    record.huge = 2**70
+    record.keyed = {1: "one"}
+    record.surrogate = "model \ud800"
+    record.plain = "é"
+    line = JsonFormatter().format(record)
+    document = json.loads(line)
+    assert "\n" not in line
+    assert (document["huge"], document["keyed"]) == (2**70, {"1": "one"})
+    assert (document["surrogate"], document["plain"]) == ("model \ud800", "é")
+    assert list(document)[-4:] == ["huge", "keyed", "surrogate", "plain"]

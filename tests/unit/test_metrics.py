@@ -180,7 +180,7 @@ def test_each_access_line_has_the_directives_of_its_own_members_written_as_json_
     lines = [JsonFormatter().format(record) for record in caplog.records]
     documents = [json.loads(line) for line in lines]
     for line, document in zip(lines, documents, strict=True):
-        assert line == json.dumps(document)
+        assert line == json.dumps(document, separators=(",", ":"), ensure_ascii=False)
         assert_valid_emf(document)
     assert [d["message"].split()[-1] for d in documents] == ["200", "404", "200", "200"]
     assert ("CostUSD", ("Environment", "Client")) in series(documents[2])
