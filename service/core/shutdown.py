@@ -12,9 +12,6 @@ the same way at once. Streams waiting on their provider are ended with an error 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import gevent
 
 
@@ -29,18 +26,19 @@ _waiting: set[gevent.Greenlet] = set()
 _stopping = False
 
 
-@contextmanager
-def provider_wait() -> Iterator[None]:
-    """Around a wait on a provider: `Cut` is raised in it when the server stops (at once, when the
-    server has already stopped its requests)."""
+def begin_provider_wait() -> gevent.Greenlet:
+    """Before a wait on a provider: `Cut` is raised in the waiting greenlet when the server stops
+    (here, at once, when the server has already stopped its requests). Pair with
+    `end_provider_wait` (service.governance.usage.measured does)."""
     if _stopping:
         raise Cut
     greenlet = gevent.getcurrent()
     _waiting.add(greenlet)
-    try:
-        yield
-    finally:
-        _waiting.discard(greenlet)
+    return greenlet
+
+
+def end_provider_wait(greenlet: gevent.Greenlet) -> None:
+    _waiting.discard(greenlet)
 
 
 def cut_provider_calls() -> None:
