@@ -37,6 +37,7 @@ from typing import Any
 
 from service.core import request_state, shutdown
 from service.core.errors import ProxyError, ServerStopping
+from service.ops import lines
 
 log = logging.getLogger("service.usage")
 
@@ -242,7 +243,7 @@ class ProviderCall:
             fields["region"] = state.region
         if state is not None:
             self._add_to(state.used, fields, prompt, completion, cost, error)
-        log.info("usage %s %s %s", fields["route"], self.model or "-", status, extra=fields)
+        lines.write(log, "usage %s %s %s", (fields["route"], self.model or "-", status), fields)
 
     def _add_to(
         self,

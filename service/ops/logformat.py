@@ -55,10 +55,13 @@ _KEPT_PRIVATE = {"_aws"}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return extras_of(vars(record))
+
+
+def extras_of(fields: dict[str, Any]) -> dict[str, Any]:
+    """The members of `fields` (a record's attributes, or an `extra=` dict) that a line shows."""
     return {
-        k: v
-        for k, v in vars(record).items()
-        if k not in _STANDARD_ATTRS and (k[:1] != "_" or k in _KEPT_PRIVATE)
+        k: v for k, v in fields.items() if k not in _STANDARD_ATTRS and (k[:1] != "_" or k in _KEPT_PRIVATE)
     }
 
 
@@ -94,7 +97,8 @@ class Encoded(dict[str, Any]):
 _LINE_BREAKS = {ord("\x85"): "\\u0085", ord("\u2028"): "\\u2028", ord("\u2029"): "\\u2029"}
 
 
-def _encode_line(line: dict[str, Any]) -> str:
+def encode_line(line: dict[str, Any]) -> str:
+    """A JSON line's text (without its line break)."""
     aws = line.get("_aws")
     if isinstance(aws, Encoded):
         line["_aws"] = orjson.Fragment(aws.json)  # written as it is, in its place
@@ -107,20 +111,42 @@ def _encode_line(line: dict[str, Any]) -> str:
     return text if text.isascii() else text.translate(_LINE_BREAKS)
 
 
+def json_line(
+    created: float,
+    level: str,
+    logger: str,
+    message: str,
+    request_id: str,
+    client: str,
+    extras: dict[str, Any],
+) -> dict[str, Any]:
+    """The members of a JSON line, in their order (JsonFormatter's, and service.ops.lines')."""
+    line = {
+        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "level": level,
+        "logger": logger,
+        "message": message,
+        "request_id": request_id,
+        "client": client,
+    }
+    line.update(extras)
+    return line
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"),
-            "client": getattr(record, "client", "-"),
-        }
-        line.update(_extras(record))
+        line = json_line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "request_id", "-"),
+            getattr(record, "client", "-"),
+            _extras(record),
+        )
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return _encode_line(line)
+        return encode_line(line)
 
 
 # Starts each line of a traceback in the text format: a line that does not start with it is the

@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeGuard
 
 from service.core.request_state import RequestState
-from service.ops import logformat
+from service.ops import lines, logformat
 
 access_log = logging.getLogger("service.access")
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class RequestMetrics:
                     figures = {k: v for k, v in figures.items() if k != ATTRIBUTES}
                 fields["_aws"] = emf_metadata(figures)
                 fields.update(figures)
-        access_log.info("%s %s %s", state.method, state.path, status, extra=fields)
+        lines.write(access_log, "%s %s %s", (state.method, state.path, status), fields)
 
     def route(self, state: RequestState) -> str:
         if state.route:

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask
 
 from service.core import request_state
+from service.ops import lines
 from service.ops.logformat import RequestContextFilter, make_formatter
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -47,6 +48,7 @@ def configure_logging(level: str, log_format: str, stream: Any = None) -> loggin
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    lines.use(handler if log_format == "json" else None)
     # No line shows a thread or process name; looking them up costs about a third of each
     # record (os.getpid is a system call, and every greenlet is a "thread" to logging).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False

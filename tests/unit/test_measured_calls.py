@@ -4,8 +4,8 @@ error kind the client is answered with, and a call cut by the server's shutdown 
 import logging
 
 import gevent
-from gevent.event import Event
 import pytest
+from gevent.event import Event
 
 from service.core import shutdown
 from service.core.errors import ProviderUnreachable, ServerStopping
