@@ -14,6 +14,8 @@ import contextlib
 import socket
 from typing import Any
 
+from service.core.sockets import send_all
+
 
 class AnswerSocket:
     __slots__ = ("_held", "_holding", "_sock")
@@ -35,14 +37,14 @@ class AnswerSocket:
         if held is not None:
             self._held = None
             data = held + bytes(data)
-        self._sock.sendall(data, *flags)
+        send_all(self._sock, data, *flags)
 
     def flush(self) -> None:
         """Send a held head (an answer with no body bytes, or one that failed after its head)."""
         self._holding = False
         held, self._held = self._held, None
         if held is not None:
-            self._sock.sendall(held)
+            send_all(self._sock, held)
 
     def send(self, data: Any, *flags: int) -> int:
         self.flush()

@@ -29,6 +29,8 @@ from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 from geventhttpclient.url import URL
 from httptools import HttpParserError, HttpResponseParser
 
+from service.core.sockets import send_all
+
 _BLOCK_SIZE = 65536
 # Answers without a body whatever their headers say (RFC 9110): llhttp knows these itself.
 _NO_BODY = frozenset({204, 304})
@@ -294,7 +296,7 @@ class OriginPool:
         except OSError as error:  # refused, no route, DNS, TLS handshake and certificate errors
             raise ConnectFailed(_reason(error)) from None
         try:
-            sock.sendall(data)
+            send_all(sock, data)
             if chunks is not None:
                 send_chunks(sock, chunks, chunked=length is None)
         except OSError as error:
