@@ -21,6 +21,7 @@ from service.gateway.providers.openai.headers import parse_retry_after
 from service.governance.usage import ProviderCall
 from testbed.openai_upstream import Fail, FakeOpenAI, Hang, Reply, Stream
 from testbed.server import free_port
+from tests.support.raw_http import RawConnection, RawServer
 
 KEY = "sk-provider-key-0123456789"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
@@ -492,3 +493,33 @@ def test_an_https_upstream_whose_certificate_names_another_host_is_refused(ca_tr
         make_client(upstream.url, retries=0).chat_completion(CHAT)
     assert "certificate verify failed" in caught.value.message
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize("strip_usage", [False, True], ids=["client asked for usage", "proxy asked"])
+def test_only_a_usage_object_is_read_and_null_usage_is_relayed_or_dropped(strip_usage):
+    # A content quoting `"usage": {` is an escaped string, not usage; `"usage": null` in every
+    # chunk is relayed byte for byte when the client asked for usage, dropped when only the proxy did;
+    # the usage object (spaced as some upstreams write it) is noted either way.
+    quoting = b'data: {"choices":[{"delta":{"content":"say \\"usage\\": {"}}],"usage": null}\n\n'
+    finish = b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],"usage":null}\n\n'
+    usage = b'data: {"choices":[],"usage" : {"prompt_tokens": 4, "completion_tokens": 2}}\n\n'
+    body = quoting + finish + usage + b"data: [DONE]\n\n"
+
+    def answer(connection: RawConnection) -> None:
+        connection.read_request()
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
+        connection.send(head % len(body) + body)
+
+    with RawServer(answer) as server:
+        stream = make_client(server.url).stream("POST", "/chat/completions", body=b'{"stream": true}')
+        call = ProviderCall("gpt-4o-mini", stream=True)
+        relayed = b"".join(stream.chunks(call, strip_usage=strip_usage))
+    assert call.usage == {"prompt_tokens": 4, "completion_tokens": 2}
+    if strip_usage:
+        assert relayed == (
+            b'data: {"choices":[{"delta":{"content":"say \\"usage\\": {"}}]}\n\n'
+            b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n'
+            b"data: [DONE]\n\n"
+        )
+    else:
+        assert relayed == body

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 USAGE_ON_REQUEST = ("/chat/completions", "/completions")
 # `"usage":null` as a key of a chunk, which upstreams add to every chunk once usage was asked for.
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,')
+# A chunk's usage object, the only usage worth reading (a string holding `"usage": {` is escaped).
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
 def asking_for_usage(request: RelayRequest, stream_usage: bool) -> tuple[bytes | None, bool]:
@@ -149,9 +151,11 @@ class UpstreamStream:
             data = _NULL_USAGE.sub(b"", data)
             if b'"usage"' not in data:
                 return data
+        elif not _USAGE_OBJECT.search(data):
+            return data  # `"usage": null` only: nothing to note, every byte relayed as it came
         kept = []
         for frame in sse.split_events(data):
-            if b'"usage"' in frame and (strip_usage or b'"usage"' in _NULL_USAGE.sub(b"", frame)):
+            if b'"usage"' in frame and (strip_usage or _USAGE_OBJECT.search(frame)):
                 noted = self._usage_event(frame, call, strip_usage)
                 if noted is None:
                     continue
