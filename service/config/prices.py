@@ -114,16 +114,28 @@ def shipped_prices() -> dict[str, Price]:
     return parse_prices(json.loads(text), "service/config/data/prices.json")
 
 
+# Model names looked up (a request's deployment and model) whose price is remembered: bounded, as
+# a client may send any name.
+MAX_REMEMBERED = 1024
+
+
 class PriceTable:
     def __init__(self, prices: Mapping[str, Price]) -> None:
         self.prices = dict(prices)
+        self._found: dict[tuple[str | None, ...], Price | None] = {}
 
     def price(self, *names: str | None) -> Price | None:
+        """The price of the first of `names` (or of its bare, regionless or undated form) listed."""
+        if names in self._found:
+            return self._found[names]
+        found = None
         for name in _candidates(names):
             found = self.prices.get(name)
             if found is not None:
-                return found
-        return None
+                break
+        if len(self._found) < MAX_REMEMBERED:
+            self._found[names] = found
+        return found
 
     def cost(
         self, names: Iterable[str | None], prompt: int, completion: int, cached: int = 0

@@ -6,6 +6,7 @@ routes, read as they arrive and sent on (`UploadInput`), never held whole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import socket
@@ -166,13 +167,19 @@ def _framing_fault(error: Exception) -> str:
 def _deadline(seconds: float) -> Any:
     """A started gevent.Timeout bounding a blocking read in the server, or None elsewhere (Flask's
     test client and tools read bodies from memory: nothing to bound)."""
-    import gevent.monkey
-
-    if not gevent.monkey.is_module_patched("socket"):
+    if not _in_server():
         return None
     import gevent
 
     return gevent.Timeout.start_new(seconds)
+
+
+@functools.cache
+def _in_server() -> bool:
+    """Whether gevent drives this process (the server's workers patch sockets before the app loads)."""
+    import gevent.monkey
+
+    return bool(gevent.monkey.is_module_patched("socket"))
 
 
 def _stop_reading(environ: WSGIEnvironment) -> None:

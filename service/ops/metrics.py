@@ -99,11 +99,11 @@ class BoundedValues:
         self._limit = limit
 
     def __call__(self, value: Any, *, admit: bool = True) -> str:
+        if isinstance(value, str) and (value in self._known or value in self._admitted):
+            return value  # checked when it was first seen
         plain = plain_value(value)
         if plain is None:
             return OTHER
-        if plain in self._known or plain in self._admitted:
-            return plain
         if not admit or len(self._admitted) >= self._limit:
             return OTHER
         self._admitted.add(plain)
