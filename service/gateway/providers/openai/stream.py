@@ -151,11 +151,16 @@ class UpstreamStream:
             data = _NULL_USAGE.sub(b"", data)
             if b'"usage"' not in data:
                 return data
-        elif not _USAGE_OBJECT.search(data):
-            return data  # `"usage": null` only: nothing to note, every byte relayed as it came
+        else:
+            # The client asked for usage: every byte is relayed as it came; only usage objects are read.
+            if _USAGE_OBJECT.search(data):
+                for frame in sse.split_events(data):
+                    if _USAGE_OBJECT.search(frame):
+                        self._usage_event(frame, call, strip_usage)
+            return data
         kept = []
         for frame in sse.split_events(data):
-            if b'"usage"' in frame and (strip_usage or _USAGE_OBJECT.search(frame)):
+            if b'"usage"' in frame:
                 noted = self._usage_event(frame, call, strip_usage)
                 if noted is None:
                     continue
