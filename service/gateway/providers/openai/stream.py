@@ -155,7 +155,7 @@ class UpstreamStream:
             # The client asked for usage: every byte is relayed as it came; only usage objects are read.
             if _USAGE_OBJECT.search(data):
                 for frame in sse.split_events(data):
-                    if _USAGE_OBJECT.search(frame):
+                    if b'"usage"' in frame and _USAGE_OBJECT.search(frame):
                         self._usage_event(frame, call, strip_usage)
             return data
         kept = []
