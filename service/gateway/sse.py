@@ -29,6 +29,7 @@ from typing import Any
 
 import gevent
 import gevent.monkey
+import orjson
 
 from service.core import request_state, shutdown
 from service.core.errors import ProxyError, ServerStopping
@@ -60,9 +61,12 @@ def event_data(frame: bytes) -> dict[str, Any] | None:
     """The JSON object an event's `data:` lines carry, or None (`[DONE]`, not JSON, not an object)."""
     data = b"".join(line[5:] for line in frame.splitlines() if line.startswith(b"data:")).strip()
     try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
+        value = orjson.loads(data)  # a stream's usage event is parsed on every stream
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and Python's parser takes (NaN, integers beyond 64 bits, UTF-16)
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            return None
     return value if isinstance(value, dict) else None
 
 

@@ -99,12 +99,14 @@ class ClientKeys:
             store = parse_key_store(raw, self._default_limits, self._upstreams)
         except ValueError as error:
             raise KeyStoreError(f"the client key store in {source} is not valid: {error}") from None
-        self._raw, self._store = raw, store
+        self._store, self._raw = store, raw  # the store first: `current` reads `_raw` unlocked
         log.info("Client key store loaded from %s: %d client(s)", source, len(store.clients))
         return store
 
     def current(self) -> KeyStore | None:
         raw = self._secrets.get(CLIENT_API_KEYS)
+        if raw == self._raw and not self._lost:
+            return self._store  # unchanged (every request but the first after a change): no lock
         with self._lock:
             if raw == self._raw:
                 if self._lost and raw is not None:
@@ -131,7 +133,7 @@ class ClientKeys:
                     error,
                 )
                 return self._store
-            self._raw, self._store, self._lost = raw, store, False
+            self._store, self._lost, self._raw = store, False, raw
             log.info("Client key store reloaded from %s: %d client(s)", source, len(store.clients))
             return store
 

@@ -64,3 +64,18 @@ def test_stream_usage_comes_from_the_event_that_carries_it():
 
 def test_stream_without_usage():
     assert stream_usage(b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n') is None
+
+
+def test_an_events_json_is_read_whatever_python_would_read():
+    # orjson reads events first; what it refuses and Python's parser takes is read all the same.
+    assert event_data(b'data: {"usage": {"prompt_tokens": 3}}\n\n') == {"usage": {"prompt_tokens": 3}}
+    assert event_data(b'data: {"x": NaN}\n\n')["x"] != event_data(b'data: {"x": NaN}\n\n')["x"]  # NaN
+    assert event_data(b'data: {"text": "\\ud800"}\n\n') == {"text": "\ud800"}
+    # An integer beyond 64 bits is read as a float (orjson's reading): no token count, as no count
+    # of tokens is that large.
+    assert event_data(b'data: {"n": 123456789012345678901234567890}\n\n')["n"] == 1.2345678901234568e29
+    assert event_usage(event_data(b'data: {"usage": {"prompt_tokens": 12345678901234567890123}}\n\n')) is None
+    assert event_data(b'data: {"a":\ndata: 1}\n\n') == {"a": 1}  # a JSON object over two data lines
+    assert event_data(b"data: [DONE]\n\n") is None
+    assert event_data(b"data: [1, 2]\n\n") is None
+    assert event_data(b"data: " + b"[" * 5000 + b"]" * 5000 + b"\n\n") is None  # too deep either way
