@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,6 +112,23 @@ def encode_line(line: dict[str, Any]) -> str:
     return text if text.isascii() else text.translate(_LINE_BREAKS)
 
 
+_second: tuple[int, str] = (-1, "")  # the last second written, and its text
+
+
+def time_text(created: float) -> str:
+    """`created` (seconds since the epoch) as ISO 8601 in UTC to the millisecond, as
+    `datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")` writes it; the
+    second's text is made once a second, not for every line."""
+    global _second
+    fraction, whole = math.modf(created)
+    second, micro = int(whole), round(fraction * 1e6)  # as datetime rounds to the microsecond
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    if second != _second[0]:
+        _second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{micro // 1000:03d}+00:00"
+
+
 def json_line(
     created: float,
     level: str,
@@ -122,7 +140,7 @@ def json_line(
 ) -> dict[str, Any]:
     """The members of a JSON line, in their order (JsonFormatter's, and service.ops.lines')."""
     line = {
-        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "time": time_text(created),
         "level": level,
         "logger": logger,
         "message": message,

@@ -4,10 +4,11 @@ import io
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 
 import pytest
 
-from service.ops.logformat import CONTINUATION, JsonFormatter, TextFormatter
+from service.ops.logformat import CONTINUATION, JsonFormatter, TextFormatter, time_text
 from service.ops.observability import configure_logging
 from tests.support.app import make_app
 
@@ -161,3 +162,25 @@ def test_a_json_line_is_written_whatever_its_fields_hold():
     assert (document["huge"], document["keyed"]) == (2**70, {"1": "one"})
     assert (document["surrogate"], document["plain"]) == ("model \ud800", "é")
     assert list(document)[-4:] == ["huge", "keyed", "surrogate", "plain"]
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        1796539637.0,
+        1796539637.0009995,
+        1796539637.9995,
+        1796539637.9999996,
+        1796539637.5,
+        0.0,
+        1796543999.99999,
+    ],
+)
+def test_a_lines_time_is_what_datetime_writes_to_the_millisecond(created):
+    # The second's text is kept from line to line; the milliseconds round as datetime's do.
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert time_text(created) == expected
+    assert time_text(created + 1) == datetime.fromtimestamp(created + 1, UTC).isoformat(
+        timespec="milliseconds"
+    )
+    assert time_text(created) == expected  # back to an earlier second
