@@ -182,12 +182,7 @@ class OpenAICompatible:
         status, body (with the provider key blanked out) and message.
         """
         answer, key = self._open(method, path, body, query, api_key, headers, relayed, retries)
-        try:
-            data = answer.read()
-        except TransportError as error:
-            raise self._connection_error(error) from None
-        data = decoded(data, answer.headers.get("content-encoding", ""), self.name)
-        return _Response(answer.status, answer.headers, self.redact(data, key), key)
+        return _Response(answer.status, answer.headers, self.read_answer(answer, key), key)
 
     def stream(
         self,
