@@ -24,7 +24,7 @@ from service.config.prices import PriceTable
 from service.core.responses import ClientResponse
 from service.edge.bodies import json_object
 from service.edge.routes import media
-from service.edge.routes.files import FILE, default_deployment, not_found, owned_list, relay_json
+from service.edge.routes.files import FILE, default_deployment, not_found, owned_listing, relay_json
 from service.gateway.providers.http_pool import TransportError
 from service.gateway.providers.openai import OpenAICompatible
 from service.gateway.routing import Router
@@ -60,11 +60,7 @@ def blueprint(router: Router, ownership: Ownership, prices: PriceTable) -> Bluep
 
     @routes.get(PATH)
     def list_batches() -> ClientResponse:
-        response = relay_json(router, "GET", "/batches")
-        if response.status < 300:
-            owned = ownership.owned(media.client_name(), BATCH)
-            response.replace_json(json.loads(owned_list(response.content(), owned)))
-        return response
+        return owned_listing(router, ownership, "/batches", BATCH)
 
     @routes.get(PATH + "/<batch_id>")
     def retrieve_batch(batch_id: str) -> ClientResponse:

@@ -65,19 +65,30 @@ def relay_json(
     return media.relayed(answer.status, data, answer, headers)
 
 
-def owned_list(data: bytes, owned: set[str]) -> bytes:
-    """A list answer (`{"object": "list", "data": [...]}`) with only the client's own objects."""
+def owned_listing(router: Router, ownership: Ownership, path: str, kind: str) -> ClientResponse:
+    """GET `path` (the files or the batches) at the default upstream, listing only the client's own."""
+    response = relay_json(router, "GET", path)
+    if response.status < 300:
+        mine = owned_list(response.content(), ownership.owned(media.client_name(), kind))
+        if mine is not None:
+            response.replace_json(mine)
+    return response
+
+
+def owned_list(data: bytes, owned: set[str]) -> dict[str, Any] | None:
+    """A list answer (`{"object": "list", "data": [...]}`) with only the client's own objects;
+    None when `data` is no list answer."""
     parsed = _object(data)
     items = parsed.get("data")
     if not isinstance(items, list):
-        return data
+        return None
     mine = [item for item in items if isinstance(item, dict) and item.get("id") in owned]
     if mine:
         parsed["first_id"], parsed["last_id"] = mine[0].get("id"), mine[-1].get("id")
     else:
         parsed["first_id"] = parsed["last_id"] = None
     parsed["data"] = mine
-    return json.dumps(parsed).encode()
+    return parsed
 
 
 def _object(data: bytes) -> dict[str, Any]:
@@ -125,11 +136,7 @@ def blueprint(router: Router, ownership: Ownership) -> Blueprint:
     def list_files() -> ClientResponse:
         if request.method != "GET":
             raise RequestRejected("Uploads are served by the request pipeline.", status=405)
-        response = relay_json(router, "GET", "/files")
-        if response.status < 300:
-            owned = ownership.owned(media.client_name(), FILE)
-            response.replace_json(json.loads(owned_list(response.content(), owned)))
-        return response
+        return owned_listing(router, ownership, "/files", FILE)
 
     @routes.get(PATH + "/<file_id>")
     def retrieve_file(file_id: str) -> ClientResponse:
