@@ -17,8 +17,7 @@ import logging
 import time
 from typing import Any
 
-from service.core import request_state
-from service.ops.logformat import JsonFormatter, encode_line, extras_of, json_line
+from service.ops.logformat import JsonFormatter, encode_line, extras_of, json_line, line_ids
 
 _json_handler: logging.StreamHandler[Any] | None = None  # the service's JSON stdout handler
 
@@ -37,15 +36,14 @@ def write(logger: logging.Logger, message: str, args: tuple[Any, ...], fields: d
     if handler is None:
         logger.info(message, *args, extra=fields)
         return
-    state = request_state.current()
+    request_id, client = line_ids(fields.get("request_id", "-"), fields.get("client", "-"))
     line = json_line(
         time.time(),
         "INFO",
         logger.name,
         message % args if args else message,
-        # As service.ops.logformat.RequestContextFilter sets them.
-        state.id if state is not None else fields.get("request_id", "-"),
-        state.client if state is not None else fields.get("client", "-"),
+        request_id,
+        client,
         extras_of(fields),
     )
     text = encode_line(line) + handler.terminator

@@ -41,13 +41,16 @@ class RequestContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.name = _RENAMED_LOGGERS.get(record.name, record.name)
-        state = request_state.current()
-        if state is not None:
-            record.request_id, record.client = state.id, state.client
-        else:
-            record.request_id = getattr(record, "request_id", "-")
-            record.client = getattr(record, "client", "-")
+        record.request_id, record.client = line_ids(
+            getattr(record, "request_id", "-"), getattr(record, "client", "-")
+        )
         return True
+
+
+def line_ids(request_id: str, client: str) -> tuple[str, str]:
+    """The request id and client a line names: the current request's, else the ones it was given."""
+    state = request_state.current()
+    return (state.id, state.client) if state is not None else (request_id, client)
 
 
 # `_aws` is the one private-looking extra kept: the metadata that makes the access line an EMF
