@@ -12,9 +12,10 @@ Outside gevent (tests, the lab's threads) `pause()` does nothing.
 from __future__ import annotations
 
 import gevent
-import gevent.monkey
+
+from service.core.sockets import gevent_drives
 
 
 def pause() -> None:
-    if gevent.monkey.is_module_patched("socket"):
+    if gevent_drives():
         gevent.sleep(0)

@@ -6,7 +6,6 @@ routes, read as they arrive and sent on (`UploadInput`), never held whole.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import socket
@@ -19,6 +18,7 @@ from gunicorn.http import errors as http_errors
 from werkzeug.wsgi import get_content_length
 
 from service.core.errors import REQUEST_TOO_LARGE_MESSAGE, RequestRejected
+from service.core.sockets import gevent_drives
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -167,19 +167,11 @@ def _framing_fault(error: Exception) -> str:
 def _deadline(seconds: float) -> Any:
     """A started gevent.Timeout bounding a blocking read in the server, or None elsewhere (Flask's
     test client and tools read bodies from memory: nothing to bound)."""
-    if not _in_server():
+    if not gevent_drives():
         return None
     import gevent
 
     return gevent.Timeout.start_new(seconds)
-
-
-@functools.cache
-def _in_server() -> bool:
-    """Whether gevent drives this process (the server's workers patch sockets before the app loads)."""
-    import gevent.monkey
-
-    return bool(gevent.monkey.is_module_patched("socket"))
 
 
 def _stop_reading(environ: WSGIEnvironment) -> None:

@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
-import gevent.monkey
 import orjson
 
 from service.core import request_state, shutdown
 from service.core.errors import ProxyError, ServerStopping
 from service.core.responses import json_bytes
+from service.core.sockets import gevent_drives
 from service.governance.usage import ProviderCall
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,6 @@ class _ClientWatch:
 def _watch_client(greenlet: gevent.Greenlet) -> _ClientWatch | None:
     state = request_state.current()
     sock = state.client_socket if state is not None else None
-    if sock is None or not gevent.monkey.is_module_patched("socket"):
+    if sock is None or not gevent_drives():
         return None
     return _ClientWatch(sock, greenlet)
