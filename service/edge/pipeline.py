@@ -119,11 +119,11 @@ class RequestPipeline:
             streams = names.get("content-type", "").startswith("text/event-stream") or (
                 "content-length" not in names and state.status not in (204, 304)
             )
-            if not streams:
-                # The server may send the head with the body, in one write (service.server.answer_socket).
-                hold_head = getattr(environ.get("gunicorn.socket"), "hold_head", None)
-                if hold_head is not None:
-                    hold_head()
+            # The server may send the head with the first body bytes, in one write (gunicorn writes
+            # it just before them anyway: service.server.answer_socket).
+            hold_head = getattr(environ.get("gunicorn.socket"), "hold_head", None)
+            if hold_head is not None:
+                hold_head()
             if state.admission is not None:
                 # The client's own limits: an upstream's rate-limit headers would describe the proxy's.
                 headers = [h for h in headers if not h[0].lower().startswith("x-ratelimit-")]

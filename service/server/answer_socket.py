@@ -1,11 +1,11 @@
-"""The client's socket as gunicorn's answer writer sees it: a whole answer's head and body in one send.
+"""The client's socket as gunicorn's answer writer sees it: an answer's head and first body bytes in one send.
 
-Gunicorn writes an answer's head on its own, just before the first body bytes. When the app says
-the answer is whole (in memory, with its length: `hold_head`, called by service.edge.pipeline
-before the head is written), the head waits for those bytes and both go out in one send: one
-system call and one packet fewer a request. A stream's head is never held (its first event may
-be seconds away). Whatever else writes or ends the connection sends a held head first, so the
-bytes on the wire are the same, in the same order; every other use is the socket's own.
+Gunicorn writes an answer's head on its own, just before the first body bytes (a stream's too:
+its head goes out with its first events, not before). When the app asks for it (`hold_head`,
+called by service.edge.pipeline before the head is written), the head waits for those bytes and
+both go out in one send: one system call and one packet fewer a request. Whatever else writes or
+ends the connection sends a held head first, so the bytes on the wire are the same, in the same
+order; every other use is the socket's own.
 """
 
 from __future__ import annotations

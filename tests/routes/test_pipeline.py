@@ -6,10 +6,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import wsgiref.handlers
 import wsgiref.util
 
 import pytest
+from gunicorn.config import Config as GunicornConfig
+from gunicorn.http import wsgi as gunicorn_wsgi
+from gunicorn.http.parser import RequestParser
 from werkzeug.test import Client
 
 from service.edge.pipeline import RequestPipeline
@@ -18,9 +22,11 @@ from service.governance.auth import ClientGate
 from service.governance.key_store import hash_key
 from service.ops.metrics import RequestMetrics
 from service.ops.observability import configure_logging
+from service.server.answer_socket import AnswerSocket
 from testbed.honeybadger import HoneybadgerCatcher
-from testbed.openai_upstream import Fail, Stream
+from testbed.openai_upstream import Fail, Reply, Stream
 from tests.support.app import make_app
+from tests.support.sockets import CountingSocket
 
 PROVIDER_KEY = "sk-provider-key-pipeline-0001"
 CLIENT_KEY = "aip_pipeline-test-key-00000000000000000000001"
@@ -264,3 +270,52 @@ def test_an_upstream_answer_without_a_body_is_relayed_without_one(fake_openai):
     assert response.status_code == 204
     assert response.get_data() == b""
     assert "Content-Length" not in response.headers
+
+
+def written_by_gunicorn(app, body: dict) -> list[bytes]:
+    """The writes gunicorn's own answer writer makes to the client's socket (through the worker's
+    AnswerSocket) for one POST /v1/chat/completions answered by `app`."""
+    raw = json.dumps(body).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\n"
+        b"Content-Length: " + str(len(raw)).encode() + b"\r\n\r\n" + raw
+    )
+    cfg = GunicornConfig()
+    req = next(RequestParser(cfg, [request], ("127.0.0.1", 1)))
+    ours, theirs = socket.socketpair()
+    counting = CountingSocket(ours)
+    try:
+        answer_socket = AnswerSocket(counting)
+        response, environ = gunicorn_wsgi.create(
+            req, answer_socket, ("127.0.0.1", 1), ("127.0.0.1", 5000), cfg
+        )
+        answer = app(environ, response.start_response)
+        try:
+            for item in answer:
+                response.write(item)
+            response.close()
+        finally:
+            answer.close()
+        answer_socket.flush()
+        return counting.writes
+    finally:
+        counting.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_an_answers_head_goes_out_in_one_write_with_its_first_body_bytes(fake_openai, stream):
+    app = keyed_app(fake_openai.url)
+    fake_openai.enqueue(Stream(contents=["Hel", "lo"]) if stream else Reply(contents=["Hello"]))
+    writes = written_by_gunicorn(app, {**CHAT, "stream": stream})
+    head, _, first_body = writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert first_body  # not the head alone: one system call and one packet fewer
+    wire = b"".join(writes)
+    if stream:
+        assert first_body.split(b"\r\n", 1)[1].startswith(b"data: {")  # the first event's chunk
+        assert wire.endswith(b"0\r\n\r\n") and b"data: [DONE]" in wire
+    else:
+        assert len(writes) == 1
+        assert json.loads(first_body)["choices"][0]["message"]["content"] == "Hello"

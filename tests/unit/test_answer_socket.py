@@ -9,24 +9,9 @@ import tempfile
 import pytest
 
 from service.server.answer_socket import AnswerSocket
+from tests.support.sockets import CountingSocket
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
-
-
-class CountingSocket(socket.socket):
-    """A real socket that counts its writes (send, or sendall for what a send left)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        self.writes: list[bytes] = []
-
-    def send(self, data, *flags):  # type: ignore[override]
-        self.writes.append(bytes(data))
-        return super().send(data, *flags)
-
-    def sendall(self, data, *flags):  # type: ignore[override]
-        self.writes.append(bytes(data))
-        return super().sendall(data, *flags)
 
 
 @pytest.fixture
