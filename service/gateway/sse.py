@@ -77,6 +77,15 @@ def whole_events_end(data: bytes) -> int:
     return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
 
 
+def event_at(data: bytes, position: int) -> tuple[int, int]:
+    """Where the event of `data` (whole events) holding `position` starts and ends (with its blank line)."""
+    lf = data.rfind(b"\n\n", 0, position)
+    crlf = data.rfind(b"\n\r\n", 0, position)
+    start = max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+    end = _EVENT_END.search(data, position)
+    return start, end.end() if end else len(data)
+
+
 def split_events(data: bytes) -> list[bytes]:
     """The events of `data` (whole events), each with its blank line."""
     events = []
@@ -91,7 +100,8 @@ def split_events(data: bytes) -> list[bytes]:
 
 def event_count(data: bytes) -> int:
     """How many events `data` (whole events) holds."""
-    return data.count(b"\n\n") + data.count(b"\n\r\n")
+    events = data.count(b"\n\n")
+    return events + data.count(b"\n\r\n") if b"\r" in data else events
 
 
 class ClientGone(Exception):

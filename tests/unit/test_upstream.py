@@ -495,15 +495,24 @@ def test_an_https_upstream_whose_certificate_names_another_host_is_refused(ca_tr
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"], ids=["LF", "CRLF"])
 @pytest.mark.parametrize("strip_usage", [False, True], ids=["client asked for usage", "proxy asked"])
-def test_only_a_usage_object_is_read_and_null_usage_is_relayed_or_dropped(strip_usage):
+def test_only_a_usage_object_is_read_and_null_usage_is_relayed_or_dropped(strip_usage, newline):
     # A content quoting `"usage": {` is an escaped string, not usage; `"usage": null` in every
     # chunk is relayed byte for byte when the client asked for usage, dropped when only the proxy did;
-    # the usage object (spaced as some upstreams write it) is noted either way.
-    quoting = b'data: {"choices":[{"delta":{"content":"say \\"usage\\": {"}}],"usage": null}\n\n'
-    finish = b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],"usage":null}\n\n'
-    usage = b'data: {"choices":[],"usage" : {"prompt_tokens": 4, "completion_tokens": 2}}\n\n'
-    body = quoting + finish + usage + b"data: [DONE]\n\n"
+    # the usage object (spaced as some upstreams write it, in an event between others) is noted
+    # either way.
+    end = newline * 2
+    quoting = b'data: {"choices":[{"delta":{"content":"say \\"usage\\": {"}}],"usage": null}' + end
+    finish = b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],"usage":null}' + end
+    usage = (
+        b"id: 7"
+        + newline
+        + b'data: {"choices":[],"usage" : {"prompt_tokens": 4, "completion_tokens": 2}}'
+        + end
+    )
+    after = b'data: {"choices":[{"delta":{"content":"late"}}]}' + end
+    body = quoting + finish + usage + after + b"data: [DONE]" + end
 
     def answer(connection: RawConnection) -> None:
         connection.read_request()
@@ -517,9 +526,13 @@ def test_only_a_usage_object_is_read_and_null_usage_is_relayed_or_dropped(strip_
     assert call.usage == {"prompt_tokens": 4, "completion_tokens": 2}
     if strip_usage:
         assert relayed == (
-            b'data: {"choices":[{"delta":{"content":"say \\"usage\\": {"}}]}\n\n'
-            b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n'
-            b"data: [DONE]\n\n"
+            b'data: {"choices":[{"delta":{"content":"say \\"usage\\": {"}}]}'
+            + end
+            + b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}'
+            + end
+            + after
+            + b"data: [DONE]"
+            + end
         )
     else:
         assert relayed == body

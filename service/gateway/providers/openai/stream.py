@@ -144,28 +144,33 @@ class UpstreamStream:
                 return decoded
 
     def _relayable(self, data: bytes, call: ProviderCall, strip_usage: bool) -> bytes:
-        """`data`'s events (some mention usage) as the client gets them; usage noted on `call`."""
-        if strip_usage:
-            # `"usage":null` in every chunk (the upstream's answer to the proxy asking): dropped in
-            # place, every other byte as it came.
-            data = _NULL_USAGE.sub(b"", data)
-            if b'"usage"' not in data:
-                return data
-        else:
+        """`data`'s events (some mention usage) as the client gets them; usage noted on `call`.
+
+        Only the events that mention usage are looked at (found where the mention is, without
+        splitting the others apart); every other byte goes out as it came.
+        """
+        if not strip_usage:
             # The client asked for usage: every byte is relayed as it came; only usage objects are read.
-            if _USAGE_OBJECT.search(data):
-                for frame in sse.split_events(data):
-                    if b'"usage"' in frame and _USAGE_OBJECT.search(frame):
-                        self._usage_event(frame, call, strip_usage)
+            position = 0
+            while found := _USAGE_OBJECT.search(data, position):
+                start, position = sse.event_at(data, found.start())
+                self._usage_event(data[start:position], call, strip_usage)
             return data
+        # `"usage":null` in every chunk (the upstream's answer to the proxy asking): dropped in
+        # place, every other byte as it came.
+        data = _NULL_USAGE.sub(b"", data)
         kept = []
-        for frame in sse.split_events(data):
-            if b'"usage"' in frame:
-                noted = self._usage_event(frame, call, strip_usage)
-                if noted is None:
-                    continue
-                frame = noted
-            kept.append(frame)
+        position = 0
+        while (mention := data.find(b'"usage"', position)) != -1:
+            start, end = sse.event_at(data, mention)
+            kept.append(data[position:start])
+            noted = self._usage_event(data[start:end], call, strip_usage)
+            if noted is not None:
+                kept.append(noted)
+            position = end
+        if not kept:
+            return data
+        kept.append(data[position:])
         return b"".join(kept)
 
     @staticmethod
