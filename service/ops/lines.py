@@ -7,25 +7,50 @@ request's CPU (docs/benchmarks.md). When the only handler an INFO record of the 
 is the service's own JSON handler (`observability.configure_logging`), `write` builds the line as
 JsonFormatter does (same members, same order, same request id and client) and writes it under that
 handler's lock. Otherwise (the text format, a test's log capture, any other handler or filter) the
-record goes through `logging` as any other. Either way the line is written before `write` returns:
-nothing waits in memory, so a worker killed afterwards loses none (usage records are the accounting).
+record goes through `logging` as any other.
+
+A usage record is written before `write` returns: nothing waits in memory, so a worker killed
+afterwards loses none (usage records are the accounting). The access line (`write_soon`) may wait
+a moment in a gevent worker: it is written when the worker next has nothing to run (gevent's idle
+watcher: while its requests wait for an upstream or a client), or together with the lines before
+it once MAX_WAITING wait, and at the process's exit. Its JSON and its write then overlap a wait
+instead of delaying the next request on the connection, and under load many lines go out in one
+write. A worker killed outright (SIGKILL) loses at most MAX_WAITING access lines, never a usage
+record; a line that waited keeps the time it was logged at, so lines of other loggers written
+meanwhile may come before it in the stream.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
 from typing import Any
 
+import gevent
+import gevent.monkey
+
+from service.core.sockets import gevent_drives
 from service.ops.logformat import JsonFormatter, encode_line, extras_of, json_line, line_ids
 
+# Access lines that wait at most before they are written together, in one write.
+MAX_WAITING = 32
+
 _json_handler: logging.StreamHandler[Any] | None = None  # the service's JSON stdout handler
+# The OS thread whose gevent hub may hold lines back (the one that set logging up: the worker's).
+_os_thread = gevent.monkey.get_original("_thread", "get_ident")
+_home_thread: int | None = None
+_Line = tuple[logging.StreamHandler[Any], logging.Logger, str, tuple[Any, ...], dict[str, Any], float]
+_waiting: list[_Line] = []
+_idle: Any = None  # the hub's idle watcher, made when a line first waits
 
 
 def use(handler: logging.StreamHandler[Any] | None) -> None:
     """The handler `write` may write to directly (None: always through `logging`)."""
-    global _json_handler
+    global _json_handler, _home_thread
+    flush()  # what waits for the handler being replaced
     _json_handler = handler
+    _home_thread = _os_thread()
 
 
 def write(logger: logging.Logger, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
@@ -36,9 +61,77 @@ def write(logger: logging.Logger, message: str, args: tuple[Any, ...], fields: d
     if handler is None:
         logger.info(message, *args, extra=fields)
         return
+    _emit([(handler, logger, message, args, fields, time.time())])
+
+
+def write_soon(logger: logging.Logger, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
+    """`write`, but in a gevent worker the line may wait for the worker's next idle moment (see
+    the module's docstring). For lines that are not the accounting: the access line."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _sole_handler(logger)
+    if handler is None:
+        logger.info(message, *args, extra=fields)
+        return
+    line = (handler, logger, message, args, fields, time.time())
+    if not gevent_drives() or _os_thread() != _home_thread:
+        _emit([line])  # no hub of ours to wait in (tests, tools, another thread)
+        return
+    _waiting.append(line)
+    if len(_waiting) >= MAX_WAITING:
+        flush()
+    elif len(_waiting) == 1:
+        _idle_watcher().start(flush)
+
+
+def flush() -> None:
+    """Write every line still waiting, in the order they were logged."""
+    if _idle is not None:
+        _idle.stop()
+    if _waiting:
+        waited = _waiting[:]
+        _waiting.clear()
+        _emit(waited)
+
+
+def _idle_watcher() -> Any:
+    global _idle
+    if _idle is None:
+        _idle = gevent.get_hub().loop.idle()
+        atexit.register(flush)  # a worker's exit writes what still waits
+    return _idle
+
+
+def _emit(batch: list[_Line]) -> None:
+    """Write `batch`'s lines, those of one handler in one write under its lock."""
+    start = 0
+    while start < len(batch):
+        handler = batch[start][0]
+        end = start + 1
+        while end < len(batch) and batch[end][0] is handler:
+            end += 1
+        texts = []
+        for _, logger, message, args, fields, logged_at in batch[start:end]:
+            try:
+                texts.append(_text(handler, logger, message, args, fields, logged_at))
+            except Exception:
+                handler.handleError(_record(logger, message, args))
+        if texts:
+            _write(handler, "".join(texts), batch[start])
+        start = end
+
+
+def _text(
+    handler: logging.StreamHandler[Any],
+    logger: logging.Logger,
+    message: str,
+    args: tuple[Any, ...],
+    fields: dict[str, Any],
+    logged_at: float,
+) -> str:
     request_id, client = line_ids(fields.get("request_id", "-"), fields.get("client", "-"))
     line = json_line(
-        time.time(),
+        logged_at,
         "INFO",
         logger.name,
         message % args if args else message,
@@ -46,16 +139,23 @@ def write(logger: logging.Logger, message: str, args: tuple[Any, ...], fields: d
         client,
         extras_of(fields),
     )
-    text = encode_line(line) + handler.terminator
+    return encode_line(line) + handler.terminator
+
+
+def _write(handler: logging.StreamHandler[Any], text: str, first: _Line) -> None:
     handler.acquire()
     try:
         handler.stream.write(text)
         handler.stream.flush()
     except Exception:
         # As logging does with a line it cannot write: say so on stderr, never fail the request.
-        handler.handleError(logger.makeRecord(logger.name, logging.INFO, "", 0, message, args, None))
+        handler.handleError(_record(first[1], first[2], first[3]))
     finally:
         handler.release()
+
+
+def _record(logger: logging.Logger, message: str, args: tuple[Any, ...]) -> logging.LogRecord:
+    return logger.makeRecord(logger.name, logging.INFO, "", 0, message, args, None)
 
 
 def _sole_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | None:

@@ -189,7 +189,7 @@ class RequestMetrics:
                     figures = {k: v for k, v in figures.items() if k != ATTRIBUTES}
                 fields["_aws"] = emf_metadata(figures)
                 fields.update(figures)
-        lines.write(access_log, "%s %s %s", (state.method, state.path, status), fields)
+        lines.write_soon(access_log, "%s %s %s", (state.method, state.path, status), fields)
 
     def route(self, state: RequestState) -> str:
         if state.route:

@@ -36,7 +36,8 @@ def configure_logging(level: str, log_format: str, stream: Any = None) -> loggin
     """Send every log record to one stdout handler with the chosen level and format.
 
     Each line is written when it is logged, so nothing is lost when a process is stopped or killed
-    (usage records are the accounting of record).
+    (usage records are the accounting of record); only a gevent worker's JSON access lines may wait
+    for its next idle moment (service.ops.lines.write_soon).
     """
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(make_formatter(log_format))

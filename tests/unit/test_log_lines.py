@@ -4,6 +4,9 @@ stream when nothing else listens, and are then the very lines `logging` would ha
 import io
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from service.ops import lines
 from service.ops.metrics import emf_metadata
 from service.ops.observability import configure_logging
 
+ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {
     "request_id": "from-the-fields",
     "client": "web",
@@ -147,3 +151,73 @@ def test_a_stream_that_cannot_be_written_never_fails_the_request(stream, monkeyp
     monkeypatch.setattr(stream.handler, "stream", Closed())
     lines.write(logging.getLogger("service.usage"), "usage", (), dict(FIELDS))  # no exception
     assert "the pipe is gone" in capsys.readouterr().err
+
+
+def test_outside_a_gevent_worker_an_access_line_is_written_at_once(stream, made_records):
+    stream.alone()
+    lines.write_soon(logging.getLogger("service.access"), "GET /x %s", (200,), dict(FIELDS))
+    assert made_records == []
+    [document] = without_time(stream.getvalue())
+    assert (document["message"], document["request_id"]) == ("GET /x 200", "from-the-fields")
+
+
+# Run in a process of its own, patched by gevent as the server's workers are.
+_IN_A_WORKER = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import io, json, logging, sys
+
+import gevent
+
+from service.ops import lines
+from service.ops.observability import configure_logging
+
+
+class Writes(io.StringIO):
+    count = 0
+
+    def write(self, text):
+        Writes.count += 1
+        return super().write(text)
+
+
+def lines_in(buffer):
+    return [json.loads(line)["message"] for line in buffer.getvalue().splitlines()]
+
+
+access, usage = logging.getLogger("service.access"), logging.getLogger("service.usage")
+fields = {"request_id": "r1", "client": "web"}
+buffer = Writes()
+configure_logging("INFO", "json", buffer)
+lines.write_soon(access, "POST /v1/chat/completions %s", (200,), fields)
+lines.write(usage, "usage %s", ("/v1/chat/completions",), fields)
+waited = lines_in(buffer)
+gevent.sleep(0.01)  # the worker idles
+idled = lines_in(buffer)
+before = Writes.count
+for number in range(lines.MAX_WAITING):
+    lines.write_soon(access, "GET /%s 200", (number,), fields)
+full = lines_in(buffer)[len(idled):]
+writes = Writes.count - before
+configure_logging("INFO", "json")  # to stdout: the last line waits there until the exit
+lines.write_soon(access, "GET /last 200", (), fields)
+print(json.dumps({"waited": waited, "idled": idled, "full": full, "writes": writes}), file=sys.stderr)
+"""
+
+
+def test_in_a_gevent_worker_access_lines_wait_for_an_idle_moment_a_full_batch_or_the_exit():
+    done = subprocess.run(
+        [sys.executable, "-c", _IN_A_WORKER], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stderr.strip().splitlines()[-1])
+    # The usage record is written at once (the accounting); the access line when the worker idles.
+    assert seen["waited"] == ["usage /v1/chat/completions"]
+    assert seen["idled"] == ["usage /v1/chat/completions", "POST /v1/chat/completions 200"]
+    # A full batch goes out without waiting for an idle moment, in one write.
+    assert seen["full"] == [f"GET /{number} 200" for number in range(lines.MAX_WAITING)]
+    assert seen["writes"] == 1
+    # What still waits is written at the process's exit.
+    assert [json.loads(line)["message"] for line in done.stdout.splitlines()] == ["GET /last 200"]
