@@ -7,7 +7,7 @@ points (chat-1, chat-50, stream-1, stream-50), use nginx as the upstream (bench/
 as the load (bench/wrk.py) when they are installed, so that the proxy is the bottleneck; the
 others use the Python fake and aiohttp clients.
 
-    python -m bench                              # the four points, 10 s each, under two minutes
+    python -m bench                              # the points (chat-1 ... key-1, cache-hit), 10 s each
     python -m bench --baseline main~3            # ... beside an older commit's proxy
     python -m bench --all                        # every scenario, about five minutes
     python -m bench --scenario throughput --clients 100 --duration 20
@@ -65,10 +65,12 @@ class Scenario:
     # (bench/safety.py).
     safety: bool = False
     model: str = "gpt-4o-mini"  # "fallback": a model group whose first deployment always answers 503
-    # One of the four points: nginx as the upstream and wrk as the load, when installed.
+    # One of the points: nginx as the upstream and wrk as the load, when installed.
     point: bool = False
     # The answer cache's point: proxies whose client caches answers, in the process and in Redis.
     cache: bool = False
+    # The client key's point: proxies (and the baseline's) whose only feature is the load's key.
+    keyed: bool = False
 
 
 POINTS = ("chat-1", "chat-50", "stream-1", "stream-50")
@@ -107,10 +109,25 @@ def cache_point(args: argparse.Namespace) -> Scenario:
     )
 
 
+def key_point(args: argparse.Namespace) -> Scenario:
+    """`chat-1` with a client key, and no other feature (no limits, policy or cache): what a key costs."""
+    return Scenario(
+        "key-1",
+        f"1 client, whole chat, with a client key and no other feature, {args.point_seconds:g} s a path",
+        clients=1,
+        stream=False,
+        duration=args.point_seconds,
+        rounds=args.point_rounds,
+        point=True,
+        keyed=True,
+    )
+
+
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     chunks = 10
     return [
         *points(args),
+        key_point(args),
         cache_point(args),
         Scenario(
             "latency",
@@ -250,7 +267,7 @@ def ms(seconds: float | None) -> str:
 
 @dataclass
 class Tools:
-    """What the four points run on: nginx or the Python fake, wrk or aiohttp."""
+    """What the points run on: nginx or the Python fake, wrk or aiohttp."""
 
     nginx: bool
     wrk: bool
@@ -259,14 +276,14 @@ class Tools:
     def describe(self) -> str:
         upstream = "nginx (bench/nginx.py)" if self.nginx else "the Python fake (nginx not found)"
         load = f"wrk, {self.wrk_threads} thread(s)" if self.wrk else "aiohttp clients (wrk not found)"
-        return f"the four points: upstream {upstream}, load {load}"
+        return f"the points: upstream {upstream}, load {load}"
 
 
 def run_scenario(
     scenario: Scenario, proxies: dict[str, RunningServer], upstream_port: int, tools: Tools | None = None
 ) -> dict[str, LoadResult]:
     """`scenario` straight at the upstream ("direct") and through each of `proxies` (path ->
-    server). The upstream is nginx for the four points when `tools` says so, else the Python fake;
+    server). The upstream is nginx for the points when `tools` says so, else the Python fake;
     either listens on `upstream_port`, where the proxies send."""
     runner: Callable[..., LoadResult] | None = None
     if scenario.point and tools and tools.wrk:
@@ -430,7 +447,7 @@ def log_problems(log: str) -> collections.Counter:
 
 
 def point_verdicts(rows: list[tuple[Scenario, dict[str, LoadResult]]], pss: dict[str, float]) -> list[str]:
-    """The four points' checks (issue 27), and the PSS target."""
+    """The points' checks (issue 27), and the PSS target."""
     out = []
 
     def check(ok: bool, text: str) -> None:
@@ -460,6 +477,15 @@ def point_verdicts(rows: list[tuple[Scenario, dict[str, LoadResult]]], pss: dict
             f"chat-1: added p50 at most the baseline's + 0.05 ms: {new * 1000:.3f} ms against "
             f"{old * 1000:.3f} ms",
         )
+    if "key-1" in found and "baseline" in found["key-1"]:
+        results = found["key-1"]
+        direct = percentile(results["direct"].latencies, 0.5)
+        old, new = (percentile(results[path].latencies, 0.5) - direct for path in ("baseline", "proxy"))
+        check(
+            new <= old + 0.00005,
+            f"key-1: a request with a client key adds at most the baseline's + 0.05 ms: "
+            f"{new * 1000:.3f} ms against {old * 1000:.3f} ms",
+        )
     for path, result in found.get("cache-hit", {}).items():
         if path != "direct":  # the answer cache (issue 32): a hit in under 1 ms at the median
             p50 = percentile(result.latencies, 0.5) or 0.0
@@ -473,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     names = [
         *POINTS,
+        "key-1",
         "cache-hit",
         "latency",
         "throughput",
@@ -487,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         "bedrock-stream",
     ]
     parser.add_argument("--scenario", action="append", choices=names, help="run only these (repeatable)")
-    parser.add_argument("--all", action="store_true", help="run every scenario (default: the four points)")
+    parser.add_argument("--all", action="store_true", help="run every scenario (default: the points)")
     parser.add_argument(
         "--baseline",
         metavar="COMMIT",
@@ -563,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         limited: dict[str, RunningServer] = {}  # the limits scenarios' proxies, started when first used
         checked: dict[str, RunningServer] = {}  # the safety scenarios' proxies, likewise
         cached: dict[str, RunningServer] = {}  # the cache-hit point's proxies
+        keyed: dict[str, RunningServer] = {}  # the key-1 point's proxy, and the baseline's likewise
         for scenario in chosen:
             print(f"{scenario.name}: {scenario.description}", file=sys.stderr, flush=True)
             if scenario.bedrock:
@@ -578,6 +606,15 @@ def main(argv: list[str] | None = None) -> int:
                             store.limited_proxy(upstream_url, args.workers, shared=path == "store")
                         )
                 rows.append((scenario, run_scenario(scenario, limited, upstream_port)))
+            elif scenario.keyed:
+                if not keyed:
+                    keyed["proxy"] = later.enter_context(
+                        proxy_server(upstream_url, args.workers, extra=store.key_only())
+                    )
+                    if args.baseline:
+                        settings = proxy_settings(upstream_url, args.workers, store.key_only())
+                        keyed["baseline"] = later.enter_context(baseline.baseline_proxy(tree, settings))
+                rows.append((scenario, run_scenario(scenario, keyed, upstream_port, tools)))
             elif scenario.cache:
                 for path in ("cache", "cache-store"):
                     cached[path] = later.enter_context(

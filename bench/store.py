@@ -29,6 +29,18 @@ LIMITS = {"rpm": 100_000, "max_concurrent": 100_000, "tpm": 1_000_000_000}
 CACHE = {"ttl_s": 3600, "max_answer_bytes": 1048576}
 
 
+def key_only() -> dict[str, str]:
+    """Settings of a key store holding the load's key and nothing else (the key-1 point). A key
+    always has limits (the defaults when none are set): these are too high to refuse, and in
+    fields the first round's store knows too."""
+    entry = {
+        "keys": [hashlib.sha256(CLIENT_KEY.encode()).hexdigest()],
+        "rpm": 100_000,
+        "max_concurrent": 100_000,
+    }
+    return {"AIPROXY_CLIENT_KEYS": json.dumps({"bench": entry})}
+
+
 @contextmanager
 def cached_proxy(upstream_url: str, workers: int, *, shared: bool) -> Iterator[RunningServer]:
     """A proxy whose client has the answer cache on, its entries in a Redis of its own when

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from service.core.errors import LimitExceeded, Unauthenticated
-from service.core.request_state import Usage
+from service.core.request_state import Usage, new_id
 from service.governance import end_user_limits
 from service.governance.end_user_limits import EndUserAdmission, EndUserUsage
 from service.governance.end_users import EndUser
@@ -87,7 +86,7 @@ class Admission:
     limits: Limits
     reserved_tokens: int
     admitted_at: float  # the limiter's clock (seconds since the epoch)
-    lease: str = field(default_factory=lambda: uuid.uuid4().hex)
+    lease: str = field(default_factory=new_id)  # 32 random hex digits, unique across processes
     remaining_requests: int = 0
     reset_requests: float = 0.0  # seconds until the window has room for one more request
     remaining_tokens: int | None = None
@@ -177,12 +176,14 @@ class Limiter(Protocol):
 
 def budget_refusal(client: str, limits: Limits, spent_day: float, spent_month: float, now: float) -> None:
     """Raise LimitExceeded(budget_exceeded) when `client` has spent a budget, naming when it resets."""
-    day_end, month_end = window_resets(now)
-    for budget, spent, resets, window in (
-        (limits.budget_usd_per_day, spent_day, day_end, "daily"),
-        (limits.budget_usd_per_month, spent_month, month_end, "monthly"),
+    if not limits.has_budget:
+        return
+    for budget, spent, which, window in (
+        (limits.budget_usd_per_day, spent_day, 0, "daily"),
+        (limits.budget_usd_per_month, spent_month, 1, "monthly"),
     ):
         if budget is not None and spent >= budget:
+            resets = window_resets(now)[which]
             wait = (resets - datetime.fromtimestamp(now, UTC)).total_seconds()
             raise LimitExceeded(
                 f"Client {client!r} has spent its {window} budget of {dollars(budget)} ({dollars(spent)} "
@@ -354,7 +355,9 @@ class LocalLimiter:
             if admission.settled:
                 return
             admission.settled = True
-            counts = self._clients.setdefault(admission.client, Counts())
+            counts = self._clients.get(admission.client)
+            if counts is None:
+                counts = self._clients[admission.client] = Counts()
             counts.in_flight.discard(admission.lease)
             second = admission.token_second
             if admission.limits.tpm is not None and second in counts.tokens:

@@ -83,14 +83,16 @@ class Counts:
     def expire(self, now: float) -> None:
         while self.admitted and self.admitted[0] <= now - WINDOW_SECONDS:
             self.admitted.popleft()
-        horizon = math.floor(now - WINDOW_SECONDS)
-        for second in [second for second in self.tokens if second <= horizon]:
-            del self.tokens[second]
-        day, month = windows(now)
-        for window in [w for w in self.spent if w not in (day, month)]:
-            del self.spent[window]
-        for window in [w for w in self.tokens_today if w != day]:
-            del self.tokens_today[window]
+        if self.tokens:
+            horizon = math.floor(now - WINDOW_SECONDS)
+            for second in [second for second in self.tokens if second <= horizon]:
+                del self.tokens[second]
+        if self.spent or self.tokens_today:
+            day, month = windows(now)
+            for window in [w for w in self.spent if w not in (day, month)]:
+                del self.spent[window]
+            for window in [w for w in self.tokens_today if w != day]:
+                del self.tokens_today[window]
 
     def tokens_free_in(self, tpm: int, estimate: int, now: float) -> float:
         """Seconds until enough reserved tokens leave the window for `estimate` to fit."""

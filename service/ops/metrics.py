@@ -123,6 +123,8 @@ def budget_used_percent(admission: Any, cost: float) -> float | None:
     cost is counted; None when the client has no budget. Read defensively: the admission comes from
     whichever limiter is configured."""
     limits = getattr(admission, "limits", None)
+    if getattr(limits, "has_budget", True) is False:
+        return None  # the common case: no budget to read
     shares = []
     for budget_name, spent_name in _BUDGETS:
         budget, spent = getattr(limits, budget_name, None), getattr(admission, spent_name, None)

@@ -122,7 +122,7 @@ def point_rows(out: str) -> dict[tuple[str, str], list[str]]:
     rows = {}
     for line in out.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if cells[0] in ("chat-1", "chat-50", "stream-1", "stream-50") and len(cells) == 13:
+        if cells[0] in ("chat-1", "chat-50", "stream-1", "stream-50", "key-1") and len(cells) == 13:
             rows[cells[0], cells[1]] = cells
     return rows
 
@@ -134,7 +134,7 @@ def test_bench_points_through_nginx_and_wrk_print_their_table_without_errors():
     rows = point_rows(out)
     assert sorted(rows) == sorted(
         (point, path)
-        for point in ("chat-1", "chat-50", "stream-1", "stream-50")
+        for point in ("chat-1", "chat-50", "stream-1", "stream-50", "key-1")
         for path in ("direct", "proxy")
     )
     for (_, path), cells in rows.items():
@@ -153,11 +153,22 @@ def worktrees() -> str:
 
 def test_bench_baseline_runs_both_proxies_side_by_side_and_removes_its_worktree():
     before = worktrees()
-    out = run("bench", "--baseline", "HEAD", "--scenario", "chat-1", "--point-seconds", "1", "--workers", "1")
+    out = run(
+        "bench", "--baseline", "HEAD", "--scenario", "chat-1", "--scenario", "key-1", "--point-seconds", "1",
+        "--workers", "1",
+    )  # fmt: skip
     assert worktrees() == before
-    assert sorted(path for _, path in point_rows(out)) == ["baseline", "direct", "proxy"]
-    figures = re.findall(r"^\| chat-1 \| ([\w/ ]+) \| [\d.,]+ \| [\d.,]+ \| [+-][\d.,]+", out, re.M)
-    assert figures == ["req/s", "p50 ms", "p99 ms", "added p50 ms", "errors", "CPU ms/req"]
+    rows = point_rows(out)
+    assert sorted(rows) == sorted(
+        (point, path) for point in ("chat-1", "key-1") for path in ("baseline", "direct", "proxy")
+    )
+    assert all(cells[11] == "0" for cells in rows.values()), rows  # the load's key is the key-1 client's
+    for point in ("chat-1", "key-1"):
+        figures = re.findall(rf"^\| {point} \| ([\w/ ]+) \| [\d.,]+ \| [\d.,]+ \| [+-][\d.,]+", out, re.M)
+        assert figures == ["req/s", "p50 ms", "p99 ms", "added p50 ms", "errors", "CPU ms/req"]
+    assert re.search(
+        r"^(met   |MISSED)  key-1: a request with a client key adds at most the baseline's", out, re.M
+    )
     assert re.search(r"proxy \d+ MiB \(\d+ MB\), baseline \d+ MiB \(\d+ MB\)$", out, re.M)
 
 
