@@ -8,7 +8,7 @@ so a stream's last log lines still name their request.
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypedDict
 
+_random_bits = random.getrandbits
 ANONYMOUS = "anonymous"  # what logs show for requests without a client
 NO_CREDENTIALS: Mapping[str, str] = MappingProxyType({})  # a client naming none: the upstreams' own
 
@@ -119,5 +120,9 @@ def end(token: Token[RequestState | None]) -> None:
 
 
 def new_id() -> str:
-    # 32 random hex digits, as uuid4().hex gave, without building a UUID object per request.
-    return os.urandom(16).hex()
+    """32 random hex digits (as uuid4().hex gave): a request id, an admission's lease.
+
+    Neither is a secret (request ids are sent to clients and logged), so they come from the
+    `random` module, which Python reseeds from the OS in every forked worker, not from a system
+    call per request; 128 bits keep them unique across processes."""
+    return f"{_random_bits(128):032x}"

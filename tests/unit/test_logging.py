@@ -3,11 +3,13 @@
 import io
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 
 import pytest
 
+from service.core.request_state import new_id
 from service.ops.logformat import CONTINUATION, JsonFormatter, TextFormatter, time_text
 from service.ops.observability import configure_logging
 from tests.support.app import make_app
@@ -76,6 +78,24 @@ def test_request_id_is_generated_when_absent_or_unsafe(client):
     forged = client.get("/", headers={"X-Request-Id": "x ERROR fake log line"}).headers["X-Request-Id"]
     assert " " not in forged and "fake" not in forged
     assert client.get("/", headers={"X-Request-Id": "a" * 129}).headers["X-Request-Id"] != "a" * 129
+
+
+def test_generated_ids_differ_between_forked_workers():
+    # Workers are forked from one master: each must draw its own ids, not repeat its siblings'.
+    firsts = []
+    for _ in range(2):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.write(write_end, new_id().encode())
+            os._exit(0)
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        with os.fdopen(read_end) as pipe:
+            firsts.append(pipe.read())
+    mine = new_id()
+    assert all(len(first) == 32 and int(first, 16) >= 0 for first in firsts)
+    assert len({*firsts, mine}) == 3
 
 
 def test_a_key_sent_as_request_id_is_not_echoed_or_logged(client):
