@@ -101,11 +101,19 @@ def test_answers_carry_the_clients_own_rate_limit_headers(servers):
 
 
 def test_tokens_reserved_are_replaced_by_the_tokens_used(servers, fake):
-    # Each request may use about 230 tokens (its size and max_tokens 200) and uses 20: with the
-    # estimates alone, two would fill the 600 tokens a minute; with the real counts all ten pass.
-    for number in range(10):
-        fake.enqueue(Reply(usage={"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}))
-        assert chat(servers[number % 2], "tpm", max_tokens=200).status == 200
+    # Each request may use about 175 tokens (its size and max_tokens 150) and uses 20: with the
+    # estimates alone, the fourth would not fit in the 600 tokens a minute; with the real counts all
+    # ten pass, even while the settle of the one before is still on its way (a settle that cannot
+    # change the next admission is sent after the answer, so it may land after the next request).
+    fake.responder = lambda request: Reply(
+        usage={"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
+    )
+    try:
+        for number in range(10):
+            answer = chat(servers[number % 2], "tpm", max_tokens=150)
+            assert answer.status == 200, (number, answer.body)
+    finally:
+        fake.responder = None  # nothing left over for the next test
     limits = fetch(servers[0].url + "/v1/limits", headers={"Authorization": f"Bearer {key_of('tpm')}"})
     usage = json.loads(limits.body)["usage"]
     assert 200 <= usage["tokens_last_minute"] < 600  # the real counts (and this read's own estimate)
@@ -119,12 +127,14 @@ def test_tokens_in_flight_count_against_tpm_across_processes(servers, fake):
         statuses.append(chat(server, "tpm-concurrent", max_tokens=250).status)
 
     threads = [threading.Thread(target=send, args=(servers[number % 2],)) for number in range(3)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.2)  # in order: two estimates of about 280 fit in 600, the third does not
-    for thread in threads:
-        thread.join(30)
-    fake.responder = None
+    try:
+        for thread in threads:
+            thread.start()
+            time.sleep(0.2)  # in order: two estimates of about 280 fit in 600, the third does not
+        for thread in threads:
+            thread.join(30)
+    finally:
+        fake.responder = None
     assert sorted(statuses) == [200, 200, 429]
 
 
