@@ -55,25 +55,17 @@ def use(handler: logging.StreamHandler[Any] | None) -> None:
 
 def write(logger: logging.Logger, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
     """`logger.info(message, *args, extra=fields)`, with the same line as its outcome."""
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    handler = _sole_handler(logger)
-    if handler is None:
-        logger.info(message, *args, extra=fields)
-        return
-    _emit([(handler, logger, message, args, fields, time.time())])
+    line = _straight(logger, message, args, fields)
+    if line is not None:
+        _emit([line])
 
 
 def write_soon(logger: logging.Logger, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
     """`write`, but in a gevent worker the line may wait for the worker's next idle moment (see
     the module's docstring). For lines that are not the accounting: the access line."""
-    if not logger.isEnabledFor(logging.INFO):
+    line = _straight(logger, message, args, fields)
+    if line is None:
         return
-    handler = _sole_handler(logger)
-    if handler is None:
-        logger.info(message, *args, extra=fields)
-        return
-    line = (handler, logger, message, args, fields, time.time())
     if not gevent_drives() or _os_thread() != _home_thread:
         _emit([line])  # no hub of ours to wait in (tests, tools, another thread)
         return
@@ -82,6 +74,20 @@ def write_soon(logger: logging.Logger, message: str, args: tuple[Any, ...], fiel
         flush()
     elif len(_waiting) == 1:
         _idle_watcher().start(flush)
+
+
+def _straight(
+    logger: logging.Logger, message: str, args: tuple[Any, ...], fields: dict[str, Any]
+) -> _Line | None:
+    """The line to write straight to the JSON handler's stream; None when there is none to write
+    (the level is off, or the record went through `logging`, which is done here)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return None
+    handler = _sole_handler(logger)
+    if handler is None:
+        logger.info(message, *args, extra=fields, stacklevel=2)  # named as written by write/write_soon
+        return None
+    return (handler, logger, message, args, fields, time.time())
 
 
 def flush() -> None:
