@@ -40,7 +40,9 @@ _json_handler: logging.StreamHandler[Any] | None = None  # the service's JSON st
 # The OS thread whose gevent hub may hold lines back (the one that set logging up: the worker's).
 _os_thread = gevent.monkey.get_original("_thread", "get_ident")
 _home_thread: int | None = None
-_Line = tuple[logging.StreamHandler[Any], logging.Logger, str, tuple[Any, ...], dict[str, Any], float]
+# A line as logged: its logger, message, arguments, fields and time. Every line is for the
+# handler `use` set (`_json_handler`), and `use` writes what waits before it changes it.
+_Line = tuple[logging.Logger, str, tuple[Any, ...], dict[str, Any], float]
 _waiting: list[_Line] = []
 _idle: Any = None  # the hub's idle watcher, made when a line first waits
 
@@ -55,19 +57,20 @@ def use(handler: logging.StreamHandler[Any] | None) -> None:
 
 def write(logger: logging.Logger, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
     """`logger.info(message, *args, extra=fields)`, with the same line as its outcome."""
-    line = _straight(logger, message, args, fields)
-    if line is not None:
-        _emit([line])
+    handler = _straight_to(logger, message, args, fields)
+    if handler is not None:
+        _emit(handler, [(logger, message, args, fields, time.time())])
 
 
 def write_soon(logger: logging.Logger, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
     """`write`, but in a gevent worker the line may wait for the worker's next idle moment (see
     the module's docstring). For lines that are not the accounting: the access line."""
-    line = _straight(logger, message, args, fields)
-    if line is None:
+    handler = _straight_to(logger, message, args, fields)
+    if handler is None:
         return
+    line = (logger, message, args, fields, time.time())
     if not gevent_drives() or _os_thread() != _home_thread:
-        _emit([line])  # no hub of ours to wait in (tests, tools, another thread)
+        _emit(handler, [line])  # no hub of ours to wait in (tests, tools, another thread)
         return
     _waiting.append(line)
     if len(_waiting) >= MAX_WAITING:
@@ -76,28 +79,27 @@ def write_soon(logger: logging.Logger, message: str, args: tuple[Any, ...], fiel
         _idle_watcher().start(flush)
 
 
-def _straight(
+def _straight_to(
     logger: logging.Logger, message: str, args: tuple[Any, ...], fields: dict[str, Any]
-) -> _Line | None:
-    """The line to write straight to the JSON handler's stream; None when there is none to write
-    (the level is off, or the record went through `logging`, which is done here)."""
+) -> logging.StreamHandler[Any] | None:
+    """The handler whose stream the line goes straight to; None when there is none (the level is
+    off, or the record went through `logging`, which is done here)."""
     if not logger.isEnabledFor(logging.INFO):
         return None
     handler = _sole_handler(logger)
     if handler is None:
         logger.info(message, *args, extra=fields, stacklevel=2)  # named as written by write/write_soon
-        return None
-    return (handler, logger, message, args, fields, time.time())
+    return handler
 
 
 def flush() -> None:
     """Write every line still waiting, in the order they were logged."""
     if _idle is not None:
         _idle.stop()
-    if _waiting:
+    if _waiting and _json_handler is not None:
         waited = _waiting[:]
         _waiting.clear()
-        _emit(waited)
+        _emit(_json_handler, waited)
 
 
 def _idle_watcher() -> Any:
@@ -108,23 +110,16 @@ def _idle_watcher() -> Any:
     return _idle
 
 
-def _emit(batch: list[_Line]) -> None:
-    """Write `batch`'s lines, those of one handler in one write under its lock."""
-    start = 0
-    while start < len(batch):
-        handler = batch[start][0]
-        end = start + 1
-        while end < len(batch) and batch[end][0] is handler:
-            end += 1
-        texts = []
-        for _, logger, message, args, fields, logged_at in batch[start:end]:
-            try:
-                texts.append(_text(handler, logger, message, args, fields, logged_at))
-            except Exception:
-                handler.handleError(_record(logger, message, args))
-        if texts:
-            _write(handler, "".join(texts), batch[start])
-        start = end
+def _emit(handler: logging.StreamHandler[Any], batch: list[_Line]) -> None:
+    """Write `batch`'s lines in one write under the handler's lock."""
+    texts = []
+    for logger, message, args, fields, logged_at in batch:
+        try:
+            texts.append(_text(handler, logger, message, args, fields, logged_at))
+        except Exception:
+            handler.handleError(_record(logger, message, args))
+    if texts:
+        _write(handler, "".join(texts), batch[0])
 
 
 def _text(
@@ -155,7 +150,7 @@ def _write(handler: logging.StreamHandler[Any], text: str, first: _Line) -> None
         handler.stream.flush()
     except Exception:
         # As logging does with a line it cannot write: say so on stderr, never fail the request.
-        handler.handleError(_record(first[1], first[2], first[3]))
+        handler.handleError(_record(first[0], first[1], first[2]))
     finally:
         handler.release()
 
