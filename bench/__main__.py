@@ -95,31 +95,18 @@ def points(args: argparse.Namespace) -> list[Scenario]:
     ]
 
 
-def cache_point(args: argparse.Namespace) -> Scenario:
-    """The same whole chat again and again from 1 client: every answer after the first from the cache."""
+def feature_point(args: argparse.Namespace, name: str, what: str, **feature: bool) -> Scenario:
+    """A whole chat from 1 client through proxies with one feature on (`feature`: the Scenario
+    flag that picks them), `--point-seconds` a path."""
     return Scenario(
-        "cache-hit",
-        f"1 client, the same whole chat: answered from the answer cache, {args.point_seconds:g} s a path",
+        name,
+        f"1 client, {what}, {args.point_seconds:g} s a path",
         clients=1,
         stream=False,
         duration=args.point_seconds,
         rounds=args.point_rounds,
         point=True,
-        cache=True,
-    )
-
-
-def key_point(args: argparse.Namespace) -> Scenario:
-    """`chat-1` with a client key, and no other feature (no limits, policy or cache): what a key costs."""
-    return Scenario(
-        "key-1",
-        f"1 client, whole chat, with a client key and no other feature, {args.point_seconds:g} s a path",
-        clients=1,
-        stream=False,
-        duration=args.point_seconds,
-        rounds=args.point_rounds,
-        point=True,
-        keyed=True,
+        **feature,
     )
 
 
@@ -127,8 +114,10 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     chunks = 10
     return [
         *points(args),
-        key_point(args),
-        cache_point(args),
+        # `chat-1` with a client key and no other feature (no limits, policy or cache): what a key costs.
+        feature_point(args, "key-1", "whole chat, with a client key and no other feature", keyed=True),
+        # The same chat again and again: every answer after the first from the cache.
+        feature_point(args, "cache-hit", "the same whole chat: answered from the answer cache", cache=True),
         Scenario(
             "latency",
             f"1 client, non-streaming, upstream delay {args.delay * 1000:g} ms",
